@@ -1,0 +1,87 @@
+# leadledger — the two commands a new user needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DEMO_HOME ?= .leadledger-demo
+DEMO_LEADS ?= 3000
+export LEADLEDGER_POSTGRES_SCHEMA ?= public
+
+.PHONY: help venv demo test test-fast lint bench clean
+
+help:
+	@echo "make demo   - venv, install, simulate $(DEMO_LEADS) leads, show a lead's history, verify"
+	@echo "make test   - install dev deps and run the whole suite (PostgreSQL tests need LEADLEDGER_POSTGRES_DSN)"
+	@echo "make lint   - ruff + mypy"
+	@echo "make demo-kafka - the pipeline through Kafka (bundled broker), ends with the funnel"
+	@echo "make bench  - benchmarks (results appended to bench/results.md)"
+
+$(BIN)/leadledger: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+venv: $(BIN)/leadledger
+
+demo: venv
+	@rm -rf $(DEMO_HOME) $(DEMO_HOME).simulate.json
+	@echo "== simulating $(DEMO_LEADS) leads into $(DEMO_HOME) (SQLite, no server needed)"
+	LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= $(BIN)/leadledger simulate --leads $(DEMO_LEADS) --seed 42 --json > $(DEMO_HOME).simulate.json
+	@cat $(DEMO_HOME).simulate.json
+	@echo "== the history of one lead that was won"
+	LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= $(BIN)/leadledger history \
+	  $$($(BIN)/python -c "import json; print(json.load(open('$(DEMO_HOME).simulate.json'))['example_won_lead'])")
+	@echo "== verifying every hash chain"
+	LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= $(BIN)/leadledger verify
+	@echo "== where do our leads come from, and where do they get stuck? (funnel by source channel)"
+	@LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= COLUMNS=120 $(BIN)/leadledger funnel --by channel
+	@echo "== how long do they wait in each stage? (velocity)"
+	@LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= COLUMNS=120 $(BIN)/leadledger velocity
+	@echo "== which channels earn the revenue? (attribution, linear model, won deals)"
+	@LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= COLUMNS=120 $(BIN)/leadledger attribution --by channel
+	@echo "== how fast does sales respond? (speed to lead by owner)"
+	@LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= COLUMNS=120 $(BIN)/leadledger speed --by owner
+	@echo "== the HTML report (one self-contained page with charts)"
+	@LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= $(BIN)/leadledger report --html $(DEMO_HOME)/report.html
+	@echo "   open it in a browser; 'make report-png' renders it to $(DEMO_HOME)/report.png;"
+	@echo "   'LEADLEDGER_HOME=$(DEMO_HOME) $(BIN)/leadledger serve' serves the same queries as JSON on 127.0.0.1:8000"
+
+# The demo report as a PNG (headless Chromium: apt-get install -y chromium).
+CHROMIUM ?= chromium
+REPORT_PNG_SIZE ?= 1280,2400
+.PHONY: report-png
+report-png: venv
+	@command -v $(CHROMIUM) >/dev/null 2>&1 || { echo "report-png needs Chromium: sudo apt-get update && sudo apt-get install -y chromium (Debian/Ubuntu), or set CHROMIUM=/path/to/chrome"; exit 1; }
+	@test -f $(DEMO_HOME)/report.html || $(MAKE) --no-print-directory demo
+	@profile=$$(mktemp -d) && \
+	  $(CHROMIUM) --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+	    --disable-background-networking --disable-component-update --disable-sync \
+	    --user-data-dir=$$profile --screenshot=$(abspath $(DEMO_HOME))/report.png \
+	    --window-size=$(REPORT_PNG_SIZE) file://$(abspath $(DEMO_HOME))/report.html 2>/dev/null; \
+	  status=$$?; rm -rf $$profile; exit $$status
+	@echo "wrote $(DEMO_HOME)/report.png"
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+# Long (tens of minutes: 1M-event stores); results are appended to bench/results.md.
+bench: venv
+	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.projections_bench
+	$(BIN)/python -m bench.kafka_bench
+	$(BIN)/python -m bench.kafka_projection_bench
+
+clean:
+	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache .mypy_cache .ruff_cache
+
+# The Kafka pipeline on one laptop: the bundled broker, the three roles as processes, a simulated
+# stream fed into leadledger.inbound, `status` until caught up, the funnel; everything stopped after.
+KAFKA_DEMO_HOME ?= $(DEMO_HOME)/kafka
+KAFKA_DEMO_LEADS ?= 1000
+.PHONY: demo-kafka
+demo-kafka: venv
+	$(BIN)/python -m consumers.demo_kafka --home $(KAFKA_DEMO_HOME) --leads $(KAFKA_DEMO_LEADS)

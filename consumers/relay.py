@@ -1,0 +1,283 @@
+"""The outbox relay: every stored event, in notification order, onto `leadledger.lead-events`.
+
+Each record: key = the lead id (its canonical text, UTF-8), value = the stored state
+bytes unchanged (the canonical CloudEvents envelope, personal data still sealed),
+headers `ce_type`, `ce_sequence` (the lead's version) and `ce_id`. The producer is
+idempotent with acks=all, and partitions are chosen with kafka-python's default
+murmur2 semantics (cached per lead), so every producer keyed by lead id agrees.
+
+Delivery is at-least-once: a batch is sent, flushed (every record acknowledged), and
+only THEN is the relay's position stored in the event store's own database
+(`leadledger_relay`). A crash in between re-sends that batch on restart; within a
+partition each lead's events stay in version order, so consumers de-duplicate by
+(lead id, version). Reading "after the position" never skips an event: SQLite has one
+writer, and the PostgreSQL recorder locks the table on insert, so notification ids
+become visible in order. Run one relay per store and topic.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import orjson
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.partitioner.default import murmur2
+
+from consumers.kafka_config import KafkaSettings
+from lifecycle.recorders import RawRow
+from lifecycle.store import LeadStore
+
+log = logging.getLogger("leadledger.relay")
+
+#: a lead's partition is cached; the cache is dropped whenever it grows past this
+PARTITION_CACHE_LIMIT = 1_000_000
+
+
+class RelayError(Exception):
+    """A batch could not be delivered; its position was not stored (it will be sent again)."""
+
+
+# ---------------------------------------------------------------- topics
+
+
+def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]:
+    """Create the inbound, dead-letter and lead-events topics if missing; returns those created.
+
+    Existing topics are left alone (whatever their partition count: the relay reads the
+    real count from the cluster's metadata)."""
+    admin = KafkaAdminClient(**settings.client_kwargs(), request_timeout_ms=int(timeout_s * 1000))
+    try:
+        existing = set(admin.list_topics())
+        wanted = [settings.inbound_topic, settings.dlq_topic, settings.events_topic]
+        created: list[str] = []
+        for topic in wanted:
+            if topic in existing:
+                continue
+            try:
+                admin.create_topics(
+                    [NewTopic(topic, num_partitions=settings.partitions, replication_factor=settings.replication)]
+                )
+                created.append(topic)
+            except TopicAlreadyExistsError:
+                pass  # another process created it between our listing and our request
+        return created
+    finally:
+        admin.close()
+
+
+# ---------------------------------------------------------------- partitions
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """kafka-python's (and the Java client's) default partition for a keyed record."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+class PartitionCache:
+    """murmur2 partitions of lead ids, computed once per lead (pure-Python murmur2 is slow)."""
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+        self._cache: dict[bytes, int] = {}
+
+    def resize(self, partitions: int) -> None:
+        if partitions != self.partitions:
+            self.partitions = partitions
+            self._cache.clear()
+
+    def __call__(self, key: bytes) -> int:
+        found = self._cache.get(key)
+        if found is None:
+            if len(self._cache) >= PARTITION_CACHE_LIMIT:
+                self._cache.clear()
+            found = self._cache[key] = partition_for(key, self.partitions)
+        return found
+
+
+# ---------------------------------------------------------------- records
+
+
+def record_for(row: RawRow) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """(key, value, headers) of one stored event; the value is the stored bytes as they are.
+
+    (The relay inlines this, caching each lead's key and partition.)"""
+    _, lead_id, version, state = row
+    envelope = orjson.loads(state)
+    headers = [
+        ("ce_type", envelope["type"].encode()),
+        ("ce_sequence", str(version).encode()),
+        ("ce_id", envelope["id"].encode()),
+    ]
+    return str(lead_id).encode(), state, headers
+
+
+def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
+    """The relay's producer: idempotent, acks=all, batching for throughput."""
+    options: dict[str, Any] = {
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "batch_size": 256 * 1024,
+        "max_in_flight_requests_per_connection": 5,  # idempotence keeps order with up to 5
+        **overrides,
+    }
+    return KafkaProducer(**settings.client_kwargs(), **options)
+
+
+# ---------------------------------------------------------------- the relay
+
+
+@dataclass
+class RelayStats:
+    published: int = 0
+    batches: int = 0
+    position: int = 0
+
+
+class Relay:
+    """Publishes the store's notification log to one topic, remembering how far it got."""
+
+    def __init__(self, store: LeadStore, producer: KafkaProducer, topic: str, *,
+                 name: str | None = None, flush_timeout_s: float = 120.0) -> None:
+        self.store = store
+        self.producer = producer
+        self.topic = topic
+        self.name = name or topic  # one position per (store, topic)
+        self.flush_timeout_s = flush_timeout_s
+        self._partitions = PartitionCache(self._partition_count())
+        self._keys: dict[UUID, tuple[bytes, int]] = {}  # lead -> (key, partition)
+        self._pending: list[RawRow] | None = None  # the next batch, read while the last one flushes
+        self.stats = RelayStats(position=self.position())
+
+    def _partition_count(self) -> int:
+        partitions = self.producer.partitions_for(self.topic)  # waits for metadata
+        if not partitions:
+            raise RelayError(f"topic {self.topic} has no partitions (does it exist?)")
+        return len(partitions)
+
+    def position(self) -> int:
+        return self.store.recorder.relay_position(self.name)
+
+    def rewind(self, position: int = 0) -> None:
+        """Publish again from after `position` (0: everything; a broker that lost data, a new topic)."""
+        self.store.recorder.set_relay_position(self.name, position)
+        self.stats.position = position
+        self._pending = None
+
+    def behind(self) -> int:
+        """Stored events not yet published (approximate: a rolled-back PostgreSQL insert leaves a gap)."""
+        return max(0, self.store.head_position() - self.stats.position)
+
+    def publish_batch(self, limit: int) -> int:
+        """Publish up to `limit` events after the position, wait for every ack, store the position."""
+        rows = self._pending if self._pending is not None else self.store.raw(self.stats.position, limit)
+        self._pending = None
+        if not rows:
+            return 0
+        count = len(self.producer.partitions_for(self.topic) or ())
+        if count and count != self._partitions.partitions:
+            # The topic was given more partitions: like every keyed producer, ours now maps some
+            # leads elsewhere, so their next events start a new order in another partition.
+            self._partitions.resize(count)
+            self._keys.clear()
+        futures = self._send(rows)
+        # Read the next batch while the producer's thread delivers this one.
+        self._pending = self.store.raw(rows[-1][0], limit) or None
+        self.producer.flush(timeout=self.flush_timeout_s)
+        failed = [f for f in futures if not f.succeeded()]
+        if failed:
+            self._pending = None
+            raise RelayError(
+                f"{len(failed)} of {len(futures)} events were not acknowledged by the broker "
+                f"(first: {failed[0].exception!r}); position stays at {self.stats.position}"
+            )
+        self.store.recorder.set_relay_position(self.name, rows[-1][0])
+        self.stats.position = rows[-1][0]
+        self.stats.published += len(rows)
+        self.stats.batches += 1
+        return len(rows)
+
+    def _send(self, rows: Sequence[RawRow]) -> list[Any]:
+        send, topic, keys, partition_of = self.producer.send, self.topic, self._keys, self._partitions
+        futures = []
+        for _, lead_id, version, state in rows:
+            found = keys.get(lead_id)
+            if found is None:
+                if len(keys) >= PARTITION_CACHE_LIMIT:
+                    keys.clear()
+                key = str(lead_id).encode()
+                found = keys[lead_id] = (key, partition_of(key))
+            envelope = orjson.loads(state)
+            headers = [("ce_type", envelope["type"].encode()), ("ce_sequence", str(version).encode()),
+                       ("ce_id", envelope["id"].encode())]
+            futures.append(send(topic, value=state, key=found[0], headers=headers, partition=found[1]))
+        return futures
+
+    def run(self, *, batch: int = 5000, once: bool = False, poll_interval_s: float = 0.5,
+            log_every_s: float = 10.0, should_stop: Callable[[], bool] = lambda: False) -> RelayStats:
+        """Publish until caught up (`once`) or until `should_stop()`; follow new events meanwhile."""
+        started = mark = time.monotonic()
+        window = 0
+        log.info("relaying to %s from notification %d (%d stored events behind)",
+                 self.topic, self.stats.position, self.behind())
+        while not should_stop():
+            sent = self.publish_batch(batch)
+            window += sent
+            now = time.monotonic()
+            if now - mark >= log_every_s or (sent == 0 and window):
+                log.info("%s: %d events published (%.0f/s), position %d, %d behind",
+                         "caught up" if sent == 0 else "relaying", self.stats.published,
+                         window / max(now - mark, 1e-6), self.stats.position, self.behind())
+                window, mark = 0, now
+            if sent == 0:
+                if once:
+                    break
+                time.sleep(poll_interval_s)
+        elapsed = time.monotonic() - started
+        log.info("relay stopped: %d events in %.1fs, position %d", self.stats.published, elapsed,
+                 self.stats.position)
+        return self.stats
+
+
+def run_relay(store: LeadStore, settings: KafkaSettings, *, from_start: bool = False, once: bool = False,
+              batch: int = 5000, poll_interval_s: float = 0.5, log_every_s: float = 10.0,
+              should_stop: Callable[[], bool] = lambda: False, retry_backoff_s: float = 1.0) -> RelayStats:
+    """The relay role: make the topics, then publish (retrying a failed batch with a fresh producer)."""
+    total = RelayStats()
+    rewind = from_start
+    failures = 0
+    while True:
+        created = ensure_topics(settings)  # again after a failure: the broker may have lost them
+        if created:
+            log.info("created topics %s with %d partitions", ", ".join(created), settings.partitions)
+        producer = make_producer(settings)
+        relay: Relay | None = None
+        try:
+            relay = Relay(store, producer, settings.events_topic)
+            if rewind:
+                relay.rewind(0)
+                rewind = False
+                log.info("publishing every stored event again (--from-start)")
+            relay.run(batch=batch, once=once, poll_interval_s=poll_interval_s,
+                      log_every_s=log_every_s, should_stop=should_stop)
+            return total
+        except (RelayError, KafkaError) as exc:
+            failures += 1
+            if (once and failures > 3) or should_stop():
+                raise
+            delay = min(30.0, retry_backoff_s * 2 ** min(failures, 5))
+            log.warning("relay batch failed (%s); retrying from the stored position in %.0fs", exc, delay)
+            time.sleep(delay)
+        finally:
+            if relay is not None:
+                total.published += relay.stats.published
+                total.batches += relay.stats.batches
+                total.position = relay.stats.position
+            producer.close(timeout=10)

@@ -1,0 +1,5 @@
+"""`python -m lifecycle` is `leadledger`."""
+
+from lifecycle.cli import main
+
+main()

@@ -1,0 +1,126 @@
+"""Attribution: credit each conversion (entry into mql, sql or won) to its touches, SPEC §4.
+
+A conversion's touches are the capture and touch events after the lead's
+previous entry into the same stage, up to the conversion (metric order); with
+none, the lead's latest earlier touch gets the credit. Credits of all five
+models are computed when the conversion is folded, one row per (conversion,
+channel, campaign), so a query is a filtered SUM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from lifecycle.stages import Stage
+from projections.base import AppendProjection, Lead, Table, campaign_key
+from projections.facts import SECOND, STAGE_EVENTS, TOUCH_EVENTS, Fact, format_us
+from projections.funnel import in_range, visible
+from projections.query import Window
+
+CONVERSION_STAGES = frozenset({Stage.MQL.value, Stage.SQL.value, Stage.WON.value})
+HALF_LIFE_US = 7 * 86400 * SECOND
+
+CREDITS = Table(
+    "rm_attribution_credits",
+    (("lead_no", "int"), ("version", "int"), ("seq", "int"), ("stage", "text"), ("converted_at", "int"),
+     ("channel", "text"), ("campaign", "text"), ("c_first", "real"), ("c_last", "real"), ("c_linear", "real"),
+     ("c_u_shaped", "real"), ("c_time_decay", "real"), ("amount", "real"), ("captured_at", "int")),
+    key=("lead_no", "version", "seq"),
+    # a query reads one conversion stage: covered by one index range
+    indexes=(("stage", "channel", "campaign", "converted_at", "captured_at", "c_first", "c_last", "c_linear",
+              "c_u_shaped", "c_time_decay", "amount"),),
+)
+
+
+def model_weights(times: Sequence[int], converted_at: int) -> dict[str, list[float]]:
+    """Credit of each touch (by time, oldest first) under each model; each list sums to 1."""
+    n = len(times)
+    first = [1.0] + [0.0] * (n - 1)
+    last = [0.0] * (n - 1) + [1.0]
+    linear = [1.0 / n] * n
+    if n == 1:
+        u = [1.0]
+    elif n == 2:
+        u = [0.5, 0.5]
+    else:
+        u = [0.4] + [0.2 / (n - 2)] * (n - 2) + [0.4]
+    decay = [2.0 ** (-(converted_at - t) / HALF_LIFE_US) for t in times]
+    total = sum(decay)
+    return {"first": first, "last": last, "linear": linear, "u_shaped": u,
+            "time_decay": [d / total for d in decay]}
+
+
+def window(facts: Sequence[Fact], i: int) -> list[Fact]:
+    """The touches credited for the conversion facts[i]."""
+    stage = facts[i].stage
+    touches: list[Fact] = []
+    j = i - 1
+    while j >= 0 and not (facts[j].name in STAGE_EVENTS and facts[j].stage == stage):
+        if facts[j].name in TOUCH_EVENTS:
+            touches.append(facts[j])
+        j -= 1
+    if not touches:
+        while j >= 0:
+            if facts[j].name in TOUCH_EVENTS:
+                return [facts[j]]
+            j -= 1
+    touches.reverse()
+    return touches
+
+
+class Attribution(AppendProjection):
+    name = "attribution"
+    version = 1
+    handles = STAGE_EVENTS | TOUCH_EVENTS
+    tables = (CREDITS,)
+
+    def rows_for(
+        self, lead: Lead, facts: Sequence[Fact], i: int, capture: Fact | None
+    ) -> Iterable[tuple[str, tuple[Any, ...]]]:
+        f = facts[i]
+        if f.name not in STAGE_EVENTS or f.stage not in CONVERSION_STAGES:
+            return
+        touches = window(facts, i)
+        if not touches:
+            if capture is None:
+                return
+            touches = [capture]  # no touch before it at all (the capture happened later)
+        weights = model_weights([t.occurred for t in touches], f.occurred)
+        merged: dict[tuple[str | None, str], list[float]] = {}
+        for k, t in enumerate(touches):
+            acc = merged.setdefault((t.channel, campaign_key(t.campaign)), [0.0] * 5)
+            for m, model in enumerate(("first", "last", "linear", "u_shaped", "time_decay")):
+                acc[m] += weights[model][k]
+        amount = f.value if f.stage == Stage.WON.value else None
+        cap_at = capture.occurred if capture else None
+        for seq, ((channel, campaign), credit) in enumerate(merged.items()):
+            yield CREDITS.name, (lead.lead_no, f.version, seq, f.stage, f.occurred, channel, campaign,
+                                 *credit, amount, cap_at)
+
+
+def query_sql(w: Window, model: str, conversion: str, table: str) -> tuple[str, list[Any]]:
+    conds: list[str] = ["stage = ?"]
+    params: list[Any] = [conversion]
+    visible(w, "converted_at", conds, params)
+    in_range("captured_at" if w.mode == "cohort" else "converted_at", w, conds, params)
+    col = f"c_{model}"
+    # grouped in index order (channel, campaign); `shape` adds up to the asked grouping
+    text = (f"SELECT channel, campaign, SUM({col}), SUM({col} * amount), COUNT(*) FROM {table} "
+            f"WHERE {' AND '.join(conds)} GROUP BY channel, campaign")
+    return text, params
+
+
+def shape(w: Window, model: str, conversion: str, rows: Iterable[tuple[Any, ...]]) -> dict[str, Any]:
+    groups: dict[str | None, tuple[float, float]] = {}
+    for channel, campaign, credit, revenue, _ in rows:
+        k = channel if w.by == "channel" else campaign if w.by == "campaign" else None
+        c, r = groups.get(k, (0.0, 0.0))
+        groups[k] = (c + float(credit or 0.0), r + float(revenue or 0.0))
+    if w.by is None:
+        groups.setdefault(None, (0.0, 0.0))
+    out = [
+        {"key": k, "conversions": groups[k][0], "revenue": groups[k][1] if conversion == "won" else None}
+        for k in sorted(groups, key=lambda k: (k is None, k or ""))
+    ]
+    return {"model": model, "conversion": conversion, "by": w.by, "as_of": format_us(w.as_of), "groups": out}

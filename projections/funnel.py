@@ -1,0 +1,121 @@
+"""Funnel: how many distinct leads entered each stage (cohort or period mode, SPEC §4).
+
+One row per stage entry, owned by the entering event, carrying the time of the
+lead's previous entry into the same stage: `prev_at IS NULL` marks the first
+entry (cohort mode), and `prev_at < from` marks the first entry inside a period
+window, so distinct leads are counted without DISTINCT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from itertools import pairwise
+from typing import Any
+
+from lifecycle.stages import FUNNEL_ORDER, MAIN_PATH
+from projections.base import AppendProjection, Lead, Table, campaign_key
+from projections.facts import STAGE_EVENTS, Fact, format_us
+from projections.query import Window
+
+ENTRIES = Table(
+    "rm_funnel_entries",
+    (("lead_no", "int"), ("version", "int"), ("stage", "text"), ("entered_at", "int"),
+     ("prev_at", "int"), ("captured_at", "int"), ("channel", "text"), ("campaign", "text")),
+    key=("lead_no", "version"),
+    # per stage: first entries (prev_at NULL) in one index range, grouped in index order
+    indexes=(("stage", "prev_at", "channel", "campaign", "captured_at", "entered_at"),),
+)
+
+
+class Funnel(AppendProjection):
+    name = "funnel"
+    version = 1
+    handles = STAGE_EVENTS
+    tables = (ENTRIES,)
+
+    def rows_for(
+        self, lead: Lead, facts: Sequence[Fact], i: int, capture: Fact | None
+    ) -> Iterable[tuple[str, tuple[Any, ...]]]:
+        f = facts[i]
+        if f.stage is None:
+            return
+        prev_at = None
+        for j in range(i - 1, -1, -1):
+            if facts[j].stage == f.stage:
+                prev_at = facts[j].occurred
+                break
+        cap_at = capture.occurred if capture else None
+        channel = capture.channel if capture else None
+        campaign = campaign_key(capture.campaign) if capture else None
+        yield ENTRIES.name, (lead.lead_no, f.version, f.stage, f.occurred, prev_at, cap_at, channel, campaign)
+
+
+def group_column(by: str | None) -> str:
+    return {"channel": "channel", "campaign": "campaign", "owner": "owner"}.get(by or "", "NULL")
+
+
+def visible(w: Window, time_col: str, conds: list[str], params: list[Any]) -> None:
+    """Add the as-of cut (event and capture at or before T) to a WHERE clause."""
+    conds.append("captured_at IS NOT NULL")
+    if w.as_of is not None:
+        conds.append(f"{time_col} <= ?")
+        conds.append("captured_at <= ?")
+        params += [w.as_of, w.as_of]
+
+
+def in_range(column: str, w: Window, conds: list[str], params: list[Any]) -> None:
+    if w.start is not None:
+        conds.append(f"{column} >= ?")
+        params.append(w.start)
+    if w.end is not None:
+        conds.append(f"{column} < ?")
+        params.append(w.end)
+
+
+def query_sql(w: Window, table: str) -> list[tuple[str, list[Any]]]:
+    """Counts of one stage (each statement's first parameter) per (channel, campaign): ranges of
+    the covering index, grouped in index order; the caller runs them per stage and adds them up.
+    Period mode counts an entry when it is the lead's first in the window: its previous entry
+    into the stage is before `from` (two index ranges: none, or before `from`)."""
+    conds: list[str] = []
+    params: list[Any] = []
+    visible(w, "entered_at", conds, params)
+    in_range("captured_at" if w.mode == "cohort" else "entered_at", w, conds, params)
+    firsts = ["stage = ?", "prev_at IS NULL", *conds]
+    statements = [(f"SELECT channel, campaign, COUNT(*) FROM {table} WHERE {' AND '.join(firsts)} "
+                   f"GROUP BY channel, campaign", params)]
+    if w.mode == "period" and w.start is not None:
+        again = ["stage = ?", "prev_at IS NOT NULL", "prev_at < ?", *conds]
+        statements.append((f"SELECT channel, campaign, COUNT(*) FROM {table} WHERE {' AND '.join(again)} "
+                           f"GROUP BY channel, campaign", [w.start, *params]))
+    return statements
+
+
+def regroup(by: str | None, stage: str, rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, str, int]]:
+    """(channel, campaign, count) rows of one stage -> (key, stage, count) for `by`."""
+    out: dict[Any, int] = {}
+    for channel, campaign, count in rows:
+        key = channel if by == "channel" else campaign if by == "campaign" else None
+        out[key] = out.get(key, 0) + int(count)
+    return [(key, stage, count) for key, count in out.items()]
+
+
+def shape(w: Window, rows: Iterable[tuple[Any, ...]]) -> dict[str, Any]:
+    """SPEC §8 funnel JSON from (key, stage, count) rows."""
+    groups: dict[str | None, dict[str, int]] = {}
+    if w.by is None:
+        groups[None] = {}
+    for key, stage, count in rows:
+        counts = groups.setdefault(None if w.by is None else key, {})
+        counts[stage] = counts.get(stage, 0) + int(count)
+    out = []
+    for key in sorted(groups, key=lambda k: (k is None, k or "")):
+        counts = groups[key]
+        stages = {s.value: counts.get(s.value, 0) for s in FUNNEL_ORDER}
+        conversion = {}
+        for a, b in pairwise(MAIN_PATH):
+            reached = stages[a.value]
+            conversion[f"{a.value}->{b.value}"] = stages[b.value] / reached if reached else None
+        out.append({"key": key, "stages": stages, "conversion": conversion})
+    return {"mode": w.mode, "from": format_us(w.start), "to": format_us(w.end), "as_of": format_us(w.as_of),
+            "by": w.by, "groups": out}

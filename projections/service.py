@@ -1,0 +1,181 @@
+"""The analyst API the CLI, the HTTP server and the HTML report call (SPEC §4, §8 shapes).
+
+Without --known-at every query is SQL over rows precomputed at projection time
+and cut at T (`entered_at <= T`, `left_at <= T`, `converted_at <= T`, ...): the
+rows of a lead depend only on its events up to the row's own event in metric
+order, and "occurred at or before T" keeps a per-lead prefix. With --known-at
+that is no longer a prefix, so the rows are re-derived exactly from the stored
+facts visible at (T, K) into temporary tables and the same SQL runs on those.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from lifecycle.settings import Settings
+from lifecycle.stages import FUNNEL_ORDER
+from lifecycle.store import LeadStore
+from projections import attribution, funnel, leads, speed, velocity
+from projections.base import Lead, Projection
+from projections.db import ReadModelDB
+from projections.facts import Fact, unpack
+from projections.query import Query, QueryError, Window, check, check_attribution, check_leads
+from projections.runner import BY_NAME, TIMELINE, Runner
+from projections.sources import EmbeddedSource
+
+__all__ = ["Analytics", "Query", "QueryError", "open_analytics"]
+
+log = logging.getLogger("leadledger.projections")
+
+DEFAULT_BATCH = 20_000
+
+
+def visible_facts(facts: Sequence[Fact], as_of: int | None, known_at: int | None) -> list[Fact]:
+    return [f for f in facts
+            if (as_of is None or f.occurred <= as_of) and (known_at is None or f.recorded <= known_at)]
+
+
+class Analytics:
+    """Read models plus (embedded) the event store they are caught up from."""
+
+    def __init__(self, db: ReadModelDB, store: LeadStore | None, *, auto_refresh: bool = True,
+                 batch_size: int = DEFAULT_BATCH) -> None:
+        self.db = db
+        self.store = store
+        self.auto_refresh = auto_refresh
+        self.batch_size = batch_size
+        self.runner = Runner(db)
+        stale = self.runner.setup()
+        if stale:
+            log.info("built read models %s from the stored timelines", ", ".join(stale))
+        self.source = EmbeddedSource(store) if store is not None else None
+
+    # ---- freshness -----------------------------------------------------------
+
+    def refresh(self) -> int:
+        """Catch up from the event store (embedded); returns the events applied."""
+        if self.source is None:
+            return 0
+        return self.runner.catch_up(self.source, self.batch_size)
+
+    def _fresh(self) -> None:
+        if self.auto_refresh:
+            self.refresh()
+
+    # ---- queries -------------------------------------------------------------
+
+    def funnel(self, q: Query) -> dict[str, Any]:
+        w = check(q)
+        tables = self._tables(w, BY_NAME["funnel"])
+        statements = funnel.query_sql(w, tables[funnel.ENTRIES.name])
+        rows = []
+        for stage in FUNNEL_ORDER:
+            for text, params in statements:
+                rows += funnel.regroup(w.by, stage.value, self.db.query(text, [stage.value, *params]))
+        return funnel.shape(w, rows)
+
+    def velocity(self, q: Query) -> dict[str, Any]:
+        w = check(q)
+        tables = self._tables(w, BY_NAME["velocity"])
+        stays = velocity.Stats(w, tables[velocity.STAYS.name], "duration_us", "left_at", self.db.query)
+        firsts = velocity.Stats(w, tables[velocity.FIRSTS.name], "since_capture_us", "entered_at", self.db.query)
+        return velocity.shape(w, stays.compute(), firsts.compute())
+
+    def attribution(self, q: Query) -> dict[str, Any]:
+        w = check_attribution(q)
+        tables = self._tables(w, BY_NAME["attribution"])
+        text, params = attribution.query_sql(w, q.model, q.conversion, tables[attribution.CREDITS.name])
+        return attribution.shape(w, q.model, q.conversion, self.db.query(text, params))
+
+    def speed(self, q: Query) -> dict[str, Any]:
+        w = check(q, bys=("owner", "channel", "campaign"))
+        tables = self._tables(w, BY_NAME["speed"])
+        return speed.compute(w, tables[speed.ASSIGNMENTS.name], tables[speed.RESPONSES.name], self.db.query)
+
+    def leads(self, q: Query) -> dict[str, Any]:
+        w = check_leads(q)
+        self._fresh()
+        table = self.db.name(leads.LEADS.name)
+        if w.as_of is None and w.known_at is None:
+            text, params = leads.list_sql(q.stage, q.channel, q.owner, q.limit, table)
+            return leads.shape(None, (leads.item(r) for r in self.db.query(text, params)))
+        return leads.shape(w.as_of, self._leads_as_of(q, w))
+
+    def history(self, lead_id: UUID, as_of: datetime | None = None,
+                known_at: datetime | None = None) -> dict[str, Any] | None:
+        """SPEC §8 history of one lead (from the event store), None if unknown."""
+        if self.store is None:
+            raise QueryError("history needs the event store (embedded mode)")
+        from lifecycle.audit import history
+
+        return history(self.store, lead_id, as_of, known_at)
+
+    def close(self) -> None:
+        self.db.close()
+        if self.store is not None:
+            self.store.close()
+
+    # ---- the exact known-at path ----------------------------------------------
+
+    def _tables(self, w: Window, projection: Projection) -> dict[str, str]:
+        """Names to query: the read model's tables, or temporary ones re-derived at (T, K)."""
+        self._fresh()
+        if not w.slow:
+            return {t.name: self.db.name(t.name) for t in projection.tables}
+        names = self.db.create_temp(projection.tables)
+        pending: dict[str, list[tuple[Any, ...]]] = {t.name: [] for t in projection.tables}
+        inserts = {t.name: self.db.insert_sql(replace(t, name=names[t.name], upsert=False), temp=True)
+                   for t in projection.tables}
+        for lead, facts in self.runner.timelines():
+            seen = [f for f in visible_facts(facts, w.as_of, w.known_at) if f.name in projection.handles]
+            if not seen:
+                continue
+            for table, rows in projection.derive(lead, seen).rows.items():
+                pending[table].extend(rows)
+            if sum(len(r) for r in pending.values()) > 20_000:
+                self._flush(inserts, pending)
+        self._flush(inserts, pending)
+        return names
+
+    def _flush(self, inserts: dict[str, str], pending: dict[str, list[tuple[Any, ...]]]) -> None:
+        for table, rows in pending.items():
+            self.db.executemany(inserts[table], rows)
+            rows.clear()
+
+    def _leads_as_of(self, q: Query, w: Window) -> list[dict[str, Any]]:
+        """Newest first, each lead re-folded from its facts visible at (T, K)."""
+        out: list[dict[str, Any]] = []
+        table = self.db.name(leads.LEADS.name)
+        conds, params = ("WHERE captured_at <= ?", [w.as_of]) if w.as_of is not None else ("", [])
+        candidates = self.db.query(
+            f"SELECT lead_no, lead_id FROM {table} {conds} ORDER BY captured_at DESC, lead_id DESC", params)
+        timeline = self.db.name(TIMELINE.name)
+        for i in range(0, len(candidates), 500):
+            chunk = candidates[i:i + 500]
+            blobs = {int(no): facts for no, facts in self.db.query(
+                f"SELECT lead_no, facts FROM {timeline} WHERE lead_no IN ({','.join('?' * len(chunk))})",
+                [int(no) for no, _ in chunk])}
+            for no, lead_id in chunk:
+                seen = visible_facts(unpack(blobs[int(no)]), w.as_of, w.known_at)
+                row = leads.lead_row(Lead(int(no), lead_id), seen)
+                if row is None:
+                    continue
+                entry = leads.item(row[1:])
+                if leads.matches(entry, q.stage, q.channel, q.owner):
+                    out.append(entry)
+                    if len(out) >= q.limit:
+                        return out
+        return out
+
+
+def open_analytics(settings: Settings, *, auto_refresh: bool = True) -> Analytics:
+    """Analytics over the configured read models, caught up from the configured event store."""
+    from lifecycle.bootstrap import bootstrap
+
+    store = bootstrap(settings).store
+    return Analytics(ReadModelDB(settings), store, auto_refresh=auto_refresh)

@@ -1,0 +1,281 @@
+"""The one mapper between lead events and bytes: CloudEvents envelope, hash chain, sealing.
+
+A stored event's state is the canonical JSON (orjson, sorted keys) of its
+CloudEvents 1.0 envelope. `hash` is the SHA-256 of the envelope without it, and
+the envelope includes `prevhash`, so every event's hash covers its content and
+its predecessor's hash. Names, e-mails and phones travel sealed (AES-GCM with the
+lead's key) in `data.personal`; the hash covers the sealed form, so erasing the
+key never breaks the chain.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any, NamedTuple
+from uuid import UUID
+
+import orjson
+from eventsourcing.persistence import StoredEvent
+
+from lifecycle.events import EVENT_CLASSES, LeadCaptured, LeadEvent
+from lifecycle.privacy import ERASED, PERSONAL_FIELDS, seal, unseal
+from lifecycle.stages import Stage
+from schemas.upcasters import upcast
+
+GENESIS = "0" * 64
+TYPE_PREFIX = "leadledger.lead."
+SOURCE = "leadledger"
+LEAD_TOPIC = "lifecycle.lead:Lead"
+
+_BASE_FIELDS = frozenset(
+    {
+        "originator_id",
+        "originator_version",
+        "timestamp",
+        "originator_topic",
+        "event_id",
+        "occurred_at",
+        "actor",
+        "causation",
+    }
+)
+_SORTED = orjson.OPT_SORT_KEYS
+
+
+class CorruptEvent(ValueError):
+    """A stored event cannot be decoded or does not match its row."""
+
+
+class EventRecord(NamedTuple):
+    """A decoded stored event, the typed envelope projections and audits read."""
+
+    lead_id: UUID
+    version: int
+    name: str  # e.g. "LeadCaptured"
+    schema_version: int
+    event_id: str
+    occurred_at: datetime
+    recorded_at: datetime
+    actor: str
+    data: dict[str, Any]
+    envelope: dict[str, Any]
+
+
+def event_type(name: str, version: int) -> str:
+    return f"{TYPE_PREFIX}{name}.v{version}"
+
+
+def parse_event_type(type_: str) -> tuple[str, int]:
+    if not type_.startswith(TYPE_PREFIX):
+        raise CorruptEvent(f"not a lead event type: {type_!r}")
+    name, _, ver = type_[len(TYPE_PREFIX) :].rpartition(".v")
+    if not name or not ver.isdigit():
+        raise CorruptEvent(f"malformed lead event type: {type_!r}")
+    return name, int(ver)
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339, UTC, microseconds: 2026-03-02T09:15:00.000000Z."""
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: leadledger times are timezone-aware")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def parse_time(value: str) -> datetime:
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError(f"time {value!r} has no timezone")
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"time {value!r} is out of range") from None
+
+
+def canonical(obj: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(obj, option=_SORTED)
+
+
+def content_hash(body: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical(body)).hexdigest()
+
+
+_FIELD_CACHE: dict[type, tuple[str, ...]] = {}
+
+
+def _payload_fields(cls: type) -> tuple[str, ...]:
+    names = _FIELD_CACHE.get(cls)
+    if names is None:
+        names = tuple(f.name for f in dataclasses.fields(cls) if f.name not in _BASE_FIELDS)
+        _FIELD_CACHE[cls] = names
+    return names
+
+
+def _wire(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else value
+
+
+def event_data(event: LeadEvent, data_key: bytes | None) -> dict[str, Any]:
+    """The envelope `data` of a domain event (personal fields sealed)."""
+    data = {name: _wire(getattr(event, name)) for name in _payload_fields(type(event))}
+    if isinstance(event, LeadCaptured):
+        data["from_stage"] = None
+        data["to_stage"] = Stage.CAPTURED.value
+        personal = {f: data.pop(f) for f in PERSONAL_FIELDS}
+        if any(v is not None for v in personal.values()):
+            if data_key is None:
+                raise ValueError(f"lead {event.originator_id}: personal data needs a data key")
+            data["personal"] = seal(event.originator_id, data_key, canonical(personal))
+        else:
+            data["personal"] = None
+    return data
+
+
+def encode(event: LeadEvent, prev_hash: str, data_key: bytes | None) -> tuple[StoredEvent, str]:
+    """A stored event for the recorder, and its hash (the next event's prev)."""
+    name = type(event).__name__
+    type_ = event_type(name, event.SCHEMA_VERSION)
+    body: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": str(event.event_id),
+        "source": SOURCE,
+        "type": type_,
+        "subject": str(event.originator_id),
+        "time": format_time(event.occurred_at),
+        "sequence": event.originator_version,
+        "datacontenttype": "application/json",
+        "dataschema": f"schemas/events/{name}.v{event.SCHEMA_VERSION}.json",
+        "recordedat": format_time(event.timestamp),
+        "actor": event.actor,
+        "prevhash": prev_hash,
+        "data": event_data(event, data_key),
+    }
+    if event.causation is not None:
+        body["causation"] = event.causation
+    digest = content_hash(body)
+    body["hash"] = digest
+    stored = StoredEvent(
+        originator_id=event.originator_id,
+        originator_version=event.originator_version,
+        topic=type_,
+        state=canonical(body),
+    )
+    return stored, digest
+
+
+def load_envelope(state: bytes) -> dict[str, Any]:
+    try:
+        envelope = orjson.loads(state)
+    except orjson.JSONDecodeError as exc:
+        raise CorruptEvent(f"stored state is not JSON: {exc}") from exc
+    if not isinstance(envelope, dict):
+        raise CorruptEvent("stored state is not a JSON object")
+    return envelope
+
+
+def to_record(lead_id: UUID, version: int, state: bytes) -> EventRecord:
+    """Decode a stored row into a typed envelope (upcast to the current version)."""
+    envelope = load_envelope(state)
+    try:
+        name, schema_version = parse_event_type(envelope["type"])
+        data = upcast(name, schema_version, envelope["data"])
+        return EventRecord(
+            lead_id=lead_id,
+            version=version,
+            name=name,
+            schema_version=schema_version,
+            event_id=envelope["id"],
+            occurred_at=parse_time(envelope["time"]),
+            recorded_at=parse_time(envelope["recordedat"]),
+            actor=envelope["actor"],
+            data=data,
+            envelope=envelope,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptEvent(f"lead {lead_id} version {version}: undecodable event: {exc}") from exc
+
+
+def open_personal(record: EventRecord, data_key: bytes | None) -> dict[str, Any]:
+    """`data` with personal fields in clear, or marked erased when the key is gone."""
+    data = dict(record.data)
+    sealed = data.pop("personal", None)
+    if sealed is None:
+        for f in PERSONAL_FIELDS:
+            data.setdefault(f, None)
+        return data
+    if data_key is None:
+        data.update({f: ERASED for f in PERSONAL_FIELDS})
+        return data
+    data.update(orjson.loads(unseal(record.lead_id, data_key, sealed)))
+    return data
+
+
+def to_domain(record: EventRecord, data_key: bytes | None) -> LeadEvent:
+    """Rebuild the domain event (personal fields only if the key is given)."""
+    cls = EVENT_CLASSES.get(record.name)
+    if cls is None:
+        raise CorruptEvent(f"lead {record.lead_id} version {record.version}: unknown {record.name}")
+    data = open_personal(record, data_key) if cls is LeadCaptured else record.data
+    if cls is LeadCaptured and data_key is None:
+        data = {k: (None if v == ERASED else v) for k, v in data.items()}
+    kwargs: dict[str, Any] = {}
+    for name in _payload_fields(cls):
+        value = data.get(name)
+        if name in ("from_stage", "to_stage") and value is not None:
+            value = Stage(value)
+        kwargs[name] = value
+    if cls is LeadCaptured:
+        kwargs["originator_topic"] = LEAD_TOPIC
+    try:
+        factory: Any = cls  # the library's metaclass makes the dataclass; mypy cannot see its fields
+        return factory(  # type: ignore[no-any-return]
+            originator_id=record.lead_id,
+            originator_version=record.version,
+            timestamp=record.recorded_at,
+            event_id=UUID(record.event_id),
+            occurred_at=record.occurred_at,
+            actor=record.actor,
+            causation=record.envelope.get("causation"),
+            **kwargs,
+        )
+    except (TypeError, ValueError) as exc:
+        raise CorruptEvent(f"lead {record.lead_id} version {record.version}: {exc}") from exc
+
+
+def public_envelope(record: EventRecord, key_lookup: Callable[[UUID], bytes | None]) -> dict[str, Any]:
+    """The CloudEvents envelope as users see it: personal data opened or marked erased."""
+    envelope = dict(record.envelope)
+    if record.name == "LeadCaptured":
+        envelope["data"] = open_personal(record, key_lookup(record.lead_id))
+    return envelope
+
+
+def check_row(lead_id: UUID, version: int, state: bytes, expected_prev: str) -> tuple[str, str | None]:
+    """Check one stored event against its row and the chain.
+
+    Returns (its hash, None) when sound, else (best-effort hash, problem).
+    """
+    try:
+        envelope = load_envelope(state)
+    except CorruptEvent as exc:
+        return expected_prev, str(exc)
+    stated = envelope.pop("hash", None)
+    if not isinstance(stated, str):
+        return expected_prev, "the event has no hash"
+    body_bytes = canonical(envelope)
+    envelope["hash"] = stated
+    if canonical(envelope) != bytes(state):
+        return stated, "the stored bytes are not the canonical form of their content (edited)"
+    actual = hashlib.sha256(body_bytes).hexdigest()
+    if actual != stated:
+        return stated, "its content does not match its hash (edited)"
+    if envelope.get("subject") != str(lead_id):
+        return stated, f"it names lead {envelope.get('subject')} but is stored under {lead_id}"
+    if envelope.get("sequence") != version:
+        return stated, f"it says version {envelope.get('sequence')} but is stored as {version} (reordered)"
+    if envelope.get("prevhash") != expected_prev:
+        return stated, "its previous-hash link does not match the event before it (dropped, inserted or reordered)"
+    return stated, None

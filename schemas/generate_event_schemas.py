@@ -1,0 +1,272 @@
+"""Generate `schemas/events/<Event>.v<N>.json`: the JSON Schema of each stored lead event envelope.
+
+Run `python -m schemas.generate_event_schemas` after changing an event class, the
+codec or the stage table (`--check` only reports stale files). A unit test fails
+while the files on disk differ from what this module builds. Only each event's
+current version is generated: once an event moves to v2, its v1 file stays on
+disk untouched, because stored v1 events live forever (see schemas/upcasters.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from lifecycle.events import EVENT_CLASSES, STAGE_EVENTS, LeadCaptured, LeadEvent
+from lifecycle.privacy import PERSONAL_FIELDS
+from lifecycle.stages import RULES, Stage
+from schemas.codec import GENESIS, SOURCE, event_type
+
+DRAFT = "https://json-schema.org/draft/2020-12/schema"
+ID_BASE = "https://leadledger.dev/schemas/"
+EVENTS_DIR = Path(__file__).resolve().parent / "events"
+
+UUID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+HASH_PATTERN = "^[0-9a-f]{64}$"
+#: What `codec.format_time` writes: RFC 3339, UTC, exactly six fractional digits, `Z`.
+TIME_PATTERN = "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{6}Z$"
+#: Text the domain has cleaned (`lead._clean`): non-empty, no leading or trailing whitespace.
+TRIMMED_PATTERN = "^\\S(?:[\\s\\S]*\\S)?$"
+BASE64_PATTERN = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+#: AES-GCM output is at least nonce (12 bytes) + tag (16 bytes): 40 base64 characters.
+SEALED_MIN_LENGTH = 40
+
+
+def _text(description: str) -> dict[str, Any]:
+    return {"type": "string", "minLength": 1, "pattern": TRIMMED_PATTERN, "description": description}
+
+
+def _percent(description: str) -> dict[str, Any]:
+    return {"type": "integer", "minimum": 0, "maximum": 100, "description": description}
+
+
+#: Value constraints of each payload field, by field name. Nullability is not
+#: stated here: it comes from the event class's type hint (`X | None`).
+FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
+    "channel": _text("source channel, e.g. webinar, paid_search"),
+    "campaign": _text("campaign within the channel"),
+    "company": _text("the lead's company (not personal data)"),
+    "consent": {"type": "boolean", "description": "marketing consent given at capture; null: not asked"},
+    "kind": _text("kind of engagement, e.g. page_view; `recapture` for a known person's new capture"),
+    "owner": _text("the sales owner"),
+    "rule": _text("the routing rule that chose the owner"),
+    "reason": _text("why, in the actor's words"),
+    "purpose": _text("what the consent covers, e.g. newsletter"),
+    "score": _percent("the lead's latest score total when it qualified; null: never scored (override)"),
+    "override": {"type": "boolean", "description": "qualified by override (with a reason) instead of score"},
+    "bant": {
+        "type": "object",
+        "description": "budget, authority, need, timeline: all known when a lead becomes an SQL",
+        "additionalProperties": False,
+        "properties": {
+            field: {"type": "string", "minLength": 1, "pattern": TRIMMED_PATTERN}
+            for field in ("budget", "authority", "need", "timeline")
+        },
+        "required": ["budget", "authority", "need", "timeline"],
+    },
+    "amount": {"type": "number", "exclusiveMinimum": 0, "description": "deal value, in `currency`"},
+    "currency": {"type": "string", "pattern": "^[A-Z]{3}$", "description": "ISO 4217 code, upper case"},
+    "fit": _percent("how well the lead fits the ideal customer profile"),
+    "behaviour": _percent("how engaged the lead is"),
+    "total": _percent("the score the MQL threshold is compared with"),
+}
+
+DESCRIPTIONS: dict[str, str] = {
+    "LeadCaptured": "A new lead was captured. Name, e-mail and phone travel sealed in data.personal.",
+    "LeadNurtured": "Marketing keeps developing a lead that is not ready for sales.",
+    "LeadQualifiedAsMQL": "The lead became marketing-qualified: score at or above the threshold, or an override with a reason.",
+    "LeadAcceptedBySales": "Sales accepted the MQL; `owner` is the owner assigned at that moment.",
+    "LeadRejectedBySales": "Sales handed the lead back to marketing; the owner is cleared.",
+    "LeadQualifiedAsSQL": "The lead became sales-qualified with complete BANT.",
+    "LeadWon": "The deal was won.",
+    "LeadLost": "The deal was lost.",
+    "LeadRecycled": "The lead went back to marketing (not now, upsell, ...); the owner is cleared.",
+    "LeadDisqualified": "The lead is out: not a fit, spam, duplicate or erased.",
+    "LeadTouched": "Engagement on a channel/campaign, including a known person's re-capture.",
+    "LeadScored": "A new fit/behaviour score; `total` becomes the lead's latest score.",
+    "LeadAssigned": "An owner was assigned by a routing rule.",
+    "LeadContacted": "The owner contacted the lead (speed to lead).",
+    "LeadConsentGiven": "The person gave consent.",
+    "LeadConsentWithdrawn": "The person withdrew consent.",
+    "LeadPersonalDataErased": "Right to be forgotten: the lead's data key was destroyed; its lifecycle still counts.",
+}
+
+_ENVELOPE_BASE = frozenset(f.name for f in dataclasses.fields(LeadEvent)) | {"originator_topic"}
+
+
+def payload_hints(cls: type[LeadEvent]) -> dict[str, Any]:
+    """The payload fields the codec writes for `cls` (before sealing), with their type hints."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.name not in _ENVELOPE_BASE}
+
+
+def _nullable(hint: Any) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
+
+
+def _or_null(schema: dict[str, Any]) -> dict[str, Any]:
+    kind = schema["type"]
+    return {**schema, "type": [*([kind] if isinstance(kind, str) else kind), "null"]}
+
+
+def _stage_fields(cls: type[LeadEvent]) -> dict[str, dict[str, Any]]:
+    if cls is LeadCaptured:
+        return {
+            "from_stage": {"type": "null", "description": "a new lead comes from no stage"},
+            "to_stage": {"const": Stage.CAPTURED.value},
+        }
+    trigger = next(t for t, event_class in STAGE_EVENTS.items() if event_class is cls)
+    rule = RULES[trigger]
+    return {
+        # Any stage: the table's sources may change over time, and events written under an
+        # older table must stay valid against their version's schema.
+        "from_stage": {
+            "enum": [stage.value for stage in Stage],
+            "description": f"the stage the lead left (`{trigger}` is allowed from: "
+            f"{', '.join(s.value for s in rule.sources)} under the current table)",
+        },
+        "to_stage": {"const": rule.dest.value},
+    }
+
+
+def data_schema(cls: type[LeadEvent]) -> dict[str, Any]:
+    """The envelope's `data`: exactly the fields `codec.event_data` writes for `cls`."""
+    hints = payload_hints(cls)
+    properties: dict[str, dict[str, Any]] = {}
+    if cls is LeadCaptured or cls in STAGE_EVENTS.values():
+        properties.update(_stage_fields(cls))
+    for name, hint in hints.items():
+        if name in ("from_stage", "to_stage") or (cls is LeadCaptured and name in PERSONAL_FIELDS):
+            continue
+        if name not in FIELD_SCHEMAS:
+            raise KeyError(f"{cls.__name__}.{name}: add its constraints to FIELD_SCHEMAS")
+        base = FIELD_SCHEMAS[name]
+        properties[name] = _or_null(base) if _nullable(hint) else dict(base)
+    if cls is LeadCaptured:
+        properties["personal"] = {
+            "type": ["string", "null"],
+            "contentEncoding": "base64",
+            "minLength": SEALED_MIN_LENGTH,
+            "pattern": BASE64_PATTERN,
+            "description": (
+                f"AES-256-GCM (nonce, ciphertext, tag) of the canonical JSON of {{{', '.join(PERSONAL_FIELDS)}}} "
+                "under the lead's data key, base64; null when none was given; unreadable once erased"
+            ),
+        }
+    schema: dict[str, Any] = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": properties,
+        "required": list(properties),
+    }
+    if "override" in properties:
+        # qualify_mql's guard: an override needs a reason, otherwise the lead had a score.
+        schema["if"] = {"properties": {"override": {"const": True}}}
+        schema["then"] = {"properties": {"reason": {"type": "string"}}}
+        schema["else"] = {"properties": {"score": {"type": "integer"}}}
+    return schema
+
+
+def _timestamp(description: str) -> dict[str, Any]:
+    return {"type": "string", "format": "date-time", "pattern": TIME_PATTERN, "description": description}
+
+
+def envelope_schema(name: str) -> dict[str, Any]:
+    """The JSON Schema of the whole stored envelope of event `name`, as `codec.encode` writes it."""
+    cls = EVENT_CLASSES[name]
+    version = cls.SCHEMA_VERSION
+    type_ = event_type(name, version)
+    first = cls is LeadCaptured  # a lead's first event: version 1, chained to the genesis hash
+    hash_string = {"type": "string", "pattern": HASH_PATTERN}
+    properties: dict[str, Any] = {
+        "specversion": {"const": "1.0"},
+        "id": {"type": "string", "format": "uuid", "pattern": UUID_PATTERN, "description": "event id"},
+        "source": {"const": SOURCE},
+        "type": {"const": type_},
+        "subject": {"type": "string", "format": "uuid", "pattern": UUID_PATTERN, "description": "lead id"},
+        "time": _timestamp("occurred_at: when it happened (upstream may send it)"),
+        "recordedat": _timestamp("recorded_at: when leadledger stored it"),
+        "sequence": (
+            {"const": 1, "description": "the lead's version: a capture starts the stream"}
+            if first
+            else {"type": "integer", "minimum": 2, "description": "the lead's version (1, 2, 3 ... no gaps)"}
+        ),
+        "datacontenttype": {"const": "application/json"},
+        "dataschema": {"const": f"schemas/events/{name}.v{version}.json"},
+        "actor": {"type": "string", "description": "who caused it: a user, or the inbound message's source"},
+        "causation": {
+            "type": "string",
+            "minLength": 1,
+            "description": "`source/id` of the inbound message that caused it (absent otherwise)",
+        },
+        "prevhash": (
+            {"const": GENESIS, "description": "a lead's first event links to the genesis hash"}
+            if first
+            else {**hash_string, "description": "`hash` of the lead's previous event"}
+        ),
+        "hash": {
+            **hash_string,
+            "description": "SHA-256 of the canonical JSON (sorted keys) of this envelope without `hash`",
+        },
+        "data": data_schema(cls),
+    }
+    return {
+        "$schema": DRAFT,
+        "$id": f"{ID_BASE}events/{name}.v{version}.json",
+        "title": f"{type_} (stored CloudEvents 1.0 envelope)",
+        "description": DESCRIPTIONS[name],
+        "type": "object",
+        "additionalProperties": False,
+        "properties": properties,
+        "required": [key for key in properties if key != "causation"],
+    }
+
+
+def render(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
+def expected_files() -> dict[str, str]:
+    """File name (under schemas/events/) -> text, for every event's current version."""
+    return {
+        f"{name}.v{cls.SCHEMA_VERSION}.json": render(envelope_schema(name))
+        for name, cls in EVENT_CLASSES.items()
+    }
+
+
+def stale_files(directory: Path = EVENTS_DIR) -> list[str]:
+    """Generated files missing from `directory` or differing from what this module builds."""
+    return [
+        file_name
+        for file_name, text in expected_files().items()
+        if not (directory / file_name).is_file() or (directory / file_name).read_text() != text
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m schemas.generate_event_schemas", description=__doc__)
+    parser.add_argument("--check", action="store_true", help="only report stale files (exit 1 if any)")
+    parser.add_argument("--dir", type=Path, default=EVENTS_DIR, help="output directory")
+    args = parser.parse_args(argv)
+    stale = stale_files(args.dir)
+    if args.check:
+        for file_name in stale:
+            print(f"stale: {args.dir / file_name}", file=sys.stderr)
+        return 1 if stale else 0
+    args.dir.mkdir(parents=True, exist_ok=True)
+    files = expected_files()
+    for file_name in stale:
+        (args.dir / file_name).write_text(files[file_name])
+        print(f"wrote {args.dir / file_name}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,153 @@
+"""Inbound messages (SPEC §7): bytes -> validated command, or BadMessage with the reason."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
+from typing import Any
+from uuid import UUID
+
+import fastjsonschema
+import orjson
+
+from lifecycle import commands as cmd
+from schemas.codec import parse_time
+
+MAX_MESSAGE_BYTES = 64 * 1024
+#: sane bounds for upstream times (a lead from year 1 is a broken clock, not a lead)
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+TYPE_PREFIX = "leadledger.inbound."
+KINDS = ("capture", "touch", "score", "assign", "contact", "transition", "consent")
+
+
+class BadMessage(ValueError):
+    """The message cannot be applied as it is; `reason` says why and what to fix."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def load_schema(relative: str) -> dict[str, Any]:
+    text = resources.files("schemas").joinpath(relative).read_text()
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@cache
+def _validator(relative: str) -> Callable[[Any], Any]:
+    return fastjsonschema.compile(load_schema(relative))  # type: ignore[no-any-return]
+
+
+def _check(relative: str, value: Any, what: str) -> None:
+    try:
+        _validator(relative)(value)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        # fastjsonschema calls the root "data"; name it what it is (the envelope or its data)
+        root = "message" if what == "envelope" else "data"
+        detail = exc.message.replace("data", root, 1) if exc.message.startswith("data") else exc.message
+        raise BadMessage(f"{what} violates {relative}: {detail}") from None
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def parse(raw: bytes) -> tuple[str, dict[str, Any]]:
+    """Check size, JSON and the envelope; returns (kind, envelope)."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise BadMessage(f"oversized message: {len(raw)} bytes (limit {MAX_MESSAGE_BYTES})")
+    try:
+        message = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadMessage(f"not JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise BadMessage(f"not a JSON object but {type(message).__name__}: send one CloudEvent per message")
+    _check("inbound/envelope.v1.json", message, "envelope")
+    kind, _, version = message["type"][len(TYPE_PREFIX) :].rpartition(".v")
+    if kind not in KINDS:
+        raise BadMessage(f"unknown kind {kind!r} in type {message['type']!r}; known: {', '.join(KINDS)}")
+    if version != "1":
+        raise BadMessage(f"unsupported version v{version} of {kind!r}; this leadledger reads v1")
+    _check(f"inbound/{kind}.v1.json", message["data"], f"data of {kind}")
+    if _has_nul(message):  # valid JSON, but no database stores it in text
+        raise BadMessage("a string contains a NUL character (\\u0000): remove it; no store accepts it")
+    return kind, message
+
+
+def to_command(kind: str, message: dict[str, Any], now: datetime | None = None) -> cmd.LeadCommand:
+    data: dict[str, Any] = message["data"]
+    key = (message["source"], message["id"])
+    actor = message["source"]
+    if "time" in message:
+        try:
+            at = parse_time(message["time"])
+        except ValueError as exc:
+            raise BadMessage(f"time {message['time']!r} is not an RFC 3339 timestamp: {exc}") from None
+        if not EARLIEST <= at < LATEST:
+            raise BadMessage(
+                f"time {message['time']!r} is outside {EARLIEST.year}-{LATEST.year - 1}: check the upstream clock"
+            )
+    else:
+        at = now or datetime.now(UTC)
+    common: dict[str, Any] = {"occurred_at": at, "actor": actor, "message_key": key}
+    if kind == "capture":
+        return cmd.Capture(
+            **common,
+            email=data["email"],
+            channel=data["channel"],
+            campaign=data.get("campaign"),
+            name=data.get("name"),
+            company=data.get("company"),
+            phone=data.get("phone"),
+            consent=data.get("consent"),
+        )
+    lead = _lead_ref(message)
+    if kind == "touch":
+        return cmd.Touch(**common, lead=lead, channel=data["channel"], campaign=data.get("campaign"),
+                         kind=data.get("kind"))
+    if kind == "score":
+        return cmd.Score(**common, lead=lead, total=data["total"], fit=data.get("fit"),
+                         behaviour=data.get("behaviour"))
+    if kind == "assign":
+        return cmd.Assign(**common, lead=lead, owner=data["owner"], rule=data.get("rule"))
+    if kind == "contact":
+        return cmd.Contact(**common, lead=lead, owner=data.get("owner"))
+    if kind == "transition":
+        amount = data.get("amount")
+        return cmd.Transition(
+            **common,
+            lead=lead,
+            trigger=data["trigger"],
+            reason=data.get("reason"),
+            amount=float(amount) if amount is not None else None,
+            currency=data.get("currency"),
+            override=bool(data.get("override") or False),
+            bant=data.get("bant"),
+        )
+    return cmd.Consent(**common, lead=lead, given=data["given"], purpose=data.get("purpose"))
+
+
+def _lead_ref(message: dict[str, Any]) -> cmd.LeadRef:
+    subject = message.get("subject")
+    if subject:
+        return cmd.LeadRef(lead_id=UUID(subject))
+    email = message["data"].get("email")
+    if email:
+        return cmd.LeadRef(email=email)
+    raise BadMessage("no lead addressed: set the envelope's subject (lead id) or data.email")
+
+
+def decode(raw: bytes, now: datetime | None = None) -> cmd.LeadCommand:
+    kind, message = parse(raw)
+    return to_command(kind, message, now)

@@ -1,0 +1,44 @@
+"""Upcasters: read old versions of an event's `data` as the current version.
+
+Register one function per (event name, old schema version); `upcast` chains
+them until the data reaches the version the domain expects. Stored bytes are
+never rewritten (the hash chain covers them), so old versions live forever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from lifecycle.events import EVENT_CLASSES
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+#: (event name, from version) -> function returning data of version + 1.
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+def upcaster(name: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+    """Decorator registering an upcaster from `from_version` to `from_version + 1`."""
+
+    def register(func: Upcaster) -> Upcaster:
+        UPCASTERS[(name, from_version)] = func
+        return func
+
+    return register
+
+
+def upcast(name: str, version: int, data: dict[str, Any]) -> dict[str, Any]:
+    cls = EVENT_CLASSES.get(name)
+    if cls is None:
+        raise ValueError(f"unknown event type {name!r}")
+    current = cls.SCHEMA_VERSION
+    if version > current:
+        raise ValueError(f"{name} v{version} is newer than this leadledger understands (v{current})")
+    while version < current:
+        step = UPCASTERS.get((name, version))
+        if step is None:
+            raise ValueError(f"no upcaster for {name} v{version} -> v{version + 1}")
+        data = step(data)
+        version += 1
+    return data

@@ -1,0 +1,102 @@
+"""Shared fixtures: settings for each store backend (SQLite file, real PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from lifecycle.settings import Settings
+
+POSTGRES_DSN = os.environ.get("LEADLEDGER_POSTGRES_DSN")
+SKIP_NO_POSTGRES = pytest.mark.skipif(
+    not POSTGRES_DSN,
+    reason="LEADLEDGER_POSTGRES_DSN is not set: PostgreSQL backend tests need a real server "
+    "(.ci/run sets it to postgresql://postgres@127.0.0.1:5432/test)",
+)
+TEST_SECRET = b"leadledger-test-secret"
+
+
+def sqlite_settings(home: Path) -> Settings:
+    return Settings(home=home, secret=TEST_SECRET)
+
+
+@pytest.fixture
+def postgres_schema() -> Iterator[str]:
+    """A fresh schema in the test database, dropped afterwards (runs never share rows)."""
+    if not POSTGRES_DSN:
+        pytest.skip(SKIP_NO_POSTGRES.kwargs["reason"])
+    import psycopg
+
+    schema = f"ll_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        yield schema
+    finally:
+        with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres, SKIP_NO_POSTGRES])])
+def backend_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Settings for one store backend; tests using it run once per backend."""
+    if request.param == "sqlite":
+        return sqlite_settings(tmp_path)
+    schema = request.getfixturevalue("postgres_schema")
+    return Settings(home=tmp_path, postgres_dsn=POSTGRES_DSN, postgres_schema=schema, secret=TEST_SECRET)
+
+
+# ---------------------------------------------------------------- Kafka
+
+KAFKA_BOOTSTRAP = os.environ.get("LEADLEDGER_KAFKA_BOOTSTRAP")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Bootstrap servers of a real broker: LEADLEDGER_KAFKA_BOOTSTRAP, or the bundled one."""
+    if KAFKA_BOOTSTRAP:
+        yield KAFKA_BOOTSTRAP
+        return
+    from tests.kafka_broker import TansuBroker
+
+    broker = TansuBroker(tmp_path_factory.mktemp("kafka"))
+    broker.start()
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[object]:
+    """A broker of this test's own (it may stop and restart it); needs the bundled binary."""
+    if KAFKA_BOOTSTRAP:
+        pytest.skip("uses a broker it can restart empty; LEADLEDGER_KAFKA_BOOTSTRAP points elsewhere")
+    from tests.kafka_broker import TansuBroker
+
+    broker = TansuBroker(tmp_path)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def kafka_settings(kafka_bootstrap: str) -> object:
+    """KafkaSettings with topic names of this test's own, so tests never see each other's records."""
+    from consumers.kafka_config import KafkaSettings
+
+    tag = uuid.uuid4().hex[:10]
+    return KafkaSettings(
+        bootstrap=kafka_bootstrap,
+        inbound_topic=f"t{tag}.inbound",
+        dlq_topic=f"t{tag}.inbound.dlq",
+        events_topic=f"t{tag}.lead-events",
+        partitions=3,
+        group_prefix=f"g{tag}",
+    )

@@ -1,0 +1,88 @@
+"""`leadledger status`: embedded positions without Kafka; relay, projector lag per partition and
+the dead-letter count with a real broker."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+from kafka import KafkaProducer
+from kafka_projection_support import create_topic, kafka_env
+from projection_support import simulated_app
+
+from consumers.kafka_config import KafkaSettings
+from lifecycle.settings import Settings
+from tests.conftest import TEST_SECRET
+from tests.helpers import cli_env
+
+
+def leadledger(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lifecycle", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, check=True)
+
+
+def status_json(env: dict[str, str]) -> dict[str, Any]:
+    result: dict[str, Any] = orjson.loads(leadledger(env, "status", "--json").stdout)
+    return result
+
+
+def test_status_without_kafka_reports_embedded_positions(tmp_path: Path) -> None:
+    simulated_app(Settings(home=tmp_path, secret=TEST_SECRET), leads=20, seed=4).store.close()
+    env = cli_env(tmp_path)
+    report = status_json(env)
+    head = report["store"]["head"]
+    assert head > 20
+    assert report["embedded_projector"] == {"source": "store", "checkpoint": None, "lag": head}
+    assert report["kafka"]["configured"] is False
+    leadledger(env, "project", "--once")
+    report = status_json(env)
+    assert report["embedded_projector"] == {"source": "store", "checkpoint": head, "lag": 0}
+    text = leadledger(env, "status").stdout
+    assert "Kafka is not configured" in text
+    assert f"checkpoint {head}, 0 behind" in text
+
+
+def test_status_with_kafka_reports_relay_projector_lag_and_dead_letters(
+        tmp_path: Path, kafka_settings: KafkaSettings) -> None:
+    kafka = kafka_settings
+    s = Settings(home=tmp_path, secret=TEST_SECRET)
+    simulated_app(s, leads=25, seed=6).store.close()
+    env = kafka_env(s, kafka)
+    report = status_json(env)
+    head = report["store"]["head"]
+    k = report["kafka"]
+    assert k["configured"] and k["reachable"]
+    assert k["relay"] == {"topic": kafka.events_topic, "position": 0, "store_head": head, "behind": head}
+    assert k["projector"]["topic_exists"] is False and k["projector"]["lag"] == 0
+    assert k["dlq"]["records"] == 0
+
+    leadledger(env, "relay", "--once")
+    report = status_json(env)["kafka"]
+    assert report["relay"]["behind"] == 0 and report["relay"]["position"] == head
+    parts = report["projector"]["partitions"]
+    assert len(parts) == kafka.partitions
+    assert all(p["checkpoint"] is None for p in parts)
+    assert report["projector"]["lag"] == head == sum(p["end_offset"] for p in parts)
+
+    leadledger(env, "project", "--source", "kafka", "--once")
+    report = status_json(env)["kafka"]
+    parts = report["projector"]["partitions"]
+    assert report["projector"]["lag"] == 0
+    assert all(p["lag"] == 0 and p["checkpoint"] == p["end_offset"] - 1 for p in parts if p["end_offset"])
+
+    create_topic(kafka, kafka.dlq_topic)
+    producer = KafkaProducer(**kafka.client_kwargs())
+    for i in range(3):
+        producer.send(kafka.dlq_topic, key=b"k", value=b"not json %d" % i)
+    producer.flush()
+    producer.close()
+    report = status_json(env)["kafka"]
+    assert report["dlq"]["records"] == 3
+    text = leadledger(env, "status").stdout
+    assert "dead letters in" in text and ": 3" in text
+    assert f"position {head} of store head {head}, 0 behind" in text
+    for p in parts:
+        assert f"partition {p['partition']}: checkpoint {p['checkpoint']}, end {p['end_offset']}, lag 0" in text
