@@ -85,6 +85,11 @@ def test_equals_the_embedded_fold_and_duplicates_change_nothing(
 def test_sigkill_mid_stream_then_restart_equals_a_clean_run(
         world: tuple[LeadStore, dict[str, list[tuple[Any, ...]]]], kafka_settings: KafkaSettings,
         tmp_path: Path) -> None:
+    """Each round leaves the projector a backlog, freezes it (SIGSTOP) a random moment after its
+    first checkpoint moved, publishes more, then SIGKILLs it. Freezing first makes "killed while
+    behind" a fact read off the checkpoints, not a timing hope: a round in which the projector
+    had already caught up is simply not counted, and rounds go on until two kills landed
+    mid-stream."""
     store, expected = world
     kafka = kafka_settings
     create_topic(kafka)
@@ -92,29 +97,34 @@ def test_sigkill_mid_stream_then_restart_equals_a_clean_run(
     rng = random.Random(2026)
     s = Settings(home=tmp_path / "rm", secret=TEST_SECRET)
     name = source_name(kafka.events_topic)
+    chunk = len(rows) // 12
     published = 0
     killed_mid_way = 0
-    for round_no in range(2):  # kill at a random point, with events still arriving
-        share = len(rows) * (round_no + 1) // 3
-        published += publish_events(kafka, rows[published:share])
-        proc = start_role(kafka_env(s, kafka), "project", "--source", "kafka", "--batch-size", str(rng.randint(10, 40)),
+    round_no = 0
+    while killed_mid_way < 2 and published + 2 * chunk <= len(rows):
+        published += publish_events(kafka, rows[published:published + chunk])
+        proc = start_role(kafka_env(s, kafka), "project", "--source", "kafka", "--batch-size", str(rng.randint(1, 5)),
                           "--log-every", "1", log=tmp_path / f"project-{round_no}.log")
         try:
             before = sum(checkpoints(s, name).values())
-            wait_for(lambda before=before: sum(checkpoints(s, name).values()) > before, 60, "the projector to start")
-            time.sleep(rng.uniform(0.0, 0.3))
-            published += publish_events(kafka, rows[published:share + len(rows) // 8])
-            time.sleep(rng.uniform(0.0, 0.2))
+            wait_for(lambda before=before: sum(checkpoints(s, name).values()) > before, 60, "the projector to start",
+                     interval=0.002)
+            time.sleep(rng.uniform(0.0, 0.03))
+            proc.send_signal(signal.SIGSTOP)
+            done = sum(v + 1 for v in checkpoints(s, name).values())
+            # events still arriving while it is down
+            published += publish_events(kafka, rows[published:published + chunk])
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=30)
-        done = sum(v + 1 for v in checkpoints(s, name).values())
-        killed_mid_way += 0 < done < published
+        assert done <= published
+        killed_mid_way += 0 < done < published - chunk  # part of its backlog was still unapplied
+        round_no += 1
+    assert killed_mid_way, f"no projector was killed while behind in {round_no} rounds"
     publish_events(kafka, rows[published:])
     proc = start_role(kafka_env(s, kafka), "project", "--source", "kafka", "--once", "--batch-size", "500",
                       log=tmp_path / "project-final.log")
     assert proc.wait(timeout=120) == 0, (tmp_path / "project-final.log").read_text()
-    assert killed_mid_way, "no projector was killed while behind"
     assert by_lead_id(dump_of(s)) == expected
     assert sum(v + 1 for v in checkpoints(s, name).values()) == len(rows)
 
