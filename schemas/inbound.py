@@ -66,11 +66,12 @@ def _has_nul(value: Any) -> bool:
 def parse(raw: bytes) -> tuple[str, dict[str, Any]]:
     """Check size, JSON and the envelope; returns (kind, envelope)."""
     if len(raw) > MAX_MESSAGE_BYTES:
-        raise BadMessage(f"oversized message: {len(raw)} bytes (limit {MAX_MESSAGE_BYTES})")
+        raise BadMessage(f"oversized message: {len(raw)} bytes (limit {MAX_MESSAGE_BYTES}): "
+                         "send one lead event per message, without attachments")
     try:
         message = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise BadMessage(f"not JSON: {exc}") from None
+        raise BadMessage(f"not JSON: {exc}; send one CloudEvents 1.0 JSON object (UTF-8) per message") from None
     if not isinstance(message, dict):
         raise BadMessage(f"not a JSON object but {type(message).__name__}: send one CloudEvent per message")
     _check("inbound/envelope.v1.json", message, "envelope")
