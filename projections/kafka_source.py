@@ -42,6 +42,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from multiprocessing import connection as mp_connection
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -86,6 +87,8 @@ class ConsumerTuning:
     heartbeat_interval_ms: int = 1000
     max_poll_interval_ms: int = 10000
     max_poll_records: int = 5000
+    #: helper processes that fetch and decode (0: the default, see `fetch_helpers`)
+    fetch_processes: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ConsumerTuning:
@@ -94,14 +97,15 @@ class ConsumerTuning:
         for name, default in (("session_timeout_ms", cls.session_timeout_ms),
                               ("heartbeat_interval_ms", cls.heartbeat_interval_ms),
                               ("max_poll_interval_ms", cls.max_poll_interval_ms),
-                              ("max_poll_records", cls.max_poll_records)):
+                              ("max_poll_records", cls.max_poll_records),
+                              ("fetch_processes", cls.fetch_processes)):
             var = f"LEADLEDGER_KAFKA_{name.upper()}"
             text = env.get(var, "").strip()
             try:
                 value = int(text) if text else default
             except ValueError:
                 raise SettingsError(f"{var} must be a positive integer, got {text!r}") from None
-            if value < 1:
+            if value < (0 if name == "fetch_processes" else 1):
                 raise SettingsError(f"{var} must be a positive integer, got {value}")
             values[name] = value
         return cls(**values)
@@ -361,43 +365,104 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
-class ProcessFetcher:
-    """The fetch consumer in a helper process: it fetches and decodes while the runner folds."""
+class _Helper:
+    """One fetch helper process and our end of its pipe."""
 
-    def __init__(self, kafka: KafkaSettings, tuning: ConsumerTuning, credits: int = 24) -> None:
-        methods = multiprocessing.get_all_start_methods()
-        # fork: started before this process makes any Kafka client (and its IO thread)
-        ctx: Any = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_fetch_main, args=(child, kafka, tuning, credits), daemon=True)
-        self._proc.start()
+    def __init__(self, ctx: Any, kafka: KafkaSettings, tuning: ConsumerTuning, credits: int) -> None:
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_fetch_main, args=(child, kafka, tuning, credits), daemon=True)
+        self.proc.start()
         child.close()
+        self.assigned: dict[int, tuple[int, int | None]] | None = None
 
-    def assign(self, positions: Mapping[int, tuple[int, int | None]]) -> None:
-        self._conn.send(("assign", dict(positions)))
-
-    def fetch(self, timeout_ms: int) -> tuple[Batches, dict[int, int]]:
-        """The next decoded batch and the partitions' high watermarks (nothing after the timeout)."""
-        if not self._proc.is_alive() and not self._conn.poll(0):
-            raise RuntimeError(f"the Kafka fetch process exited with {self._proc.exitcode}")
-        if not self._conn.poll(timeout_ms / 1000):
-            return {}, {}
-        message = marshal.loads(self._conn.recv_bytes())  # from our own child: trusted
-        if message[0] == "out_of_range":
-            raise OutOfRange(message[1])
-        if message[0] == "error":
-            raise CorruptEvent(message[1])
-        self._conn.send(("credit",))
-        return message[1], message[2]
+    def check(self) -> None:
+        if not self.proc.is_alive() and not self.conn.poll(0):
+            raise RuntimeError(f"a Kafka fetch process exited with {self.proc.exitcode}")
 
     def close(self) -> None:
         with contextlib.suppress(OSError, EOFError):
-            self._conn.send(None)
-        self._proc.join(timeout=10)
-        if self._proc.is_alive():
-            self._proc.kill()
-            self._proc.join()
-        self._conn.close()
+            self.conn.send(None)
+
+    def join(self) -> None:
+        self.proc.join(timeout=10)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+        self.conn.close()
+
+
+def fetch_helpers() -> int:
+    """Fetch helper processes by default: fetching and decoding costs about as much CPU per
+    record as folding it, and one helper alone kept the folding process waiting half the time."""
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+class ProcessFetcher:
+    """The fetch consumer in helper processes: they fetch and decode while the runner folds.
+
+    Partition p is fetched by helper p mod n, always the same one, so each partition's records
+    stay in order; the helpers' batches are merged in arrival order."""
+
+    def __init__(self, kafka: KafkaSettings, tuning: ConsumerTuning, credits: int = 24,
+                 helpers: int | None = None) -> None:
+        methods = multiprocessing.get_all_start_methods()
+        # fork: started before this process makes any Kafka client (and its IO thread)
+        ctx: Any = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        self._helpers: list[_Helper] = []
+        self._inbox: deque[Any] = deque()
+        try:
+            for _ in range(helpers or fetch_helpers()):
+                self._helpers.append(_Helper(ctx, kafka, tuning, credits))
+        except BaseException:
+            self.close()
+            raise
+
+    def assign(self, positions: Mapping[int, tuple[int, int | None]]) -> None:
+        n = len(self._helpers)
+        for i, helper in enumerate(self._helpers):
+            mine = {p: v for p, v in positions.items() if p % n == i}
+            if mine or helper.assigned:  # an empty assignment only to take partitions away
+                helper.conn.send(("assign", mine))
+            helper.assigned = mine
+
+    def fetch(self, timeout_ms: int) -> tuple[Batches, dict[int, int]]:
+        """The decoded batches ready now (waiting up to the timeout for the first) and the
+        partitions' high watermarks. A helper's report that its partitions are out of range
+        (or corrupt) is raised only after the records other helpers sent with it were
+        returned: none is ever dropped."""
+        if not self._inbox:
+            for helper in self._helpers:
+                helper.check()
+            for conn in mp_connection.wait([h.conn for h in self._helpers], timeout=timeout_ms / 1000):
+                assert isinstance(conn, Connection)
+                self._inbox.append(marshal.loads(conn.recv_bytes()))  # from our own child: trusted
+                conn.send(("credit",))
+        batches: Batches = {}
+        highwaters: dict[int, int] = {}
+        while self._inbox:
+            message = self._inbox[0]
+            if message[0] in ("out_of_range", "error"):
+                if batches:
+                    break
+                self._inbox.popleft()
+                if message[0] == "out_of_range":
+                    raise OutOfRange(message[1])
+                raise CorruptEvent(message[1])
+            self._inbox.popleft()
+            for p, (epoch, rows) in message[1].items():
+                before = batches.get(p)
+                if before is not None and before[0] == epoch:
+                    before[1].extend(rows)
+                else:
+                    batches[p] = (epoch, rows)
+            highwaters.update(message[2])
+        return batches, highwaters
+
+    def close(self) -> None:
+        for helper in self._helpers:
+            helper.close()
+        for helper in self._helpers:
+            helper.join()
 
 
 # ---------------------------------------------------------------- the source
@@ -453,7 +518,8 @@ class KafkaSource:
         self.ends: dict[int, int] = {}  # last known end offsets (for lag)
         self._highwaters: dict[int, int] = {}  # as the fetch responses reported them
         self._fetcher: InlineFetcher | ProcessFetcher = (
-            ProcessFetcher(kafka, self.tuning) if fetch_process else InlineFetcher(kafka, self.tuning))
+            ProcessFetcher(kafka, self.tuning, helpers=self.tuning.fetch_processes or None) if fetch_process
+            else InlineFetcher(kafka, self.tuning))
         try:
             self._log_ends = LogEnds(kafka)
             self._group = KafkaConsumer(
