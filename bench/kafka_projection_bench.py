@@ -22,6 +22,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -67,11 +68,13 @@ def raw_consume(kafka: KafkaSettings, expected: int) -> tuple[int, float]:
         consumer.close()
 
 
-def ours(kafka: KafkaSettings, home: Path, fetch_process: bool, batch: int) -> tuple[int, float, float]:
+def ours(kafka: KafkaSettings, home: Path, fetch_process: bool, batch: int,
+         helpers: int = 0) -> tuple[int, float, float]:
     """(events, seconds from assignment to the last batch, seconds of the group join)."""
     started = time.monotonic()
+    tuning = replace(TUNING, fetch_processes=helpers)
     progress = project_from_kafka(Settings(home=home, secret=SECRET), kafka, batch_size=batch, once=True,
-                                  fetch_process=fetch_process, tuning=TUNING, log_every=3600, echo=lambda _: None)
+                                  fetch_process=fetch_process, tuning=tuning, log_every=3600, echo=lambda _: None)
     assert progress.assigned_at is not None and progress.last_batch_at is not None
     return progress.events, progress.last_batch_at - progress.assigned_at, progress.assigned_at - started
 
@@ -102,6 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-inline", action="store_true", help="skip the run with the fetch inline")
     parser.add_argument("--no-embedded", action="store_true", help="skip the embedded (no Kafka) reference run")
     parser.add_argument("--no-results", action="store_true", help="do not append to bench/results.md")
+    parser.add_argument("--fetch-processes", type=int, nargs="+", default=[0], metavar="N",
+                        help="fetch helper processes of the default run, one run per value (0: the default)")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat raw consume + our runs this many times")
     args = parser.parse_args(argv)
 
     lines: list[str] = []
@@ -135,26 +141,28 @@ def main(argv: list[str] | None = None) -> None:
         events = stats.published
         say(f"- topic {kafka.events_topic} (3 partitions) loaded by the relay: {events:,} events "
             f"(store head {head:,}) in {relay_s:.1f}s = {events / relay_s:,.0f} events/s")
-        raw_n, raw_s = raw_consume(kafka, events)
-        raw_rate = raw_n / raw_s
-        say(f"- peer (limit): raw kafka-python consume, manual assignment: {raw_n:,} records in {raw_s:.2f}s "
-            f"= **{raw_rate:,.0f} records/s**")
         if not args.no_embedded:
             n, seconds = embedded_ceiling(store_home, work / "rm-embedded", args.batch * CATCH_UP_FACTOR)
             say(f"- the runner alone (the fold's ceiling): embedded catch-up of the same store, batch "
                 f"{args.batch * CATCH_UP_FACTOR:,}, decode in a helper process: {n:,} events in {seconds:.2f}s = "
                 f"{n / seconds:,.0f} events/s")
-        runs = [("fetch process (default)", True)] + ([] if args.no_inline else [("fetch inline", False)])
-        for label, fetch_process in runs:
-            kafka = KafkaSettings(bootstrap=bootstrap_servers, partitions=3,
-                                  group_prefix=f"bench{int(fetch_process)}")
-            home = work / f"rm-{int(fetch_process)}"
-            n, seconds, join = ours(kafka, home, fetch_process, args.batch)
-            size = sum(f.stat().st_size for f in home.glob("readmodels.sqlite*")) / 1e6
-            say(f"- ours, `project --source kafka` catch-up into SQLite, {label}, batch {args.batch:,}: "
-                f"{n:,} events in {seconds:.2f}s = **{n / seconds:,.0f} events/s** = "
-                f"**{n / seconds / raw_rate:.0%} of raw** (group join {join:.1f}s apart; read models {size:.0f} MB)")
-            shutil.rmtree(home, ignore_errors=True)
+        runs = [("fetch processes (default)" if n == 0 else f"{n} fetch process{'es' if n > 1 else ''}", True, n)
+                for n in args.fetch_processes] + ([] if args.no_inline else [("fetch inline", False, 0)])
+        for round_no in range(args.rounds):
+            raw_n, raw_s = raw_consume(kafka, events)
+            raw_rate = raw_n / raw_s
+            say(f"- {'' if args.rounds == 1 else f'round {round_no + 1}: '}peer (limit): raw kafka-python consume, "
+                f"manual assignment: {raw_n:,} records in {raw_s:.2f}s = **{raw_rate:,.0f} records/s**")
+            for i, (label, fetch_process, helpers) in enumerate(runs):
+                ours_kafka = KafkaSettings(bootstrap=bootstrap_servers, partitions=3,
+                                           group_prefix=f"bench{round_no}-{i}")
+                home = work / f"rm-{round_no}-{i}"
+                n, seconds, join = ours(ours_kafka, home, fetch_process, args.batch, helpers)
+                size = sum(f.stat().st_size for f in home.glob("readmodels.sqlite*")) / 1e6
+                say(f"- ours, `project --source kafka` catch-up into SQLite, {label}, batch {args.batch:,}: "
+                    f"{n:,} events in {seconds:.2f}s = **{n / seconds:,.0f} events/s** = "
+                    f"**{n / seconds / raw_rate:.0%} of raw** (group join {join:.1f}s apart; read models {size:.0f} MB)")
+                shutil.rmtree(home, ignore_errors=True)
     finally:
         if broker is not None:
             stop_process(broker)
