@@ -33,7 +33,7 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from consumers.kafka_config import KafkaSettings
-from lifecycle.inbound import InboundHandler, Result
+from lifecycle.inbound import InboundHandler, Result, Tally
 
 log = logging.getLogger("leadledger.consume")
 
@@ -63,23 +63,15 @@ class ConsumeOptions:
 
 
 @dataclass
-class ConsumeStats:
+class ConsumeStats(Tally):
     records: int = 0
-    applied: int = 0
-    duplicates: int = 0
-    dead_lettered: int = 0
     batches: int = 0
     commit_failures: int = 0
     lag: dict[int, int] = field(default_factory=dict)
 
     def add(self, result: Result[Any]) -> None:
         self.records += 1
-        if result.status == "applied":
-            self.applied += 1
-        elif result.status == "duplicate":
-            self.duplicates += 1
-        else:
-            self.dead_lettered += 1
+        super().add(result)
 
 
 class DeadLetterError(Exception):

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from consumers.demo_kafka import stop_process
 from consumers.kafka_config import KafkaSettings
 from lifecycle.settings import Settings
 from lifecycle.store import LeadStore
@@ -165,13 +166,7 @@ def start_role(env: dict[str, str], *args: str, log: Path) -> subprocess.Popen[b
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc, timeout)
 
 
 def wait_for(check: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
