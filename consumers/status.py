@@ -40,12 +40,30 @@ def _read_checkpoints(settings: Settings) -> dict[str, dict[int, int]]:
 
 
 def collect(settings: Settings, kafka_env: dict[str, str] | None = None) -> dict[str, Any]:
-    """The status report as a dict (the `--json` output)."""
+    """The status report as a dict (the `--json` output).
+
+    Positions are read in the order the data flows — inbound committed offsets, store head,
+    relay position, lead-events end offsets, projector checkpoints — so a later one never
+    lags behind what an earlier one already counted: when the report says every role is
+    caught up, every message counted as consumed is stored, relayed and projected. (Read the
+    other way round, a store head read just before the consumer committed could pair with
+    the committed offsets read just after, and an empty pipeline would look caught up.)"""
+    from consumers.kafka_config import KafkaSettings
     from lifecycle.bootstrap import bootstrap
 
+    env = dict(os.environ) if kafka_env is None else kafka_env
+    if settings.kafka_bootstrap:
+        env["LEADLEDGER_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap
+    kafka = KafkaSettings.from_env(env) if env.get("LEADLEDGER_KAFKA_BOOTSTRAP") else None
     store = bootstrap(settings).store
+    probe = _KafkaProbe(kafka) if kafka is not None else None
     try:
+        if probe is not None:
+            probe.inbound()
         head = store.head_position()
+        relay_position = store.recorder.relay_position(kafka.events_topic) if kafka is not None else 0
+        if probe is not None:
+            probe.events()
         checkpoints = _read_checkpoints(settings)
         embedded = checkpoints.get(EMBEDDED_SOURCE, {}).get(0)
         report: dict[str, Any] = {
@@ -53,74 +71,107 @@ def collect(settings: Settings, kafka_env: dict[str, str] | None = None) -> dict
             "embedded_projector": {"source": EMBEDDED_SOURCE, "checkpoint": embedded,
                                    "lag": head - (embedded or 0)},
         }
-        from consumers.kafka_config import KafkaSettings
-
-        env = dict(os.environ) if kafka_env is None else kafka_env
-        if settings.kafka_bootstrap:
-            env["LEADLEDGER_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap
-        if not env.get("LEADLEDGER_KAFKA_BOOTSTRAP"):
+        if probe is None:
             report["kafka"] = {"configured": False,
                                "note": "Kafka is not configured (LEADLEDGER_KAFKA_BOOTSTRAP is not set): "
                                        "embedded positions only"}
-            return report
-        kafka = KafkaSettings.from_env(env)
-        relay_position = store.recorder.relay_position(kafka.events_topic)
-        report["kafka"] = _kafka_status(kafka, head, relay_position, checkpoints)
+        else:
+            report["kafka"] = probe.report(head, relay_position, checkpoints)
         return report
     finally:
+        if probe is not None:
+            probe.close()
         store.close()
 
 
-def _kafka_status(kafka: Any, head: int, relay_position: int,
-                  checkpoints: dict[str, dict[int, int]]) -> dict[str, Any]:
-    from kafka.errors import KafkaError
+class _KafkaProbe:
+    """What the broker says, read in two steps (see `collect`); an unreachable broker is reported."""
 
-    from projections.kafka_source import LogEnds, OffsetsUnknown, group_id, source_name
+    def __init__(self, kafka: Any) -> None:
+        from kafka.errors import KafkaError
 
-    out: dict[str, Any] = {
-        "configured": True,
-        "bootstrap": kafka.bootstrap,
-        "relay": {"topic": kafka.events_topic, "position": relay_position, "store_head": head,
-                  "behind": max(0, head - relay_position)},
-    }
-    try:
-        ends = LogEnds(kafka, bootstrap_timeout_ms=5000)  # a status answers quickly, also without a broker
-    except KafkaError as exc:
-        out["reachable"] = False
-        out["error"] = f"{type(exc).__name__}: {exc}"
-        return out
-    try:
+        from projections.kafka_source import LogEnds
+
+        self.kafka = kafka
+        self.error: str | None = None
+        self.ends: Any = None
+        self.consumer: dict[str, Any] = {}
+        self.dlq: dict[str, Any] = {}
+        self.event_offsets: dict[int, tuple[int, int]] = {}
+        try:
+            self.ends = LogEnds(kafka, bootstrap_timeout_ms=5000)  # a status answers quickly, also without a broker
+        except KafkaError as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def _guarded(self, step: Any) -> None:
+        from kafka.errors import KafkaError
+
+        from projections.kafka_source import OffsetsUnknown
+
+        if self.error is not None:
+            return
+        try:
+            step()
+        except (KafkaError, OffsetsUnknown) as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def inbound(self) -> None:
+        def step() -> None:
+            kafka = self.kafka
+            inbound = _offsets(self.ends, kafka.inbound_topic)
+            group = f"{kafka.group_prefix}.inbound"
+            committed = _group_offsets(kafka, group, kafka.inbound_topic, list(inbound)) if inbound else {}
+            parts = []
+            for p, (begin, end) in sorted(inbound.items()):
+                offset = committed.get(p)
+                parts.append({"partition": p, "committed": offset, "end_offset": end,
+                              "lag": max(0, end - (begin if offset is None else offset))})
+            self.consumer = {"topic": kafka.inbound_topic, "group": group, "topic_exists": bool(inbound),
+                             "partitions": parts, "lag": sum(p["lag"] for p in parts)}
+            dlq = _offsets(self.ends, kafka.dlq_topic)
+            self.dlq = {"topic": kafka.dlq_topic, "topic_exists": bool(dlq),
+                        "records": sum(end - begin for begin, end in dlq.values())}
+
+        self._guarded(step)
+
+    def events(self) -> None:
+        def step() -> None:
+            self.event_offsets = _offsets(self.ends, self.kafka.events_topic)
+
+        self._guarded(step)
+
+    def report(self, head: int, relay_position: int, checkpoints: dict[str, dict[int, int]]) -> dict[str, Any]:
+        from projections.kafka_source import group_id, source_name
+
+        kafka = self.kafka
+        out: dict[str, Any] = {
+            "configured": True,
+            "bootstrap": kafka.bootstrap,
+            "relay": {"topic": kafka.events_topic, "position": relay_position, "store_head": head,
+                      "behind": max(0, head - relay_position)},
+        }
+        if self.error is not None:
+            out["reachable"] = False
+            out["error"] = self.error
+            return out
         out["reachable"] = True
-        events = _offsets(ends, kafka.events_topic)
         marks = checkpoints.get(source_name(kafka.events_topic), {})
         partitions = []
-        for p, (begin, end) in sorted(events.items()):
+        for p, (begin, end) in sorted(self.event_offsets.items()):
             checkpoint = marks.get(p)
             done = begin if checkpoint is None else checkpoint + 1
             partitions.append({"partition": p, "checkpoint": checkpoint, "end_offset": end,
                                "lag": max(0, end - done)})
         out["projector"] = {"source": source_name(kafka.events_topic), "group": group_id(kafka),
-                            "topic_exists": bool(events), "partitions": partitions,
+                            "topic_exists": bool(self.event_offsets), "partitions": partitions,
                             "lag": sum(p["lag"] for p in partitions)}
-        inbound = _offsets(ends, kafka.inbound_topic)
-        group = f"{kafka.group_prefix}.inbound"
-        committed = _group_offsets(kafka, group, kafka.inbound_topic, list(inbound)) if inbound else {}
-        parts = []
-        for p, (begin, end) in sorted(inbound.items()):
-            offset = committed.get(p)
-            parts.append({"partition": p, "committed": offset, "end_offset": end,
-                          "lag": max(0, end - (begin if offset is None else offset))})
-        out["consumer"] = {"topic": kafka.inbound_topic, "group": group, "topic_exists": bool(inbound),
-                           "partitions": parts, "lag": sum(p["lag"] for p in parts)}
-        dlq = _offsets(ends, kafka.dlq_topic)
-        out["dlq"] = {"topic": kafka.dlq_topic, "topic_exists": bool(dlq),
-                      "records": sum(end - begin for begin, end in dlq.values())}
-    except (KafkaError, OffsetsUnknown) as exc:
-        out["reachable"] = False
-        out["error"] = f"{type(exc).__name__}: {exc}"
-    finally:
-        ends.close()
-    return out
+        out["consumer"] = self.consumer
+        out["dlq"] = self.dlq
+        return out
+
+    def close(self) -> None:
+        if self.ends is not None:
+            self.ends.close()
 
 
 def _offsets(ends: Any, topic: str) -> dict[int, tuple[int, int]]:

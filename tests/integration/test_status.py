@@ -86,3 +86,44 @@ def test_status_with_kafka_reports_relay_projector_lag_and_dead_letters(
     assert f"position {head} of store head {head}, 0 behind" in text
     for p in parts:
         assert f"partition {p['partition']}: checkpoint {p['checkpoint']}, end {p['end_offset']}, lag 0" in text
+
+
+def test_positions_are_read_in_the_order_the_data_flows(kafka_settings: KafkaSettings, tmp_path: Path,
+                                                        monkeypatch: Any) -> None:
+    """Read in any other order, a role that moves between two reads can make an unfinished
+    pipeline look caught up (seen: a store head read just before `consume` committed, paired
+    with the committed offsets read just after). Each read is spied on, then done for real."""
+    from consumers import status
+    from lifecycle.recorders import SQLiteLeadRecorder
+    from lifecycle.store import LeadStore
+
+    create_topic(kafka_settings)
+    create_topic(kafka_settings, kafka_settings.inbound_topic)
+    create_topic(kafka_settings, kafka_settings.dlq_topic)
+    settings = Settings(home=tmp_path, secret=TEST_SECRET)
+    simulated_app(settings, leads=5, seed=4).store.close()
+    reads: list[str] = []
+
+    def spy(owner: Any, name: str, label: str) -> None:
+        real = getattr(owner, name)
+
+        def read(*args: Any, **kwargs: Any) -> Any:
+            if label == "end offsets":
+                topic = args[1]
+                reads.append({kafka_settings.inbound_topic: "inbound ends", kafka_settings.dlq_topic: "dlq ends",
+                              kafka_settings.events_topic: "lead-events ends"}[topic])
+            else:
+                reads.append(label)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, read)
+
+    spy(status, "_group_offsets", "inbound committed")
+    spy(LeadStore, "head_position", "store head")
+    spy(SQLiteLeadRecorder, "relay_position", "relay position")
+    spy(status, "_offsets", "end offsets")
+    spy(status, "_read_checkpoints", "projector checkpoints")
+    report = status.collect(settings, kafka_env(settings, kafka_settings))
+    assert report["kafka"]["reachable"] is True
+    assert reads == ["inbound ends", "inbound committed", "dlq ends", "store head", "relay position",
+                     "lead-events ends", "projector checkpoints"]
