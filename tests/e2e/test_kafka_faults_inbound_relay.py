@@ -103,7 +103,8 @@ def test_sigkill_consume_mid_stream_then_restart_equals_a_clean_run(kafka_settin
     db = home / "events.sqlite"
     kills = 0
     for _ in range(3):
-        mark = sqlite_value(db, "SELECT MAX(rowid) FROM stored_events") + rng.randint(150, 1000)
+        done = sqlite_value(db, "SELECT MAX(rowid) FROM stored_events")
+        mark = done + rng.randint(min(150, (tally.applied - done) // 8), max(1, (tally.applied - done) // 4))
         proc = start(env, *CONSUME)
         try:
             killed = kill_when(proc, partial(past, db, "SELECT MAX(rowid) FROM stored_events", mark),
@@ -142,7 +143,10 @@ def test_sigkill_relay_mid_stream_then_restart_publishes_everything_in_order(kaf
     position = f"SELECT position FROM leadledger_relay WHERE name = '{kafka_settings.events_topic}'"
     kills = 0
     for _ in range(4):
-        mark = sqlite_value(db, position) + rng.randint(200, total // 6)
+        done = sqlite_value(db, position)
+        # a quarter of what is left at most: a kill overshoots by up to a batch and the delay,
+        # and the mark must stay reachable for the next round
+        mark = done + rng.randint(min(200, (total - done) // 8), max(1, (total - done) // 4))
         proc = start(env, "relay", "--batch", str(rng.choice([50, 200, 500])))
         try:
             kills += kill_when(proc, partial(past, db, position, mark), rng.uniform(0, 0.03))
