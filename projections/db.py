@@ -178,6 +178,28 @@ class ReadModelDB:
         finally:
             self._in_tx = False
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """One read-only transaction: every query inside sees the same committed state, also
+        while runners commit (SQLite WAL: the snapshot of the first read; PostgreSQL:
+        REPEATABLE READ). Session-private temp tables may still be written."""
+        if self._in_tx:
+            raise RuntimeError("nested read-model transaction")
+        self._in_tx = True
+        try:
+            if self._sqlite is not None:
+                self._sqlite.execute("BEGIN DEFERRED")
+                try:
+                    yield
+                finally:
+                    self._sqlite.execute("ROLLBACK")
+            else:
+                with self._pg.transaction(force_rollback=True):
+                    self._pg.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    yield
+        finally:
+            self._in_tx = False
+
     # ---- schema --------------------------------------------------------------
 
     def create(self, tables: Sequence[Table], indexes: bool = True) -> None:

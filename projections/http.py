@@ -20,9 +20,12 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import os
+import queue
 import re
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
@@ -264,53 +267,94 @@ def build_query(*, from_: str | None = None, to: str | None = None, as_of: str |
 # ---------------------------------------------------------------- the worker
 
 
+#: Query threads of `serve` by default: one per core, at most 4. SQLite (WAL) and PostgreSQL
+#: answer readers in parallel, but the rest of a request holds the GIL: more threads than cores
+#: only add contention (bench/http_bench.py on 2 cores: 2 threads 1.64x, 4 threads 1.37x).
+DEFAULT_QUERY_THREADS = max(1, min(4, os.cpu_count() or 1))
+
+
 class AnalyticsWorker:
-    """Owns one `Analytics` on one thread: opened, refreshed, queried and closed there."""
+    """A few threads, each owning one `Analytics` (its own database connections): opened,
+    refreshed, queried and closed on that thread. A request catches the read models up, then
+    runs all its queries (the report runs six) in one read snapshot."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, threads: int = DEFAULT_QUERY_THREADS) -> None:
+        if threads < 1:
+            raise ValueError(f"query threads must be at least 1, got {threads}")
         self.settings = settings
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leadledger-analytics")
-        self._analytics: Analytics | None = None
+        self.threads = threads
+        self._jobs: queue.SimpleQueue[tuple[Callable[[Analytics], Any], Future[Any]] | None] = queue.SimpleQueue()
+        self._pool: list[threading.Thread] = []
+        self._lock = threading.Lock()
 
-    def _get(self) -> Analytics:  # worker thread only
-        if self._analytics is None:
-            # refreshed once per request (below), so a request's queries - the report runs
-            # six - all read the same snapshot
-            self._analytics = open_analytics(self.settings, auto_refresh=False)
-        return self._analytics
-
-    def _fresh(self, work: Callable[[Analytics], T]) -> T:  # worker thread only
-        analytics = self._get()
+    def _serve(self) -> None:  # one worker thread
+        analytics: Analytics | None = None
         try:
+            while (job := self._jobs.get()) is not None:
+                work, future = job
+                if not future.set_running_or_notify_cancel():
+                    continue
+                try:
+                    if analytics is None:
+                        analytics = open_analytics(self.settings, auto_refresh=False)
+                    result = work(analytics)
+                except QueryError as exc:
+                    future.set_exception(exc)
+                except BaseException as exc:
+                    # a broken connection or transaction must not poison later requests: reopen
+                    log.exception("analytics failed; reopening for the next request")
+                    _close(analytics)
+                    analytics = None
+                    future.set_exception(exc)
+                else:
+                    future.set_result(result)
+        finally:
+            _close(analytics)
+
+    def _submit(self, work: Callable[[Analytics], T]) -> Future[T]:
+        with self._lock:
+            while len(self._pool) < self.threads:
+                thread = threading.Thread(target=self._serve, name=f"leadledger-query-{len(self._pool) + 1}",
+                                          daemon=True)
+                thread.start()
+                self._pool.append(thread)
+        future: Future[T] = Future()
+        self._jobs.put((work, future))
+        return future
+
+    @staticmethod
+    def _fresh(work: Callable[[Analytics], T]) -> Callable[[Analytics], T]:
+        def run(analytics: Analytics) -> T:
             analytics.refresh()
-            return work(analytics)
-        except QueryError:
-            raise
-        except Exception:
-            # a broken connection or transaction must not poison every later request: reopen
-            log.exception("analytics failed; reopening for the next request")
-            self._close()
-            raise
+            with analytics.db.snapshot():
+                return work(analytics)
+
+        return run
 
     async def run(self, work: Callable[[Analytics], T]) -> T:
-        """Catch up the read models, then run `work` on the worker thread."""
-        return await asyncio.wrap_future(self._executor.submit(self._fresh, work))
+        """Catch up the read models, then run `work` on a worker thread in one read snapshot."""
+        return await asyncio.wrap_future(self._submit(self._fresh(work)))
 
     def start(self) -> None:
         """Open (and catch up) now, so a bad configuration fails at startup, not at the first request."""
-        self._executor.submit(lambda: self._get().refresh()).result()
-
-    def _close(self) -> None:
-        analytics, self._analytics = self._analytics, None
-        if analytics is not None:
-            try:
-                analytics.close()
-            except Exception:  # closing a broken connection may fail too; it is gone either way
-                log.warning("closing the analytics failed", exc_info=True)
+        self._submit(lambda analytics: analytics.refresh()).result()
 
     def close(self) -> None:
-        self._executor.submit(self._close).result()
-        self._executor.shutdown(wait=True)
+        with self._lock:
+            pool, self._pool = self._pool, []
+        for _ in pool:
+            self._jobs.put(None)
+        for thread in pool:
+            thread.join()
+
+
+def _close(analytics: Analytics | None) -> None:
+    if analytics is None:
+        return
+    try:
+        analytics.close()
+    except Exception:  # closing a broken connection may fail too; it is gone either way
+        log.warning("closing the analytics failed", exc_info=True)
 
 
 # ---------------------------------------------------------------- auth
@@ -385,13 +429,13 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
     return build
 
 
-def create_app(settings: Settings, token: str | None) -> FastAPI:
+def create_app(settings: Settings, token: str | None, *, query_threads: int = DEFAULT_QUERY_THREADS) -> FastAPI:
     """The API over the store `settings` point at; with a `token`, every data endpoint needs
     `Authorization: Bearer <token>`. Nothing is opened until the app starts (or first asked)."""
     from lifecycle.settings import SettingsError
     from projections.report import CSP, render_report
 
-    worker = AnalyticsWorker(settings)
+    worker = AnalyticsWorker(settings, query_threads)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

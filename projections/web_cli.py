@@ -31,8 +31,11 @@ def _is_loopback(host: str) -> bool:
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               default="info", show_default=True)
+@click.option("--query-threads", type=click.IntRange(1, 64), default=None,
+              help="Requests answered in parallel, each thread with its own database connections "
+                   "[default: one per CPU core, at most 4].")
 @pass_ctx
-def serve(ctx: Context, host: str, port: int, log_level: str) -> None:
+def serve(ctx: Context, host: str, port: int, log_level: str, query_threads: int | None) -> None:
     """Read-only HTTP JSON API (and the HTML report at /report).
 
     \b
@@ -47,13 +50,13 @@ def serve(ctx: Context, host: str, port: int, log_level: str) -> None:
     """
     import uvicorn
 
-    from projections.http import create_app
+    from projections.http import DEFAULT_QUERY_THREADS, create_app
 
     token = os.environ.get(TOKEN_ENV) or None
     if not _is_loopback(host) and token is None:
         click.echo(f"warning: serving on {host} without authentication; set {TOKEN_ENV} to require a "
                    "bearer token", err=True)
-    app = create_app(ctx.settings, token)
+    app = create_app(ctx.settings, token, query_threads=query_threads or DEFAULT_QUERY_THREADS)
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"leadledger API on http://{shown}:{port}/ (OpenAPI: /openapi.json, report: /report, "
                f"auth: {'bearer token' if token else 'none'})", err=True)
