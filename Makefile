@@ -74,6 +74,7 @@ bench: venv
 	$(BIN)/python -m bench.projections_bench
 	$(BIN)/python -m bench.kafka_bench
 	$(BIN)/python -m bench.kafka_projection_bench
+	$(BIN)/python -m bench.http_bench
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache .mypy_cache .ruff_cache

@@ -269,7 +269,8 @@ def build_query(*, from_: str | None = None, to: str | None = None, as_of: str |
 
 #: Query threads of `serve` by default: one per core, at most 4. SQLite (WAL) and PostgreSQL
 #: answer readers in parallel, but the rest of a request holds the GIL: more threads than cores
-#: only add contention (bench/http_bench.py on 2 cores: 2 threads 1.64x, 4 threads 1.37x).
+#: only add contention (bench/http_bench.py, 2 cores, 303k events: 2 threads 2.09x the
+#: requests/s of one, 4 threads 1.73x; on 20k events, where Python dominates, 0.92x / 0.83x).
 DEFAULT_QUERY_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
