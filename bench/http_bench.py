@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -22,12 +21,11 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.projections_bench import SECRET, build_store, replay
+from bench.record import append_results
 
-RESULTS = Path(__file__).with_name("results.md")
 MIX = ["/funnel", "/funnel?by=channel", "/velocity", "/attribution?model=time_decay&by=campaign",
        "/speed?by=owner", "/leads?limit=50"]
 
@@ -141,12 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if not args.no_results:
-        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        command = "python -m bench.http_bench " + " ".join(sys.argv[1:] if argv is None else argv)
-        header = (f"\n## HTTP API under load (issue 3) — {stamp}, {platform.machine()} {os.cpu_count()} cores, "
-                  f"Python {platform.python_version()}\n\n`{command.strip()}`\n\n")
-        with RESULTS.open("a") as fh:
-            fh.write(header + "\n".join(lines) + "\n")
+        append_results("HTTP API under load (issue 3)", "bench.http_bench", argv, lines)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -31,6 +30,7 @@ from typing import Any
 import orjson
 from kafka import KafkaProducer
 
+from bench.record import append_results
 from consumers.inbound import ConsumeOptions, InboundConsumer, make_consumer, make_dlq_producer
 from consumers.kafka_config import KafkaSettings
 from consumers.relay import PartitionCache, Relay, ensure_topics, make_producer, record_for
@@ -39,7 +39,6 @@ from lifecycle.inbound import InboundHandler, Tally
 from lifecycle.settings import Settings
 from lifecycle.simulate import generate
 
-RESULTS = Path(__file__).with_name("results.md")
 START = datetime(2026, 1, 5, tzinfo=UTC)
 SECRET = b"bench-secret"
 EVENTS_PER_LEAD = 8.2  # what the simulator produces on average
@@ -260,13 +259,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     if not args.no_write:
-        command = "python -m bench.kafka_bench " + " ".join(argv if argv is not None else sys.argv[1:])
-        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         where = "bundled Tansu broker (memory)" if broker is not None else f"broker {args.bootstrap}"
-        header = (f"\n## Kafka relay and consumer (issue 4) — {stamp}, {platform.machine()} {os.cpu_count()} cores, "
-                  f"Python {platform.python_version()}, {where}, 3 partitions\n\n`{command.strip()}`\n\n")
-        with RESULTS.open("a") as fh:
-            fh.write(header + "\n".join(lines) + "\n")
+        append_results("Kafka relay and consumer (issue 4)", "bench.kafka_bench", argv, lines, f"{where}, 3 partitions")
     return 0
 
 

@@ -17,16 +17,14 @@ Target: ours >= 50 % of raw. Appends to bench/results.md with the command line.
 from __future__ import annotations
 
 import argparse
-import platform
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.projections_bench import SECRET, build_store
+from bench.record import append_results
 from consumers.demo_kafka import start_broker, stop_process
 from consumers.kafka_config import KafkaSettings
 from lifecycle.bootstrap import bootstrap
@@ -36,7 +34,6 @@ from projections.kafka_source import CATCH_UP_FACTOR, ConsumerTuning, project_fr
 from projections.runner import Runner
 from projections.sources import EmbeddedSource
 
-RESULTS = Path(__file__).with_name("results.md")
 TUNING = ConsumerTuning(session_timeout_ms=6000, heartbeat_interval_ms=500, max_poll_interval_ms=10000)
 
 
@@ -168,18 +165,7 @@ def main(argv: list[str] | None = None) -> None:
             stop_process(broker)
         shutil.rmtree(work, ignore_errors=True)
     if not args.no_results:
-        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        command = "python -m bench.kafka_projection_bench " + " ".join(sys.argv[1:] if argv is None else argv)
-        header = (f"\n## Kafka projection (issue \"Kafka pipeline\") — {stamp}, {platform.machine()} "
-                  f"{_cores()} cores, Python {platform.python_version()}\n\n`{command.strip()}`\n\n")
-        with RESULTS.open("a") as fh:
-            fh.write(header + "\n".join(lines) + "\n")
-
-
-def _cores() -> int:
-    import os
-
-    return os.cpu_count() or 0
+        append_results("Kafka projection (issue \"Kafka pipeline\")", "bench.kafka_projection_bench", argv, lines)
 
 
 if __name__ == "__main__":

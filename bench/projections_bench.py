@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from bench.record import append_results
 from lifecycle.audit import export_envelopes
 from lifecycle.bootstrap import bootstrap
 from lifecycle.inbound import InboundHandler
@@ -37,7 +36,6 @@ from projections.runner import REPLAY_WORKERS, Runner
 from projections.service import Analytics
 from projections.sources import EmbeddedSource
 
-RESULTS = Path(__file__).with_name("results.md")
 START = datetime(2026, 1, 5, tzinfo=UTC)
 SECRET = b"bench-secret"
 EVENTS_PER_LEAD = 8.2  # what the simulator produces on average
@@ -233,12 +231,7 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     if not args.no_results:
-        command = "python -m bench.projections_bench " + " ".join(sys.argv[1:] if argv is None else argv)
-        header = (f"\n## read models (issue 3) — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
-                  f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}\n\n"
-                  f"`{command.strip()}`\n\n")
-        with RESULTS.open("a") as fh:
-            fh.write(header + "\n".join(lines) + "\n")
+        append_results("read models (issue 3)", "bench.projections_bench", argv, lines)
 
 
 if __name__ == "__main__":
