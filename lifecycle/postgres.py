@@ -44,6 +44,19 @@ class PostgresLeadRecorder(PostgresApplicationRecorder):
             ),
         ]
 
+    def create_table(self) -> None:
+        """The schema if missing, then the library's DDL, one session at a time: some of it is
+        CREATE OR REPLACE, which fails with "tuple concurrently updated" when two sessions run
+        it at once — and every process, role and query thread bootstraps the store at start."""
+        key = f"{self.datastore.schema}.leadledger_ddl"
+        with self.datastore.get_connection() as conn:  # autocommit: a session-level lock
+            conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+            try:
+                conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(self.datastore.schema)))
+                super().create_table()
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+
     def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
         lead_keys: Sequence[tuple[UUID, bytes]] = kwargs.get("lead_keys", ())
         inbound: Sequence[InboundRow] = kwargs.get("inbound", ())

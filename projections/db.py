@@ -40,7 +40,13 @@ class ReadModelDB:
             self.dialect = "postgres"
             self.schema = settings.postgres_schema
             self._pg = psycopg.connect(settings.postgres_dsn, autocommit=True)
-            self._pg.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            # two sessions creating one new schema at once: one fails on the catalog's unique index
+            key = f"{self.schema}.leadledger_ddl"
+            self._pg.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+            try:
+                self._pg.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            finally:
+                self._pg.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
         else:
             self.dialect = "sqlite"
             self.schema = ""

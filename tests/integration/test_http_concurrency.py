@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -13,8 +14,9 @@ from projection_support import simulated_app
 from lifecycle.settings import Settings
 from projections.db import ReadModelDB
 from projections.http import create_app
+from projections.query import Query
 from projections.runner import CHECKPOINTS, Runner
-from projections.service import Analytics
+from projections.service import Analytics, open_analytics
 
 TestClient = pytest.importorskip("fastapi.testclient").TestClient
 
@@ -59,6 +61,37 @@ def test_one_query_thread_answers_one_request_at_a_time(filled: Settings, monkey
             ThreadPoolExecutor(2) as pool:
         answers = list(pool.map(lambda _: client.get("/funnel"), range(2)))
     assert sorted(a.status_code for a in answers) == [500, 500]
+
+
+@pytest.mark.parametrize("exists", [False, True], ids=["new-schema", "existing-tables"])
+def test_query_threads_and_processes_opening_at_once_all_succeed(backend_settings: Settings, exists: bool) -> None:
+    """Every query thread, role and process opens the store and the read models when it starts,
+    which runs their DDL (on PostgreSQL partly CREATE OR REPLACE, and CREATE SCHEMA: two sessions
+    at once fail with "tuple concurrently updated" or a duplicate key). Eight at once must all open."""
+    settings = backend_settings
+    if backend_settings.postgres_dsn and not exists:
+        settings = replace(backend_settings, postgres_schema=f"{backend_settings.postgres_schema}_new")
+    elif exists:
+        open_analytics(settings).close()
+    start = threading.Barrier(8, timeout=60)
+
+    def open_one(_: int) -> int:
+        start.wait()
+        analytics = open_analytics(settings)
+        try:
+            return len(analytics.leads(Query(limit=5))["leads"])
+        finally:
+            analytics.close()
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(open_one, range(8))) == [0] * 8
+    finally:
+        if settings is not backend_settings:
+            import psycopg
+
+            with psycopg.connect(settings.postgres_dsn, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{settings.postgres_schema}" CASCADE')
 
 
 def test_a_snapshot_does_not_see_what_commits_during_it(backend_settings: Settings) -> None:
