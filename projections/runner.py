@@ -233,6 +233,10 @@ class Runner:
 
     def run_batch(self, source: Source, limit: int = 5000) -> BatchResult:
         """Fold the next batch (at most `limit` events) and commit it; 0 events when caught up."""
+        # Nothing new (a query's catch-up, a follow-mode poll): found out with two reads, without
+        # queueing on the read models' write lock behind other runners and readers' catch-ups
+        if source.remaining(self.checkpoints(source.name)) == 0:
+            return BatchResult(0, 0, 0)
         # A batch allocates many small objects and no cycles; the cyclic collector would only
         # re-scan the timeline cache again and again (a third of the time of a replay).
         collecting = gc.isenabled()

@@ -61,10 +61,6 @@ class Analytics:
         """Catch up from the event store (embedded); returns the events applied."""
         if self.source is None:
             return 0
-        # nothing new (the usual case for a query): two reads, no write lock — concurrent
-        # requests would otherwise queue on the read models' write lock just to find that out
-        if self.runner.checkpoints(self.source.name).get(0, 0) >= self.source.head():
-            return 0
         return self.runner.catch_up(self.source, self.batch_size)
 
     def _fresh(self) -> None:

@@ -42,7 +42,8 @@ class Source(Protocol):
         ...
 
     def remaining(self, after: Mapping[int, int]) -> int | None:
-        """How many events are left after `after`, if known (for progress bars)."""
+        """How many events are left after `after`, if known (progress bars). 0 only when `read`
+        would return nothing: the runner then skips the batch without taking the write lock."""
         ...
 
 
