@@ -13,6 +13,7 @@ Results are appended to bench/results.md with the command that produced them.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import socket
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 
 from bench.projections_bench import SECRET, build_store, replay
-from bench.record import append_results
+from bench.record import Lines, append_results
 
 MIX = ["/funnel", "/funnel?by=channel", "/velocity", "/attribution?model=time_decay&by=campaign",
        "/speed?by=owner", "/leads?limit=50"]
@@ -88,7 +89,8 @@ def load(base: str, clients: int, seconds: float) -> tuple[int, list[float]]:
 
 
 def pct(sorted_values: list[float], p: float) -> float:
-    return sorted_values[max(0, -(-len(sorted_values) * p // 100) - 1)] if sorted_values else float("nan")
+    """Nearest-rank percentile of sorted values."""
+    return sorted_values[max(0, math.ceil(len(sorted_values) * p / 100) - 1)] if sorted_values else float("nan")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -104,11 +106,8 @@ def main(argv: list[str] | None = None) -> None:
 
     work = Path(tempfile.mkdtemp(prefix="ll-httpbench-"))
     home = args.keep or work / "home"
-    lines: list[str] = []
-
-    def say(line: str) -> None:
-        print(line, flush=True)
-        lines.append(line)
+    lines = Lines()
+    say = lines.say
 
     try:
         if (home / "events.sqlite").exists():

@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 from kafka import KafkaProducer
 
-from bench.record import append_results
+from bench.record import Lines, append_results
 from consumers.inbound import ConsumeOptions, InboundConsumer, make_consumer, make_dlq_producer
 from consumers.kafka_config import KafkaSettings
 from consumers.relay import PartitionCache, Relay, ensure_topics, make_producer, record_for
@@ -174,11 +174,8 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="llkafka-"))
     broker = None
-    lines: list[str] = []
-
-    def say(line: str) -> None:
-        print(line, flush=True)
-        lines.append(line)
+    lines = Lines()
+    say = lines.say
 
     try:
         bootstrap_servers = args.bootstrap

@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.projections_bench import SECRET, build_store
-from bench.record import append_results
+from bench.record import Lines, append_results
 from consumers.demo_kafka import start_broker, stop_process
 from consumers.kafka_config import KafkaSettings
 from lifecycle.bootstrap import bootstrap
@@ -107,11 +107,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=1, help="repeat raw consume + our runs this many times")
     args = parser.parse_args(argv)
 
-    lines: list[str] = []
-
-    def say(text: str) -> None:
-        print(text, flush=True)
-        lines.append(text)
+    lines = Lines()
+    say = lines.say
 
     work = Path(tempfile.mkdtemp(prefix="ll-kafka-bench-"))
     store_home = args.keep or work / "store"

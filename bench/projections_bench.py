@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from bench.record import append_results
+from bench.record import Lines, append_results
 from lifecycle.audit import export_envelopes
 from lifecycle.bootstrap import bootstrap
 from lifecycle.inbound import InboundHandler
@@ -179,11 +179,8 @@ def main(argv: list[str] | None = None) -> None:
 
     work = Path(tempfile.mkdtemp(prefix="ll-projbench-"))
     store_home = args.keep or work / "store"
-    lines: list[str] = []
-
-    def say(line: str) -> None:
-        print(line, flush=True)
-        lines.append(line)
+    lines = Lines()
+    say = lines.say
 
     try:
         if (store_home / "events.sqlite").exists():

@@ -12,6 +12,14 @@ from pathlib import Path
 RESULTS = Path(__file__).with_name("results.md")
 
 
+class Lines(list[str]):
+    """A benchmark's result lines: each printed as it is said, all appended at the end."""
+
+    def say(self, line: str) -> None:
+        print(line, flush=True)
+        self.append(line)
+
+
 def append_results(title: str, module: str, argv: Sequence[str] | None, lines: Sequence[str],
                    detail: str = "") -> None:
     """`## title — when, machine[, detail]`, then the command that produced `lines`, then them."""

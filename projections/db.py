@@ -163,10 +163,7 @@ class ReadModelDB:
     @contextmanager
     def transaction(self, lock_key: str | None = None) -> Iterator[None]:
         """One write transaction; concurrent writers (runners) queue on it."""
-        if self._in_tx:
-            raise RuntimeError("nested read-model transaction")
-        self._in_tx = True
-        try:
+        with self._only_transaction():
             if self._sqlite is not None:
                 self._sqlite.execute("BEGIN IMMEDIATE")
                 try:
@@ -181,18 +178,13 @@ class ReadModelDB:
                         self._pg.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
                                          (f"{self.schema}.{lock_key}",))
                     yield
-        finally:
-            self._in_tx = False
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
         """One read-only transaction: every query inside sees the same committed state, also
         while runners commit (SQLite WAL: the snapshot of the first read; PostgreSQL:
         REPEATABLE READ). Session-private temp tables may still be written."""
-        if self._in_tx:
-            raise RuntimeError("nested read-model transaction")
-        self._in_tx = True
-        try:
+        with self._only_transaction():
             if self._sqlite is not None:
                 self._sqlite.execute("BEGIN DEFERRED")
                 try:
@@ -203,6 +195,14 @@ class ReadModelDB:
                 with self._pg.transaction(force_rollback=True):
                     self._pg.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                     yield
+
+    @contextmanager
+    def _only_transaction(self) -> Iterator[None]:
+        if self._in_tx:
+            raise RuntimeError("nested read-model transaction")
+        self._in_tx = True
+        try:
+            yield
         finally:
             self._in_tx = False
 

@@ -373,7 +373,7 @@ class _Helper:
         self.proc = ctx.Process(target=_fetch_main, args=(child, kafka, tuning, credits), daemon=True)
         self.proc.start()
         child.close()
-        self.assigned: dict[int, tuple[int, int | None]] | None = None
+        self.assigned: dict[int, tuple[int, int | None]] = {}
 
     def check(self) -> None:
         if not self.proc.is_alive() and not self.conn.poll(0):
@@ -404,7 +404,7 @@ class ProcessFetcher:
     stay in order; the helpers' batches are merged in arrival order."""
 
     def __init__(self, kafka: KafkaSettings, tuning: ConsumerTuning, credits: int = 24,
-                 helpers: int | None = None) -> None:
+                 helpers: int = 0) -> None:
         methods = multiprocessing.get_all_start_methods()
         # fork: started before this process makes any Kafka client (and its IO thread)
         ctx: Any = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
@@ -518,7 +518,7 @@ class KafkaSource:
         self.ends: dict[int, int] = {}  # last known end offsets (for lag)
         self._highwaters: dict[int, int] = {}  # as the fetch responses reported them
         self._fetcher: InlineFetcher | ProcessFetcher = (
-            ProcessFetcher(kafka, self.tuning, helpers=self.tuning.fetch_processes or None) if fetch_process
+            ProcessFetcher(kafka, self.tuning, helpers=self.tuning.fetch_processes) if fetch_process
             else InlineFetcher(kafka, self.tuning))
         try:
             self._log_ends = LogEnds(kafka)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ TUNING = ConsumerTuning(max_poll_records=50)  # many small batches: lots of inte
 @pytest.mark.parametrize("helpers", [1, 2, 3])
 def test_helpers_split_the_partitions_and_keep_each_in_order(kafka_settings: KafkaSettings, tmp_path: Path,
                                                               helpers: int) -> None:
-    kafka = KafkaSettings(**{**kafka_settings.__dict__, "partitions": 4})
+    kafka = replace(kafka_settings, partitions=4)
     create_topic(kafka)
     app = simulated_app(Settings(home=tmp_path, secret=TEST_SECRET), leads=60, seed=5)
     rows = all_rows(app.store)
