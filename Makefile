@@ -9,21 +9,30 @@ export LEADLEDGER_POSTGRES_SCHEMA ?= public
 .PHONY: help venv demo test test-fast lint bench clean
 
 help:
-	@echo "make demo   - venv, install, simulate $(DEMO_LEADS) leads, show a lead's history, verify"
+	@echo "make demo   - venv with the runtime dependencies only, simulate $(DEMO_LEADS) leads, show a lead's history, verify"
 	@echo "make test   - install dev deps and run the whole suite (PostgreSQL tests need LEADLEDGER_POSTGRES_DSN)"
-	@echo "make lint   - ruff + mypy"
+	@echo "make lint   - ruff, mypy and the import contract (lint-imports)"
 	@echo "make demo-kafka - the pipeline through Kafka (bundled broker), ends with the funnel"
 	@echo "make bench  - benchmarks (results appended to bench/results.md)"
 
-$(BIN)/leadledger: pyproject.toml
+# Two installs into one venv: the runtime (what `make demo` needs: ~100 MB) and, for tests,
+# lint and benchmarks, the dev tools on top (~340 MB). Each is redone when pyproject.toml changes.
+RUNTIME := $(VENV)/.installed-runtime
+DEV     := $(VENV)/.installed-dev
+
+$(RUNTIME): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(DEV): $(RUNTIME)
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $@
 
-venv: $(BIN)/leadledger
+venv: $(DEV)
 
-demo: venv
+demo: $(RUNTIME)
 	@rm -rf $(DEMO_HOME) $(DEMO_HOME).simulate.json
 	@echo "== simulating $(DEMO_LEADS) leads into $(DEMO_HOME) (SQLite, no server needed)"
 	LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= $(BIN)/leadledger simulate --leads $(DEMO_LEADS) --seed 42 --json > $(DEMO_HOME).simulate.json
@@ -50,7 +59,7 @@ demo: venv
 CHROMIUM ?= chromium
 REPORT_PNG_SIZE ?= 1280,2400
 .PHONY: report-png
-report-png: venv
+report-png: $(RUNTIME)
 	@command -v $(CHROMIUM) >/dev/null 2>&1 || { echo "report-png needs Chromium: sudo apt-get update && sudo apt-get install -y chromium (Debian/Ubuntu), or set CHROMIUM=/path/to/chrome"; exit 1; }
 	@test -f $(DEMO_HOME)/report.html || $(MAKE) --no-print-directory demo
 	@profile=$$(mktemp -d) && \
@@ -61,15 +70,16 @@ report-png: venv
 	  status=$$?; rm -rf $$profile; exit $$status
 	@echo "wrote $(DEMO_HOME)/report.png"
 
-test: venv
+test: $(DEV)
 	$(BIN)/python -m pytest -q
 
-lint: venv
+lint: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Long (tens of minutes: 1M-event stores); results are appended to bench/results.md.
-bench: venv
+bench: $(DEV)
 	$(BIN)/python -m bench.run
 	$(BIN)/python -m bench.projections_bench
 	$(BIN)/python -m bench.kafka_bench
@@ -84,5 +94,5 @@ clean:
 KAFKA_DEMO_HOME ?= $(DEMO_HOME)/kafka
 KAFKA_DEMO_LEADS ?= 1000
 .PHONY: demo-kafka
-demo-kafka: venv
-	$(BIN)/python -m consumers.demo_kafka --home $(KAFKA_DEMO_HOME) --leads $(KAFKA_DEMO_LEADS)
+demo-kafka: $(DEV)
+	$(BIN)/python -m leadledger.demo_kafka --home $(KAFKA_DEMO_HOME) --leads $(KAFKA_DEMO_LEADS)

@@ -22,7 +22,6 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,9 +31,10 @@ from kafka import KafkaProducer
 
 from bench.record import Lines, append_results
 from consumers.inbound import ConsumeOptions, InboundConsumer, make_consumer, make_dlq_producer
-from consumers.kafka_config import KafkaSettings
-from consumers.relay import PartitionCache, Relay, ensure_topics, make_producer, record_for
-from lifecycle.bootstrap import bootstrap
+from consumers.kafka.settings import KafkaSettings
+from consumers.kafka.topics import ensure_topics
+from consumers.relay import PartitionCache, Relay, make_producer, record_for
+from leadledger.bootstrap import bootstrap
 from lifecycle.inbound import InboundHandler, Tally
 from lifecycle.settings import Settings
 from lifecycle.simulate import generate
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap_servers = args.bootstrap
         if not bootstrap_servers:
             sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-            from tests.kafka_broker import TansuBroker
+            from tests.support.kafka_broker import TansuBroker
 
             broker = TansuBroker(work)
             broker.start()
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                                    dlq_topic=f"{tag}.raw{run}.x", events_topic=f"{tag}.relay{run}", partitions=3)
             ensure_topics(topics)
             raw_runs.append(raw_produce(settings, topics.inbound_topic, records, **tuned))
-            published, relay_s = relay_publish(replace(settings, events_topic=topics.events_topic), home,
+            published, relay_s = relay_publish(settings.model_copy(update={"events_topic": topics.events_topic}), home,
                                                args.relay_batch)
             assert published == len(records)
             relay_runs.append(relay_s)

@@ -20,19 +20,17 @@ import argparse
 import shutil
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from bench.projections_bench import SECRET, build_store
 from bench.record import Lines, append_results
-from consumers.demo_kafka import start_broker, stop_process
-from consumers.kafka_config import KafkaSettings
-from lifecycle.bootstrap import bootstrap
+from consumers.kafka.settings import ConsumerTuning, KafkaSettings
+from consumers.projector import CATCH_UP_FACTOR, project_from_kafka
+from leadledger.bootstrap import bootstrap, open_read_models
+from leadledger.demo_kafka import start_broker, stop_process
 from lifecycle.settings import Settings
-from projections.db import ReadModelDB
-from projections.kafka_source import CATCH_UP_FACTOR, ConsumerTuning, project_from_kafka
-from projections.runner import Runner
-from projections.sources import EmbeddedSource
+from projections.engine.runner import Runner
+from projections.engine.sources import EmbeddedSource
 
 TUNING = ConsumerTuning(session_timeout_ms=6000, heartbeat_interval_ms=500, max_poll_interval_ms=10000)
 
@@ -69,9 +67,13 @@ def ours(kafka: KafkaSettings, home: Path, fetch_process: bool, batch: int,
          helpers: int = 0) -> tuple[int, float, float]:
     """(events, seconds from assignment to the last batch, seconds of the group join)."""
     started = time.monotonic()
-    tuning = replace(TUNING, fetch_processes=helpers)
-    progress = project_from_kafka(Settings(home=home, secret=SECRET), kafka, batch_size=batch, once=True,
-                                  fetch_process=fetch_process, tuning=tuning, log_every=3600, echo=lambda _: None)
+    tuning = TUNING.model_copy(update={"fetch_processes": helpers})
+    db = open_read_models(Settings(home=home, secret=SECRET))
+    try:
+        progress = project_from_kafka(db, kafka, batch_size=batch, once=True, fetch_process=fetch_process,
+                                      tuning=tuning, log_every=3600, echo=lambda _: None)
+    finally:
+        db.close()
     assert progress.assigned_at is not None and progress.last_batch_at is not None
     return progress.events, progress.last_batch_at - progress.assigned_at, progress.assigned_at - started
 
@@ -80,7 +82,7 @@ def embedded_ceiling(store_home: Path, home: Path, batch: int) -> tuple[int, flo
     """The same runner fed from the store (no Kafka) at the catch-up batch size: (events, seconds)."""
     store = bootstrap(Settings(home=store_home, secret=SECRET)).store
     source = EmbeddedSource(store, prefetch=True)
-    runner = Runner(ReadModelDB(Settings(home=home, secret=SECRET)))
+    runner = Runner(open_read_models(Settings(home=home, secret=SECRET)))
     try:
         runner.setup()
         started = time.perf_counter()

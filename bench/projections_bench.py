@@ -25,16 +25,16 @@ from typing import Any
 import orjson
 
 from bench.record import Lines, append_results
+from leadledger.bootstrap import bootstrap, open_read_models
 from lifecycle.audit import export_envelopes
-from lifecycle.bootstrap import bootstrap
 from lifecycle.inbound import InboundHandler
 from lifecycle.settings import Settings
 from lifecycle.simulate import generate
-from projections.db import ReadModelDB
+from projections.engine.replay import REPLAY_WORKERS
+from projections.engine.runner import Runner
+from projections.engine.sources import EmbeddedSource
 from projections.query import Query
-from projections.runner import REPLAY_WORKERS, Runner
 from projections.service import Analytics
-from projections.sources import EmbeddedSource
 
 START = datetime(2026, 1, 5, tzinfo=UTC)
 SECRET = b"bench-secret"
@@ -57,7 +57,7 @@ def build_store(home: Path, events: int, seed: int) -> float:
 def replay(store_home: Path, models_home: Path, workers: int) -> tuple[int, float]:
     """`leadledger replay`: drop everything, rebuild from a snapshot of the store (bulk path)."""
     store = bootstrap(Settings(home=store_home, secret=SECRET)).store
-    db = ReadModelDB(Settings(home=models_home, secret=SECRET))
+    db = open_read_models(Settings(home=models_home, secret=SECRET))
     runner = Runner(db)
     runner.setup()
     source = EmbeddedSource(store)
@@ -196,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
             f"(bulk path, {how}, target >= 100,000)")
 
         store = bootstrap(Settings(home=store_home, secret=SECRET)).store
-        analytics = Analytics(ReadModelDB(Settings(home=models_home, secret=SECRET)), store, auto_refresh=False)
+        analytics = Analytics(open_read_models(Settings(home=models_home, secret=SECRET)), store, auto_refresh=False)
         jsonl = work / "events.jsonl"
         occurred = []
         with jsonl.open("wb") as fh:

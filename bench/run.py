@@ -30,8 +30,8 @@ import orjson
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 
+from leadledger.bootstrap import bootstrap
 from lifecycle.audit import history
-from lifecycle.bootstrap import bootstrap
 from lifecycle.inbound import InboundHandler, Tally
 from lifecycle.settings import Settings
 from lifecycle.simulate import generate

@@ -32,7 +32,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from consumers.kafka_config import KafkaSettings
+from consumers.kafka.settings import KafkaSettings
 from lifecycle.inbound import InboundHandler, Result, Tally
 
 log = logging.getLogger("leadledger.consume")

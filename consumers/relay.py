@@ -24,15 +24,15 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-import orjson
-from kafka import KafkaAdminClient, KafkaProducer
-from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka import KafkaProducer
+from kafka.errors import KafkaError
 from kafka.partitioner.default import murmur2
 
-from consumers.kafka_config import KafkaSettings
-from lifecycle.recorders import RawRow
-from lifecycle.store import LeadStore
+from consumers.kafka.settings import KafkaSettings
+from consumers.kafka.topics import ensure_topics
+from lifecycle.store.repository import LeadStore
+from lifecycle.store.sqlite import RawRow
+from schemas.codec import kafka_headers
 
 log = logging.getLogger("leadledger.relay")
 
@@ -42,34 +42,6 @@ PARTITION_CACHE_LIMIT = 1_000_000
 
 class RelayError(Exception):
     """A batch could not be delivered; its position was not stored (it will be sent again)."""
-
-
-# ---------------------------------------------------------------- topics
-
-
-def ensure_topics(settings: KafkaSettings, timeout_s: float = 30.0) -> list[str]:
-    """Create the inbound, dead-letter and lead-events topics if missing; returns those created.
-
-    Existing topics are left alone (whatever their partition count: the relay reads the
-    real count from the cluster's metadata)."""
-    admin = KafkaAdminClient(**settings.client_kwargs(), request_timeout_ms=int(timeout_s * 1000))
-    try:
-        existing = set(admin.list_topics())
-        wanted = [settings.inbound_topic, settings.dlq_topic, settings.events_topic]
-        created: list[str] = []
-        for topic in wanted:
-            if topic in existing:
-                continue
-            try:
-                admin.create_topics(
-                    [NewTopic(topic, num_partitions=settings.partitions, replication_factor=settings.replication)]
-                )
-                created.append(topic)
-            except TopicAlreadyExistsError:
-                pass  # another process created it between our listing and our request
-        return created
-    finally:
-        admin.close()
 
 
 # ---------------------------------------------------------------- partitions
@@ -109,13 +81,7 @@ def record_for(row: RawRow) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
 
     (The relay inlines this, caching each lead's key and partition.)"""
     _, lead_id, version, state = row
-    envelope = orjson.loads(state)
-    headers = [
-        ("ce_type", envelope["type"].encode()),
-        ("ce_sequence", str(version).encode()),
-        ("ce_id", envelope["id"].encode()),
-    ]
-    return str(lead_id).encode(), state, headers
+    return str(lead_id).encode(), state, kafka_headers(state, version)
 
 
 def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
@@ -205,7 +171,8 @@ class Relay:
         return len(rows)
 
     def _send(self, rows: Sequence[RawRow]) -> list[Any]:
-        send, topic, keys, partition_of = self.producer.send, self.topic, self._keys, self._partitions
+        send, topic, keys, partition_of, headers_of = (self.producer.send, self.topic, self._keys, self._partitions,
+                                                       kafka_headers)
         futures = []
         for _, lead_id, version, state in rows:
             found = keys.get(lead_id)
@@ -214,10 +181,8 @@ class Relay:
                     keys.clear()
                 key = str(lead_id).encode()
                 found = keys[lead_id] = (key, partition_of(key))
-            envelope = orjson.loads(state)
-            headers = [("ce_type", envelope["type"].encode()), ("ce_sequence", str(version).encode()),
-                       ("ce_id", envelope["id"].encode())]
-            futures.append(send(topic, value=state, key=found[0], headers=headers, partition=found[1]))
+            futures.append(send(topic, value=state, key=found[0], headers=headers_of(state, version),
+                                partition=found[1]))
         return futures
 
     def run(self, *, batch: int = 5000, once: bool = False, poll_interval_s: float = 0.5,

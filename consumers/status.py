@@ -8,39 +8,35 @@ LEADLEDGER_KAFKA_BOOTSTRAP only the embedded positions are reported.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-import click
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
-from lifecycle.cli import Context, emit_json, fail, json_option, pass_ctx
-from lifecycle.settings import Settings, SettingsError
+from consumers.kafka.log_ends import LogEnds, OffsetsUnknown
+from consumers.kafka.settings import KafkaSettings
+from consumers.kafka.topics import group_id, source_name
+from lifecycle.store.repository import LeadStore
+from projections.engine.checkpoints import CHECKPOINTS
+from projections.engine.db import ReadModelDB
 
 EMBEDDED_SOURCE = "store"
 
 
-def _read_checkpoints(settings: Settings) -> dict[str, dict[int, int]]:
+def _read_checkpoints(read_models: ReadModelDB | None) -> dict[str, dict[int, int]]:
     """Every rm_checkpoints row, by source name (empty if the read models were never built)."""
-    from projections.db import READMODELS_DB, ReadModelDB
-    from projections.runner import CHECKPOINTS
-
-    if not settings.postgres_dsn and not (settings.home / READMODELS_DB).exists():
+    if read_models is None or not read_models.exists(CHECKPOINTS.name):
         return {}
-    db = ReadModelDB(settings)
-    try:
-        if not db.exists(CHECKPOINTS.name):
-            return {}
-        out: dict[str, dict[int, int]] = {}
-        for name, part, pos in db.query(
-                f"SELECT source_name, partition_no, position_no FROM {db.name(CHECKPOINTS.name)}"):
-            out.setdefault(str(name), {})[int(part)] = int(pos)
-        return out
-    finally:
-        db.close()
+    out: dict[str, dict[int, int]] = {}
+    for name, part, pos in read_models.query(
+            f"SELECT source_name, partition_no, position_no FROM {read_models.name(CHECKPOINTS.name)}"):
+        out.setdefault(str(name), {})[int(part)] = int(pos)
+    return out
 
 
-def collect(settings: Settings, kafka_env: dict[str, str] | None = None) -> dict[str, Any]:
-    """The status report as a dict (the `--json` output).
+def collect(store: LeadStore, read_models: ReadModelDB | None, kafka: KafkaSettings | None,
+            backend: str) -> dict[str, Any]:
+    """The status report as a dict (the `--json` output); `read_models` None: never built.
 
     Positions are read in the order the data flows — inbound committed offsets, store head,
     relay position, lead-events end offsets, projector checkpoints — so a later one never
@@ -48,14 +44,6 @@ def collect(settings: Settings, kafka_env: dict[str, str] | None = None) -> dict
     caught up, every message counted as consumed is stored, relayed and projected. (Read the
     other way round, a store head read just before the consumer committed could pair with
     the committed offsets read just after, and an empty pipeline would look caught up.)"""
-    from consumers.kafka_config import KafkaSettings
-    from lifecycle.bootstrap import bootstrap
-
-    env = dict(os.environ) if kafka_env is None else kafka_env
-    if settings.kafka_bootstrap:
-        env["LEADLEDGER_KAFKA_BOOTSTRAP"] = settings.kafka_bootstrap
-    kafka = KafkaSettings.from_env(env) if env.get("LEADLEDGER_KAFKA_BOOTSTRAP") else None
-    store = bootstrap(settings).store
     probe = _KafkaProbe(kafka) if kafka is not None else None
     try:
         if probe is not None:
@@ -64,10 +52,10 @@ def collect(settings: Settings, kafka_env: dict[str, str] | None = None) -> dict
         relay_position = store.recorder.relay_position(kafka.events_topic) if kafka is not None else 0
         if probe is not None:
             probe.events()
-        checkpoints = _read_checkpoints(settings)
+        checkpoints = _read_checkpoints(read_models)
         embedded = checkpoints.get(EMBEDDED_SOURCE, {}).get(0)
         report: dict[str, Any] = {
-            "store": {"head": head, "backend": "postgres" if settings.postgres_dsn else "sqlite"},
+            "store": {"head": head, "backend": backend},
             "embedded_projector": {"source": EMBEDDED_SOURCE, "checkpoint": embedded,
                                    "lag": head - (embedded or 0)},
         }
@@ -81,17 +69,12 @@ def collect(settings: Settings, kafka_env: dict[str, str] | None = None) -> dict
     finally:
         if probe is not None:
             probe.close()
-        store.close()
 
 
 class _KafkaProbe:
     """What the broker says, read in two steps (see `collect`); an unreachable broker is reported."""
 
     def __init__(self, kafka: Any) -> None:
-        from kafka.errors import KafkaError
-
-        from projections.kafka_source import LogEnds
-
         self.kafka = kafka
         self.error: str | None = None
         self.ends: Any = None
@@ -104,10 +87,6 @@ class _KafkaProbe:
             self.error = f"{type(exc).__name__}: {exc}"
 
     def _guarded(self, step: Any) -> None:
-        from kafka.errors import KafkaError
-
-        from projections.kafka_source import OffsetsUnknown
-
         if self.error is not None:
             return
         try:
@@ -141,8 +120,6 @@ class _KafkaProbe:
         self._guarded(step)
 
     def report(self, head: int, relay_position: int, checkpoints: dict[str, dict[int, int]]) -> dict[str, Any]:
-        from projections.kafka_source import group_id, source_name
-
         kafka = self.kafka
         out: dict[str, Any] = {
             "configured": True,
@@ -181,8 +158,6 @@ def _offsets(ends: Any, topic: str) -> dict[int, tuple[int, int]]:
 
 def _group_offsets(kafka: Any, group: str, topic: str, partitions: list[int]) -> dict[int, int]:
     """The committed offsets of a consumer group (read only: this client never joins it)."""
-    from kafka import KafkaConsumer, TopicPartition
-
     consumer = KafkaConsumer(**kafka.client_kwargs(), group_id=group, enable_auto_commit=False,
                              allow_auto_create_topics=False)
     try:
@@ -197,58 +172,3 @@ def _group_offsets(kafka: Any, group: str, topic: str, partitions: list[int]) ->
 
 
 # ---------------------------------------------------------------- rendering
-
-
-def render(report: dict[str, Any]) -> None:
-    store = report["store"]
-    emb = report["embedded_projector"]
-    click.echo(f"event store ({store['backend']}): head at notification {store['head']}")
-    checkpoint = "none" if emb["checkpoint"] is None else emb["checkpoint"]
-    click.echo(f"embedded projector: checkpoint {checkpoint}, {emb['lag']} behind the store")
-    kafka = report["kafka"]
-    if not kafka["configured"]:
-        click.echo(kafka["note"])
-        return
-    relay = kafka["relay"]
-    click.echo(f"Kafka {kafka['bootstrap']}")
-    click.echo(f"  relay -> {relay['topic']}: position {relay['position']} of store head {relay['store_head']}, "
-               f"{relay['behind']} behind")
-    if not kafka.get("reachable"):
-        click.echo(f"  broker unreachable: {kafka.get('error')}")
-        return
-    consumer = kafka["consumer"]
-    click.echo(f"  consume {consumer['topic']} (group {consumer['group']}): lag {consumer['lag']}")
-    for p in consumer["partitions"]:
-        committed = "none" if p["committed"] is None else p["committed"]
-        click.echo(f"    partition {p['partition']}: committed {committed}, end {p['end_offset']}, lag {p['lag']}")
-    projector = kafka["projector"]
-    click.echo(f"  project {projector['source']} (group {projector['group']}): lag {projector['lag']}")
-    if not projector["topic_exists"]:
-        click.echo("    (the topic does not exist yet)")
-    for p in projector["partitions"]:
-        checkpoint = "none" if p["checkpoint"] is None else p["checkpoint"]
-        click.echo(f"    partition {p['partition']}: checkpoint {checkpoint}, end {p['end_offset']}, lag {p['lag']}")
-    dlq = kafka["dlq"]
-    click.echo(f"  dead letters in {dlq['topic']}: {dlq['records']}")
-
-
-@click.command()
-@json_option
-@pass_ctx
-def status(ctx: Context, as_json: bool) -> None:
-    """Where every role stands: relay vs store head, projector checkpoints vs end offsets (lag),
-    embedded projector vs store head, inbound consumer lag, dead-letter count."""
-    try:
-        report = collect(ctx.settings)
-    except SettingsError as exc:
-        fail(str(exc), 2)
-        return
-    if as_json:
-        emit_json(report)
-    else:
-        render(report)
-
-
-def register(group: click.Group) -> None:
-    """Add `status` to the `leadledger` group."""
-    group.add_command(status)

@@ -1,5 +1,9 @@
-"""`python -m lifecycle` is `leadledger`."""
+"""`python -m lifecycle` is `leadledger` (kept for old scripts).
 
-from lifecycle.cli import main
+The one import of the entry points from inside `lifecycle`: this module is itself an entry
+point, run only as `python -m lifecycle`, and nothing imports it.
+"""
+
+from leadledger.cli import main
 
 main()

@@ -9,8 +9,8 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from lifecycle.stages import Stage
-from lifecycle.store import LeadStore
+from lifecycle.domain.stages import Stage
+from lifecycle.store.repository import LeadStore
 from schemas import codec
 from schemas.codec import EventRecord
 
@@ -110,10 +110,9 @@ def verify_rows(
 
 
 def verify(store: LeadStore, lead_id: UUID | None = None) -> VerifyReport:
-    heads = store.recorder.heads(lead_id)
+    heads = store.heads(lead_id)
     if lead_id is not None:
-        stored = store.recorder.select_events(lead_id)
-        return verify_rows(((lead_id, s.originator_version, s.state) for s in stored), heads)
+        return verify_rows(((lead_id, version, state) for version, state in store.stream(lead_id)), heads)
     return verify_rows(((lead, version, state) for _, lead, version, state in store.iter_raw()), heads)
 
 

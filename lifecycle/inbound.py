@@ -9,7 +9,7 @@ from typing import Any, Generic, Literal, TypeVar
 from uuid import UUID
 
 from lifecycle.application import LeadLedger
-from lifecycle.commands import LeadCommand
+from lifecycle.domain.commands import LeadCommand
 from schemas.inbound import BadMessage, decode
 
 P = TypeVar("P")  # where a message came from: a line number, a (partition, offset) ...

@@ -2,13 +2,12 @@
 
 Two keys are derived from `LEADLEDGER_SECRET` with HKDF: one keys the HMAC that
 turns an e-mail into a lead id, the other wraps each lead's random data key
-(AES-256-GCM). Destroying a lead's wrapped data key makes every copy of its
-personal data unreadable, wherever the ciphertext went.
+(AES-256-GCM; the field sealing itself is `schemas.sealing`). Destroying a lead's wrapped data
+key makes every copy of its personal data unreadable, wherever the ciphertext went.
 """
 
 from __future__ import annotations
 
-import base64
 import hmac
 import os
 from dataclasses import dataclass
@@ -19,9 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-PERSONAL_FIELDS = ("email", "name", "phone")
-ERASED = "[erased]"
-_NONCE_LEN = 12
+from schemas.sealing import NONCE_LEN, DecryptionFailed
 
 
 def normalize_email(email: str) -> str:
@@ -31,10 +28,6 @@ def normalize_email(email: str) -> str:
 
 def _derive(secret: bytes, purpose: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(secret)
-
-
-class DecryptionFailed(Exception):
-    """A ciphertext or wrapped key did not authenticate (wrong secret or tampering)."""
 
 
 @dataclass(frozen=True)
@@ -65,30 +58,15 @@ class Secrets:
         return data_key, self.wrap(lead_id, data_key)
 
     def wrap(self, lead_id: UUID, data_key: bytes) -> bytes:
-        nonce = os.urandom(_NONCE_LEN)
+        nonce = os.urandom(NONCE_LEN)
         return nonce + AESGCM(self.key_encryption_key).encrypt(nonce, data_key, lead_id.bytes)
 
     def unwrap(self, lead_id: UUID, wrapped: bytes) -> bytes:
         try:
             return AESGCM(self.key_encryption_key).decrypt(
-                wrapped[:_NONCE_LEN], wrapped[_NONCE_LEN:], lead_id.bytes
+                wrapped[:NONCE_LEN], wrapped[NONCE_LEN:], lead_id.bytes
             )
         except InvalidTag as exc:
             raise DecryptionFailed(
                 f"lead {lead_id}: its data key does not decrypt with this LEADLEDGER_SECRET"
             ) from exc
-
-
-def seal(lead_id: UUID, data_key: bytes, plaintext: bytes) -> str:
-    """AES-256-GCM with the lead id as associated data; base64 text for JSON."""
-    nonce = os.urandom(_NONCE_LEN)
-    ciphertext = AESGCM(data_key).encrypt(nonce, plaintext, lead_id.bytes)
-    return base64.b64encode(nonce + ciphertext).decode()
-
-
-def unseal(lead_id: UUID, data_key: bytes, sealed: str) -> bytes:
-    raw = base64.b64decode(sealed)
-    try:
-        return AESGCM(data_key).decrypt(raw[:_NONCE_LEN], raw[_NONCE_LEN:], lead_id.bytes)
-    except InvalidTag as exc:
-        raise DecryptionFailed(f"lead {lead_id}: personal data does not decrypt") from exc

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from lifecycle.stages import Stage
+from lifecycle.domain.stages import STAGE_EVENTS, Stage
 from projections.base import AppendProjection, Lead, Table, campaign_key
-from projections.facts import SECOND, STAGE_EVENTS, TOUCH_EVENTS, Fact, format_us
 from projections.funnel import in_range, visible
 from projections.query import Window
+from schemas.facts import SECOND, TOUCH_EVENTS, Fact, format_us
 
 CONVERSION_STAGES = frozenset({Stage.MQL.value, Stage.SQL.value, Stage.WON.value})
 HALF_LIFE_US = 7 * 86400 * SECOND

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
-from projections.facts import Fact
+from schemas.facts import Fact
 
 NONE_KEY = "(none)"  # group key of a lead captured without a campaign (SPEC §8)
 

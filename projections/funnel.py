@@ -12,10 +12,10 @@ from collections.abc import Iterable, Sequence
 from itertools import pairwise
 from typing import Any
 
-from lifecycle.stages import FUNNEL_ORDER, MAIN_PATH
+from lifecycle.domain.stages import FUNNEL_ORDER, MAIN_PATH, STAGE_EVENTS
 from projections.base import AppendProjection, Lead, Table, campaign_key
-from projections.facts import STAGE_EVENTS, Fact, format_us
 from projections.query import Window
+from schemas.facts import Fact, format_us
 
 ENTRIES = Table(
     "rm_funnel_entries",

@@ -10,8 +10,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from uuid import UUID
 
+from lifecycle.domain.stages import OWNER_CLEARING_EVENTS, STAGE_EVENTS
 from projections.base import Changes, Lead, Projection, Table
-from projections.facts import STAGE_EVENTS, Fact, format_us
+from schemas.facts import Fact, format_us
 
 LEADS = Table(
     "rm_leads",
@@ -37,7 +38,7 @@ def lead_row(lead: Lead, facts: Sequence[Fact]) -> tuple[Any, ...] | None:
                 captured_at, channel, campaign = f.occurred, f.channel, f.campaign
             elif name == "LeadAcceptedBySales":
                 owner = f.owner
-            elif name in ("LeadRejectedBySales", "LeadRecycled"):
+            elif name in OWNER_CLEARING_EVENTS:
                 owner = None
         elif name == "LeadAssigned":
             owner = f.owner

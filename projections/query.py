@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from lifecycle.stages import FUNNEL_ORDER
-from projections.facts import dt_to_us
+from lifecycle.domain.stages import FUNNEL_ORDER
+from schemas.facts import dt_to_us
 
 MODES = ("cohort", "period")
 MODELS = ("first", "last", "linear", "u_shaped", "time_decay")

@@ -17,18 +17,20 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from lifecycle.settings import Settings
-from lifecycle.stages import FUNNEL_ORDER
-from lifecycle.store import LeadStore
+from lifecycle.audit import history as lead_history
+from lifecycle.domain.stages import FUNNEL_ORDER
+from lifecycle.store.repository import LeadStore
 from projections import attribution, funnel, leads, speed, velocity
 from projections.base import Lead, Projection
-from projections.db import ReadModelDB
-from projections.facts import Fact, unpack
+from projections.engine.db import ReadModelDB
+from projections.engine.registry import BY_NAME
+from projections.engine.runner import Runner
+from projections.engine.sources import EmbeddedSource
+from projections.engine.timeline import TIMELINE
 from projections.query import Query, QueryError, Window, check, check_attribution, check_leads
-from projections.runner import BY_NAME, TIMELINE, Runner
-from projections.sources import EmbeddedSource
+from schemas.facts import Fact, unpack
 
-__all__ = ["Analytics", "Query", "QueryError", "open_analytics"]
+__all__ = ["Analytics", "Query", "QueryError"]
 
 log = logging.getLogger("leadledger.projections")
 
@@ -108,12 +110,10 @@ class Analytics:
 
     def history(self, lead_id: UUID, as_of: datetime | None = None,
                 known_at: datetime | None = None) -> dict[str, Any] | None:
-        """SPEC §8 history of one lead (from the event store), None if unknown."""
+        """The history of one lead (from the event store), None if unknown."""
         if self.store is None:
             raise QueryError("history needs the event store (embedded mode)")
-        from lifecycle.audit import history
-
-        return history(self.store, lead_id, as_of, known_at)
+        return lead_history(self.store, lead_id, as_of, known_at)
 
     def close(self) -> None:
         self.db.close()
@@ -171,11 +171,3 @@ class Analytics:
                     if len(out) >= q.limit:
                         return out
         return out
-
-
-def open_analytics(settings: Settings, *, auto_refresh: bool = True) -> Analytics:
-    """Analytics over the configured read models, caught up from the configured event store."""
-    from lifecycle.bootstrap import bootstrap
-
-    store = bootstrap(settings).store
-    return Analytics(ReadModelDB(settings), store, auto_refresh=auto_refresh)

@@ -11,9 +11,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from projections.base import AppendProjection, Lead, Table, campaign_key
-from projections.facts import SECOND, Fact, format_us
 from projections.funnel import group_column, in_range, visible
 from projections.query import Window
+from schemas.facts import SECOND, Fact, format_us
 
 WITHIN_US = 300 * SECOND  # "within 5 minutes" is <= 300 s
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from lifecycle.stages import FUNNEL_ORDER, Stage
+from lifecycle.domain.stages import FUNNEL_ORDER, STAGE_EVENTS, Stage
 from projections.base import AppendProjection, Lead, Table, campaign_key
-from projections.facts import SECOND, STAGE_EVENTS, Fact, format_us
 from projections.funnel import group_column, in_range, visible
 from projections.query import Window
+from schemas.facts import SECOND, Fact, format_us
 
 TO_STAGES = (Stage.MQL, Stage.SAL, Stage.SQL, Stage.WON)
 _TO_STAGE_NAMES = frozenset(s.value for s in TO_STAGES)

@@ -21,15 +21,15 @@ from uuid import UUID
 import orjson
 from eventsourcing.persistence import StoredEvent
 
-from lifecycle.events import EVENT_CLASSES, LeadCaptured, LeadEvent
-from lifecycle.privacy import ERASED, PERSONAL_FIELDS, seal, unseal
-from lifecycle.stages import Stage
+from lifecycle.domain.events import EVENT_CLASSES, LeadCaptured, LeadEvent
+from lifecycle.domain.stages import Stage
+from schemas.sealing import ERASED, PERSONAL_FIELDS, seal, unseal
 from schemas.upcasters import upcast
 
 GENESIS = "0" * 64
 TYPE_PREFIX = "leadledger.lead."
 SOURCE = "leadledger"
-LEAD_TOPIC = "lifecycle.lead:Lead"
+LEAD_TOPIC = "lifecycle.domain.lead:Lead"
 
 _BASE_FIELDS = frozenset(
     {
@@ -70,7 +70,8 @@ def event_type(name: str, version: int) -> str:
 
 
 def parse_event_type(type_: str) -> tuple[str, int]:
-    if not type_.startswith(TYPE_PREFIX):
+    """(event name, schema version) of a `type` such as leadledger.lead.LeadWon.v1."""
+    if not isinstance(type_, str) or not type_.startswith(TYPE_PREFIX):
         raise CorruptEvent(f"not a lead event type: {type_!r}")
     name, _, ver = type_[len(TYPE_PREFIX) :].rpartition(".v")
     if not name or not ver.isdigit():
@@ -93,6 +94,26 @@ def parse_time(value: str) -> datetime:
         return parsed.astimezone(UTC)
     except OverflowError:
         raise ValueError(f"time {value!r} is out of range") from None
+
+
+def kafka_headers(state: bytes, version: int) -> list[tuple[str, bytes]]:
+    """The CloudEvents headers a stored event carries on Kafka (ce_type, ce_sequence, ce_id),
+    read from its stored envelope bytes (which travel unchanged as the record's value)."""
+    try:
+        envelope = orjson.loads(state)
+        return [("ce_type", envelope["type"].encode()), ("ce_sequence", str(version).encode()),
+                ("ce_id", envelope["id"].encode())]
+    except (KeyError, TypeError, AttributeError, orjson.JSONDecodeError) as exc:
+        raise CorruptEvent(f"version {version}: undecodable event: {exc}") from exc
+
+
+def subject_and_sequence(state: bytes) -> tuple[str, int]:
+    """(lead id as 32 lower-case hex digits, version) stated by a stored envelope."""
+    try:
+        envelope = orjson.loads(state)
+        return str(envelope["subject"]).replace("-", "").lower(), int(envelope["sequence"])
+    except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
+        raise CorruptEvent(f"undecodable event: {exc}") from exc
 
 
 def canonical(obj: Mapping[str, Any]) -> bytes:
@@ -176,12 +197,28 @@ def load_envelope(state: bytes) -> dict[str, Any]:
     return envelope
 
 
+#: The type of each event's current version -> (name, version): read with no parsing or upcasting.
+_CURRENT_TYPES: dict[str, tuple[str, int]] = {
+    event_type(name, cls.SCHEMA_VERSION): (name, cls.SCHEMA_VERSION) for name, cls in EVENT_CLASSES.items()
+}
+
+
+def read_data(envelope: dict[str, Any]) -> tuple[str, int, dict[str, Any]]:
+    """A loaded envelope's event name, the schema version it states and its `data` as the current
+    version reads it (upcast when older). Raises KeyError, TypeError or ValueError (CorruptEvent
+    among them) when the envelope says no such thing; the callers wrap them with where it was."""
+    current = _CURRENT_TYPES.get(envelope["type"])
+    if current is not None:
+        return current[0], current[1], envelope["data"]
+    name, version = parse_event_type(envelope["type"])
+    return name, version, upcast(name, version, envelope["data"])
+
+
 def to_record(lead_id: UUID, version: int, state: bytes) -> EventRecord:
     """Decode a stored row into a typed envelope (upcast to the current version)."""
     envelope = load_envelope(state)
     try:
-        name, schema_version = parse_event_type(envelope["type"])
-        data = upcast(name, schema_version, envelope["data"])
+        name, schema_version, data = read_data(envelope)
         return EventRecord(
             lead_id=lead_id,
             version=version,

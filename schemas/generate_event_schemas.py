@@ -5,6 +5,7 @@ codec or the stage table (`--check` only reports stale files). A unit test fails
 while the files on disk differ from what this module builds. Only each event's
 current version is generated: once an event moves to v2, its v1 file stays on
 disk untouched, because stored v1 events live forever (see schemas/upcasters.py).
+A schema's description is its event class's docstring.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lifecycle.events import EVENT_CLASSES, STAGE_EVENTS, LeadCaptured, LeadEvent
-from lifecycle.privacy import PERSONAL_FIELDS
-from lifecycle.stages import RULES, Stage
+from lifecycle.domain.events import EVENT_CLASSES, LeadCaptured, LeadEvent, StageChanged
+from lifecycle.domain.stages import BANT_FIELDS, RULE_OF_EVENT, Stage
 from schemas.codec import GENESIS, SOURCE, event_type
+from schemas.sealing import PERSONAL_FIELDS
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 ID_BASE = "https://leadledger.dev/schemas/"
@@ -67,35 +68,15 @@ FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
         "additionalProperties": False,
         "properties": {
             field: {"type": "string", "minLength": 1, "pattern": TRIMMED_PATTERN}
-            for field in ("budget", "authority", "need", "timeline")
+            for field in BANT_FIELDS
         },
-        "required": ["budget", "authority", "need", "timeline"],
+        "required": list(BANT_FIELDS),
     },
     "amount": {"type": "number", "exclusiveMinimum": 0, "description": "deal value, in `currency`"},
     "currency": {"type": "string", "pattern": "^[A-Z]{3}$", "description": "ISO 4217 code, upper case"},
     "fit": _percent("how well the lead fits the ideal customer profile"),
     "behaviour": _percent("how engaged the lead is"),
     "total": _percent("the score the MQL threshold is compared with"),
-}
-
-DESCRIPTIONS: dict[str, str] = {
-    "LeadCaptured": "A new lead was captured. Name, e-mail and phone travel sealed in data.personal.",
-    "LeadNurtured": "Marketing keeps developing a lead that is not ready for sales.",
-    "LeadQualifiedAsMQL": "The lead became marketing-qualified: score at or above the threshold, or an override with a reason.",
-    "LeadAcceptedBySales": "Sales accepted the MQL; `owner` is the owner assigned at that moment.",
-    "LeadRejectedBySales": "Sales handed the lead back to marketing; the owner is cleared.",
-    "LeadQualifiedAsSQL": "The lead became sales-qualified with complete BANT.",
-    "LeadWon": "The deal was won.",
-    "LeadLost": "The deal was lost.",
-    "LeadRecycled": "The lead went back to marketing (not now, upsell, ...); the owner is cleared.",
-    "LeadDisqualified": "The lead is out: not a fit, spam, duplicate or erased.",
-    "LeadTouched": "Engagement on a channel/campaign, including a known person's re-capture.",
-    "LeadScored": "A new fit/behaviour score; `total` becomes the lead's latest score.",
-    "LeadAssigned": "An owner was assigned by a routing rule.",
-    "LeadContacted": "The owner contacted the lead (speed to lead).",
-    "LeadConsentGiven": "The person gave consent.",
-    "LeadConsentWithdrawn": "The person withdrew consent.",
-    "LeadPersonalDataErased": "Right to be forgotten: the lead's data key was destroyed; its lifecycle still counts.",
 }
 
 _ENVELOPE_BASE = frozenset(f.name for f in dataclasses.fields(LeadEvent)) | {"originator_topic"}
@@ -116,20 +97,22 @@ def _or_null(schema: dict[str, Any]) -> dict[str, Any]:
     return {**schema, "type": [*([kind] if isinstance(kind, str) else kind), "null"]}
 
 
-def _stage_fields(cls: type[LeadEvent]) -> dict[str, dict[str, Any]]:
+def _stage_fields(cls: type[LeadEvent]) -> dict[str, dict[str, Any]] | None:
+    """`from_stage` and `to_stage` of an event that moves a lead into a stage (None for the others)."""
     if cls is LeadCaptured:
         return {
             "from_stage": {"type": "null", "description": "a new lead comes from no stage"},
             "to_stage": {"const": Stage.CAPTURED.value},
         }
-    trigger = next(t for t, event_class in STAGE_EVENTS.items() if event_class is cls)
-    rule = RULES[trigger]
+    rule = RULE_OF_EVENT.get(cls) if issubclass(cls, StageChanged) else None
+    if rule is None:
+        return None
     return {
         # Any stage: the table's sources may change over time, and events written under an
         # older table must stay valid against their version's schema.
         "from_stage": {
             "enum": [stage.value for stage in Stage],
-            "description": f"the stage the lead left (`{trigger}` is allowed from: "
+            "description": f"the stage the lead left (`{rule.trigger}` is allowed from: "
             f"{', '.join(s.value for s in rule.sources)} under the current table)",
         },
         "to_stage": {"const": rule.dest.value},
@@ -139,9 +122,7 @@ def _stage_fields(cls: type[LeadEvent]) -> dict[str, dict[str, Any]]:
 def data_schema(cls: type[LeadEvent]) -> dict[str, Any]:
     """The envelope's `data`: exactly the fields `codec.event_data` writes for `cls`."""
     hints = payload_hints(cls)
-    properties: dict[str, dict[str, Any]] = {}
-    if cls is LeadCaptured or cls in STAGE_EVENTS.values():
-        properties.update(_stage_fields(cls))
+    properties: dict[str, dict[str, Any]] = dict(_stage_fields(cls) or {})
     for name, hint in hints.items():
         if name in ("from_stage", "to_stage") or (cls is LeadCaptured and name in PERSONAL_FIELDS):
             continue
@@ -172,6 +153,14 @@ def data_schema(cls: type[LeadEvent]) -> dict[str, Any]:
         schema["then"] = {"properties": {"reason": {"type": "string"}}}
         schema["else"] = {"properties": {"score": {"type": "integer"}}}
     return schema
+
+
+def event_description(cls: type[LeadEvent]) -> str:
+    """The event's docstring, on one line (the dataclass machinery writes a signature where there is none)."""
+    doc = cls.__doc__ or ""
+    if not doc.strip() or doc.startswith(f"{cls.__name__}("):
+        raise ValueError(f"{cls.__name__}: give the event class a docstring (it is the schema's description)")
+    return " ".join(doc.split())
 
 
 def _timestamp(description: str) -> dict[str, Any]:
@@ -221,7 +210,7 @@ def envelope_schema(name: str) -> dict[str, Any]:
         "$schema": DRAFT,
         "$id": f"{ID_BASE}events/{name}.v{version}.json",
         "title": f"{type_} (stored CloudEvents 1.0 envelope)",
-        "description": DESCRIPTIONS[name],
+        "description": event_description(cls),
         "type": "object",
         "additionalProperties": False,
         "properties": properties,

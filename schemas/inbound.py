@@ -13,7 +13,7 @@ from uuid import UUID
 import fastjsonschema
 import orjson
 
-from lifecycle import commands as cmd
+from lifecycle.domain import commands as cmd
 from schemas.codec import parse_time
 
 MAX_MESSAGE_BYTES = 64 * 1024

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from lifecycle.events import EVENT_CLASSES
+from lifecycle.domain.events import EVENT_CLASSES
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 

@@ -1,27 +1,17 @@
-"""Shared fixtures: settings for each store backend (SQLite file, real PostgreSQL)."""
+"""Shared fixtures: settings for each store backend (SQLite file, real PostgreSQL) and a real broker."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from consumers.kafka.settings import KafkaSettings
 from lifecycle.settings import Settings
-
-POSTGRES_DSN = os.environ.get("LEADLEDGER_POSTGRES_DSN")
-SKIP_NO_POSTGRES = pytest.mark.skipif(
-    not POSTGRES_DSN,
-    reason="LEADLEDGER_POSTGRES_DSN is not set: PostgreSQL backend tests need a real server "
-    "(.ci/run sets it to postgresql://postgres@127.0.0.1:5432/test)",
-)
-TEST_SECRET = b"leadledger-test-secret"
-
-
-def sqlite_settings(home: Path) -> Settings:
-    return Settings(home=home, secret=TEST_SECRET)
+from tests.support.env import KAFKA_BOOTSTRAP, POSTGRES_DSN, SKIP_NO_POSTGRES, TEST_SECRET, sqlite_settings
+from tests.support.kafka_broker import TansuBroker
 
 
 @pytest.fixture
@@ -52,17 +42,12 @@ def backend_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings
 
 # ---------------------------------------------------------------- Kafka
 
-KAFKA_BOOTSTRAP = os.environ.get("LEADLEDGER_KAFKA_BOOTSTRAP")
-
-
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Bootstrap servers of a real broker: LEADLEDGER_KAFKA_BOOTSTRAP, or the bundled one."""
     if KAFKA_BOOTSTRAP:
         yield KAFKA_BOOTSTRAP
         return
-    from tests.kafka_broker import TansuBroker
-
     broker = TansuBroker(tmp_path_factory.mktemp("kafka"))
     broker.start()
     try:
@@ -76,8 +61,6 @@ def own_broker(tmp_path: Path) -> Iterator[object]:
     """A broker of this test's own (it may stop and restart it); needs the bundled binary."""
     if KAFKA_BOOTSTRAP:
         pytest.skip("uses a broker it can restart empty; LEADLEDGER_KAFKA_BOOTSTRAP points elsewhere")
-    from tests.kafka_broker import TansuBroker
-
     broker = TansuBroker(tmp_path)
     broker.start()
     try:
@@ -87,10 +70,8 @@ def own_broker(tmp_path: Path) -> Iterator[object]:
 
 
 @pytest.fixture
-def kafka_settings(kafka_bootstrap: str) -> object:
+def kafka_settings(kafka_bootstrap: str) -> KafkaSettings:
     """KafkaSettings with topic names of this test's own, so tests never see each other's records."""
-    from consumers.kafka_config import KafkaSettings
-
     tag = uuid.uuid4().hex[:10]
     return KafkaSettings(
         bootstrap=kafka_bootstrap,

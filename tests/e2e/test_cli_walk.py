@@ -11,7 +11,8 @@ from typing import Any
 
 import orjson
 import pytest
-from helpers import T0, cli_env
+
+from tests.support.cli import T0, cli_env
 
 LEADLEDGER = shutil.which("leadledger") or str(Path(sys.executable).with_name("leadledger"))
 

@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import cli_env
 
-from consumers.kafka_config import KafkaSettings
-from consumers.relay import ensure_topics
-from tests.integration.test_kafka_inbound_support import kafka_env
+from consumers.kafka.settings import KafkaSettings
+from consumers.kafka.topics import ensure_topics
+from tests.support.cli import cli_env
+from tests.support.kafka_inbound import kafka_env
 
 confluent_kafka = pytest.importorskip("confluent_kafka", reason="confluent-kafka is a dev dependency: "
                                       "pip install -e '.[dev]'")

@@ -16,19 +16,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import pytest
-from helpers import cli_env
 
-from consumers.kafka_config import KafkaSettings
-from consumers.relay import ensure_topics
+from consumers.kafka.settings import KafkaSettings
+from consumers.kafka.topics import ensure_topics
+from leadledger.bootstrap import bootstrap
 from lifecycle.audit import verify
-from lifecycle.bootstrap import bootstrap
 from lifecycle.settings import Settings
-from tests.integration.test_kafka_inbound_support import (
+from tests.support.cli import cli_env
+from tests.support.kafka_inbound import (
     TEST_SECRET,
     check_topic,
     fill,
@@ -169,10 +168,10 @@ def test_sigkill_relay_mid_stream_then_restart_publishes_everything_in_order(kaf
 
 def test_relay_from_start_republishes_everything_after_the_broker_lost_it(own_broker: object,
                                                                          tmp_path: Path) -> None:
-    from tests.kafka_broker import TansuBroker
+    from tests.support.kafka_broker import TansuBroker
 
     assert isinstance(own_broker, TansuBroker)
-    settings = replace(KafkaSettings(bootstrap=own_broker.bootstrap), partitions=3)
+    settings = KafkaSettings(bootstrap=own_broker.bootstrap).model_copy(update={"partitions": 3})
     home = tmp_path / "store"
     app = bootstrap(Settings(home=home, secret=TEST_SECRET))
     try:

@@ -9,15 +9,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from consumers.demo_kafka import Pipeline
-from consumers.kafka_config import KafkaSettings
+from consumers.kafka.settings import KafkaSettings
+from leadledger.bootstrap import open_analytics, open_read_models
+from leadledger.demo_kafka import Pipeline
 from lifecycle.settings import Settings
-from projections.db import ReadModelDB
-from projections.service import Analytics, Query, open_analytics
-from tests.conftest import TEST_SECRET
-from tests.helpers import cli_env
-from tests.integration.kafka_projection_support import kafka_env
-from tests.integration.projection_support import approx_equal
+from projections.service import Analytics, Query
+from tests.support.cli import cli_env
+from tests.support.env import TEST_SECRET
+from tests.support.kafka_projection import kafka_env
+from tests.support.reference import approx_equal
 
 QUERIES: list[tuple[str, Query]] = [
     ("funnel", Query()),
@@ -57,7 +57,7 @@ def test_inbound_to_read_models_equals_ingest(tmp_path: Path, kafka_settings: Ka
                    check=True, capture_output=True, timeout=300)
     reference = open_analytics(Settings(home=embedded, secret=TEST_SECRET))
     # the Kafka projector's tables as they are: no catch-up from the store here
-    projected = Analytics(ReadModelDB(settings), None, auto_refresh=False)
+    projected = Analytics(open_read_models(settings), None, auto_refresh=False)
     try:
         want, got = answers(reference), answers(projected)
         assert want[0]["groups"][0]["stages"]["captured"] > 100

@@ -1,0 +1,5 @@
+"""`python -m leadledger` is `leadledger`."""
+
+from leadledger.cli import main
+
+main()

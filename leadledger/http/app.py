@@ -1,0 +1,139 @@
+"""The FastAPI application: `create_app(settings, token)` wires the query threads, the error
+handling, the OpenAPI document and the routes together."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException
+
+from leadledger.http.models import error
+from leadledger.http.params import ParameterError, http_wording
+from leadledger.http.routes import add_routes
+from leadledger.http.worker import DEFAULT_QUERY_THREADS, AnalyticsWorker
+from lifecycle.settings import Settings, SettingsError
+from projections.query import QueryError
+from projections.report.html import CSP, leadledger_version
+
+API_TITLE = "leadledger analytics API"
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("query", "path", "header", "body")]
+        name = ".".join(loc) or "request"
+        given = err.get("input")
+        got = f" (got {given!r})" if isinstance(given, str | int | float) else ""
+        parts.append(f"{name}: {err.get('msg', 'invalid')}{got}")
+    return "; ".join(parts) or "bad request"
+
+
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """`anyOf: [{type: string}, {type: null}]` -> `{type: string}`: an optional query
+    parameter is absent, never null (keeps enums on the string where clients look)."""
+    options = schema.get("anyOf")
+    if not options:
+        return schema
+    kept = [o for o in options if o.get("type") != "null"]
+    if len(kept) != 1:
+        return schema
+    rest = {k: v for k, v in schema.items() if k != "anyOf"}
+    return {**kept[0], **rest}
+
+
+def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """FastAPI's document, minus the 422 responses it never sends (they become 400s)."""
+
+    def build() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                              routes=app.routes)
+            for path in doc.get("paths", {}).values():
+                for operation in path.values():
+                    operation.get("responses", {}).pop("422", None)
+                    for parameter in operation.get("parameters", []):
+                        parameter["schema"] = _not_null(parameter["schema"])
+            schemas = doc.get("components", {}).get("schemas", {})
+            for name in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(name, None)
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    return build
+
+
+def create_app(settings: Settings, token: str | None, *, query_threads: int = DEFAULT_QUERY_THREADS) -> FastAPI:
+    """The API over the store `settings` point at; with a `token`, every data endpoint needs
+    `Authorization: Bearer <token>`. Nothing is opened until the app starts (or first asked)."""
+    worker = AnalyticsWorker(settings, query_threads)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await asyncio.get_running_loop().run_in_executor(None, worker.start)
+        try:
+            yield
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, worker.close)
+
+    auth = (
+        "Every endpoint but `/healthz` and `/openapi.json` needs `Authorization: Bearer <token>` "
+        "(the server's LEADLEDGER_API_TOKEN)." if token else
+        "No authentication (LEADLEDGER_API_TOKEN is not set); `/healthz` and `/openapi.json` are always public."
+    )
+    app = FastAPI(
+        title=API_TITLE,
+        version=leadledger_version(),
+        description=(
+            "Read-only queries over leadledger's read models: the same queries, parameters and JSON "
+            "bodies as the CLI's `--json` (SPEC §4, §8). Every answer reflects the events stored when the "
+            f"request arrived. Errors are `{{\"error\": \"...\"}}`. {auth}"
+        ),
+        docs_url=None, redoc_url=None,  # the interactive docs load scripts from a CDN
+        lifespan=lifespan,
+    )
+    app.state.worker = worker
+    app.openapi = _openapi(app)  # type: ignore[method-assign]
+
+    @app.middleware("http")
+    async def safety_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Cache-Control", "no-store")  # fresh data; never cache auth'd answers
+        if response.headers.get("content-type", "").startswith("text/html"):
+            response.headers.setdefault("Content-Security-Policy", CSP)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return error(400, _validation_message(exc))
+
+    @app.exception_handler(ParameterError)
+    async def on_parameter_error(request: Request, exc: ParameterError) -> Response:
+        return error(400, str(exc))
+
+    @app.exception_handler(QueryError)
+    async def on_query_error(request: Request, exc: QueryError) -> Response:
+        return error(400, http_wording(str(exc)))
+
+    @app.exception_handler(HTTPException)
+    async def on_http_error(request: Request, exc: HTTPException) -> Response:
+        return error(exc.status_code, str(exc.detail), dict(exc.headers) if exc.headers else None)
+
+    @app.exception_handler(Exception)
+    async def on_unexpected(request: Request, exc: Exception) -> Response:
+        return error(500, "internal error (see the server log)")
+
+    @app.exception_handler(SettingsError)
+    async def on_settings_error(request: Request, exc: SettingsError) -> Response:
+        return error(503, f"not configured: {exc}")
+
+    add_routes(app, worker, token)
+    return app

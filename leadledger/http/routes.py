@@ -1,0 +1,136 @@
+"""The endpoints: `/healthz`, the five queries, one lead's history and the HTML report, each
+handing its work to the query threads."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi import Path as PathParam
+from fastapi import Query as Param
+from fastapi.responses import HTMLResponse, Response
+
+from leadledger.http.auth import token_check
+from leadledger.http.models import (
+    AUTH_RESPONSES,
+    ERROR_RESPONSES,
+    AttributionBody,
+    ErrorBody,
+    FunnelBody,
+    Health,
+    HistoryBody,
+    JSONBody,
+    LeadsBody,
+    SpeedBody,
+    VelocityBody,
+    error,
+)
+from leadledger.http.params import (
+    AsOfParam,
+    ConversionParam,
+    FromParam,
+    KnownAtParam,
+    LeadsByParam,
+    LimitParam,
+    ModelParam,
+    ModeParam,
+    SpeedByParam,
+    StageParam,
+    ToParam,
+    build_query,
+    parse_lead_id,
+    parse_time,
+)
+from leadledger.http.worker import AnalyticsWorker
+from projections.report.html import render_report
+
+
+# FastAPI resolves the endpoints' postponed annotations in this module's globals: the parameter
+# types, `Annotated`, `Param` and `PathParam` are imported here even though only annotations use them.
+def add_routes(app: FastAPI, worker: AnalyticsWorker, token: str | None) -> None:
+    """`/healthz` (always public), then every data endpoint (behind the token, if any)."""
+
+    @app.get("/healthz", response_model=None, summary="Liveness", tags=["meta"],
+             responses={200: {"model": Health, "description": "The server is up."}})
+    async def healthz() -> Response:
+        return JSONBody({"status": "ok"})
+
+    router = APIRouter(
+        dependencies=[Depends(token_check(token))] if token else [],
+        responses={**ERROR_RESPONSES, **(AUTH_RESPONSES if token else {})},
+    )
+
+    @router.get("/funnel", response_model=None, summary="Funnel: leads per stage", tags=["queries"],
+                responses={200: {"model": FunnelBody, "description": "SPEC §8 funnel"}})
+    async def funnel(by: LeadsByParam = None, from_: FromParam = None, to: ToParam = None,
+                     mode: ModeParam = "cohort", as_of: AsOfParam = None, known_at: KnownAtParam = None
+                     ) -> Response:
+        """How many leads reach each stage, and the conversion between main-path stages."""
+        q = build_query(by=by, from_=from_, to=to, mode=mode, as_of=as_of, known_at=known_at)
+        return JSONBody(await worker.run(lambda a: a.funnel(q)))
+
+    @router.get("/velocity", response_model=None, summary="Velocity: time in and to stages", tags=["queries"],
+                responses={200: {"model": VelocityBody, "description": "SPEC §8 velocity"}})
+    async def velocity(by: LeadsByParam = None, from_: FromParam = None, to: ToParam = None,
+                       mode: ModeParam = "cohort", as_of: AsOfParam = None, known_at: KnownAtParam = None
+                       ) -> Response:
+        """Time in each stage (completed stays) and from capture to each stage: count, mean, p50, p90."""
+        q = build_query(by=by, from_=from_, to=to, mode=mode, as_of=as_of, known_at=known_at)
+        return JSONBody(await worker.run(lambda a: a.velocity(q)))
+
+    @router.get("/attribution", response_model=None, summary="Attribution: credit per source",
+                tags=["queries"], responses={200: {"model": AttributionBody, "description": "SPEC §8 attribution"}})
+    async def attribution(by: LeadsByParam = None, from_: FromParam = None, to: ToParam = None,
+                          mode: ModeParam = "cohort", model: ModelParam = "linear",
+                          conversion: ConversionParam = "won", as_of: AsOfParam = None,
+                          known_at: KnownAtParam = None) -> Response:
+        """Conversions (and, for won, revenue) credited to channels or campaigns under a model."""
+        q = build_query(by=by, from_=from_, to=to, mode=mode, model=model, conversion=conversion,
+                        as_of=as_of, known_at=known_at)
+        return JSONBody(await worker.run(lambda a: a.attribution(q)))
+
+    @router.get("/speed", response_model=None, summary="Speed to lead", tags=["queries"],
+                responses={200: {"model": SpeedBody, "description": "SPEC §8 speed"}})
+    async def speed(by: SpeedByParam = None, from_: FromParam = None, to: ToParam = None,
+                    mode: ModeParam = "cohort", as_of: AsOfParam = None, known_at: KnownAtParam = None
+                    ) -> Response:
+        """Per assignment, the time to the lead's first contact: assignments, contacted, within 5 minutes, p50, p90."""
+        q = build_query(by=by, from_=from_, to=to, mode=mode, as_of=as_of, known_at=known_at)
+        return JSONBody(await worker.run(lambda a: a.speed(q)))
+
+    @router.get("/leads", response_model=None, summary="Lead list", tags=["queries"],
+                responses={200: {"model": LeadsBody, "description": "SPEC §8 leads"}})
+    async def leads(stage: StageParam = None,
+                    channel: Annotated[str | None, Param(description="Only leads captured on this channel.")] = None,
+                    owner: Annotated[str | None, Param(description="Only leads owned by this owner.")] = None,
+                    limit: LimitParam = 50,
+                    as_of: AsOfParam = None, known_at: KnownAtParam = None) -> Response:
+        """Leads with stage, owner, score and source, newest first."""
+        q = build_query(stage=stage, channel=channel, owner=owner, limit=limit, as_of=as_of, known_at=known_at)
+        return JSONBody(await worker.run(lambda a: a.leads(q)))
+
+    @router.get("/leads/{lead_id}/history", response_model=None, summary="One lead's history",
+                tags=["audit"], responses={200: {"model": HistoryBody, "description": "SPEC §8 history"},
+                                           404: {"model": ErrorBody, "description": "No such lead."}})
+    async def history(lead_id: Annotated[str, PathParam(description="The lead id (UUID).")],
+                      as_of: AsOfParam = None, known_at: KnownAtParam = None) -> Response:
+        """Every event of the lead (CloudEvents envelopes) and its stage at `as_of`."""
+        lead = parse_lead_id(lead_id)
+        at, known = parse_time(as_of, "as_of"), parse_time(known_at, "known_at")
+        body = await worker.run(lambda a: a.history(lead, at, known))
+        if body is None:
+            return error(404, f"unknown lead {lead}: no events stored for it")
+        return JSONBody(body)
+
+    @router.get("/report", response_class=HTMLResponse, summary="The HTML report", tags=["report"],
+                responses={200: {"content": {"text/html": {}}, "description": "One self-contained page."}})
+    async def report(from_: FromParam = None, to: ToParam = None, mode: ModeParam = "cohort",
+                     model: ModelParam = "linear", conversion: ConversionParam = "won",
+                     as_of: AsOfParam = None, known_at: KnownAtParam = None) -> HTMLResponse:
+        """Funnel, time in stage, attribution by channel and speed to lead by owner, with charts
+        (the page `leadledger report --html FILE` writes)."""
+        q = build_query(from_=from_, to=to, mode=mode, model=model, conversion=conversion, as_of=as_of,
+                        known_at=known_at)
+        return HTMLResponse(await worker.run(lambda a: render_report(a, q)))
+
+    app.include_router(router)

@@ -1,0 +1,223 @@
+"""Lead events: frozen, past-tense facts. Applying one only assigns fields.
+
+Every event carries when it happened upstream (`occurred_at`), who caused it
+(`actor`) and, when it came from an inbound message, that message's key
+(`causation`). `timestamp` (the library's field) is when leadledger recorded it.
+Stage-changing events also carry `from_stage` and `to_stage`; which trigger records
+which of them, and into which stage, is the stage table's business (stages.py).
+A stored event class's docstring is its description in its JSON Schema.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, ClassVar
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from lifecycle.domain.stage import Stage
+
+if TYPE_CHECKING:
+    from lifecycle.domain.lead import Lead
+
+
+class LeadEvent(Aggregate.Event):
+    """Base of every lead event."""
+
+    event_id: UUID
+    occurred_at: datetime
+    actor: str
+    causation: str | None
+
+    #: Wire schema version of this event type; bump it and add an upcaster.
+    SCHEMA_VERSION: ClassVar[int] = 1
+
+    def apply(self, aggregate: Lead) -> None:
+        aggregate.last_event_at = max(aggregate.last_event_at, self.occurred_at)
+
+
+class StageChanged(LeadEvent):
+    """Base of the events that move a lead between stages (never stored itself)."""
+
+    from_stage: Stage
+    to_stage: Stage
+
+    #: The lead goes back to marketing: whoever owned it no longer does.
+    CLEARS_OWNER: ClassVar[bool] = False
+
+    def apply(self, aggregate: Lead) -> None:
+        super().apply(aggregate)
+        aggregate.stage = self.to_stage
+        aggregate.stage_entered_at = self.occurred_at
+        aggregate.last_change_at = self.occurred_at
+        if self.CLEARS_OWNER:
+            aggregate.owner = None
+
+
+class LeadCaptured(LeadEvent, Aggregate.Created):
+    """A new lead was captured. Name, e-mail and phone travel sealed in data.personal."""
+
+    channel: str
+    campaign: str | None
+    company: str | None
+    consent: bool | None
+    email: str | None
+    name: str | None
+    phone: str | None
+
+    def apply(self, aggregate: Lead) -> None:
+        aggregate.stage = Stage.CAPTURED
+        aggregate.channel = self.channel
+        aggregate.campaign = self.campaign
+        aggregate.consent = self.consent
+        aggregate.captured_at = self.occurred_at
+        aggregate.stage_entered_at = self.occurred_at
+        aggregate.last_change_at = self.occurred_at
+        aggregate.last_event_at = self.occurred_at
+
+    @property
+    def from_stage(self) -> None:
+        return None
+
+    @property
+    def to_stage(self) -> Stage:
+        return Stage.CAPTURED
+
+
+class LeadNurtured(StageChanged):
+    """Marketing keeps developing a lead that is not ready for sales."""
+
+
+class LeadQualifiedAsMQL(StageChanged):
+    """The lead became marketing-qualified: score at or above the threshold, or an override with a reason."""
+
+    score: int | None
+    override: bool
+    reason: str | None
+
+
+class LeadAcceptedBySales(StageChanged):
+    """Sales accepted the MQL; `owner` is the owner assigned at that moment."""
+
+    owner: str
+
+
+class LeadRejectedBySales(StageChanged):
+    """Sales handed the lead back to marketing; the owner is cleared."""
+
+    reason: str
+
+    CLEARS_OWNER = True
+
+
+class LeadQualifiedAsSQL(StageChanged):
+    """The lead became sales-qualified with complete BANT."""
+
+    bant: dict[str, str]  # budget, authority, need, timeline
+
+
+class LeadWon(StageChanged):
+    """The deal was won."""
+
+    amount: float
+    currency: str
+
+
+class LeadLost(StageChanged):
+    """The deal was lost."""
+
+    reason: str
+
+
+class LeadRecycled(StageChanged):
+    """The lead went back to marketing (not now, upsell, ...); the owner is cleared."""
+
+    reason: str
+
+    CLEARS_OWNER = True
+
+
+class LeadDisqualified(StageChanged):
+    """The lead is out: not a fit, spam, duplicate or erased."""
+
+    reason: str
+
+
+class LeadTouched(LeadEvent):
+    """Engagement on a channel/campaign, including a known person's re-capture."""
+
+    channel: str
+    campaign: str | None
+    kind: str | None
+
+
+class LeadScored(LeadEvent):
+    """A new fit/behaviour score; `total` becomes the lead's latest score."""
+
+    fit: int | None
+    behaviour: int | None
+    total: int
+
+    def apply(self, aggregate: Lead) -> None:
+        super().apply(aggregate)
+        aggregate.score = self.total
+
+
+class LeadAssigned(LeadEvent):
+    """An owner was assigned by a routing rule."""
+
+    owner: str
+    rule: str | None
+
+    def apply(self, aggregate: Lead) -> None:
+        super().apply(aggregate)
+        aggregate.owner = self.owner
+
+
+class LeadContacted(LeadEvent):
+    """The owner contacted the lead (speed to lead)."""
+
+    owner: str | None
+
+
+class LeadConsentGiven(LeadEvent):
+    """The person gave consent."""
+
+    purpose: str | None
+
+    def apply(self, aggregate: Lead) -> None:
+        super().apply(aggregate)
+        aggregate.consent = True
+
+
+class LeadConsentWithdrawn(LeadEvent):
+    """The person withdrew consent."""
+
+    purpose: str | None
+
+    def apply(self, aggregate: Lead) -> None:
+        super().apply(aggregate)
+        aggregate.consent = False
+
+
+class LeadPersonalDataErased(LeadEvent):
+    """Right to be forgotten: the lead's data key was destroyed; its lifecycle still counts."""
+
+    reason: str | None
+
+    def apply(self, aggregate: Lead) -> None:
+        super().apply(aggregate)
+        aggregate.erased = True
+
+
+def _stored_classes(base: type[LeadEvent]) -> list[type[LeadEvent]]:
+    """The event classes below `base` that are stored: those no class here derives from."""
+    found: list[type[LeadEvent]] = []
+    for cls in base.__subclasses__():
+        found.extend(_stored_classes(cls) if cls.__subclasses__() else [cls])
+    return found
+
+
+#: Every stored event class, by its wire name (a new class above is one automatically).
+EVENT_CLASSES: dict[str, type[LeadEvent]] = {cls.__name__: cls for cls in _stored_classes(LeadEvent)}

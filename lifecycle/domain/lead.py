@@ -1,0 +1,249 @@
+"""The Lead aggregate: commands validate against the stage table, then record one event."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from eventsourcing.domain import Aggregate
+
+from lifecycle.domain import events as ev
+from lifecycle.domain.errors import GuardFailed, InvalidCommand, InvalidTransition, UnknownTrigger
+from lifecycle.domain.stage import Stage
+from lifecycle.domain.stages import RULES, TRIGGERS, GuardContext, allowed_triggers, fire
+
+
+def _clean(value: str | None) -> str | None:
+    """Blank strings are absent values."""
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+class Lead(Aggregate):
+    """One sales lead. Its state is a fold of its events; commands never do IO."""
+
+    stage: Stage
+    score: int | None
+    owner: str | None
+    channel: str
+    campaign: str | None
+    consent: bool | None
+    erased: bool
+    captured_at: datetime
+    stage_entered_at: datetime
+    last_change_at: datetime
+    last_event_at: datetime
+
+    def __init__(self) -> None:
+        self.score = None
+        self.owner = None
+        self.erased = False
+
+    # ---- creation -------------------------------------------------------------
+
+    @classmethod
+    def capture(
+        cls,
+        lead_id: UUID,
+        *,
+        channel: str,
+        occurred_at: datetime,
+        actor: str,
+        campaign: str | None = None,
+        company: str | None = None,
+        consent: bool | None = None,
+        email: str | None = None,
+        name: str | None = None,
+        phone: str | None = None,
+        causation: str | None = None,
+    ) -> Lead:
+        channel_clean = _clean(channel)
+        if channel_clean is None:
+            raise InvalidCommand(lead_id, "a capture needs a source channel (--channel)")
+        return cls._create(
+            ev.LeadCaptured,
+            id=lead_id,
+            event_id=uuid4(),
+            occurred_at=occurred_at,
+            actor=actor,
+            causation=causation,
+            channel=channel_clean,
+            campaign=_clean(campaign),
+            company=_clean(company),
+            consent=consent,
+            email=email,
+            name=_clean(name),
+            phone=_clean(phone),
+        )
+
+    # ---- stage changes --------------------------------------------------------
+
+    def transition(
+        self,
+        trigger: str,
+        *,
+        occurred_at: datetime,
+        actor: str,
+        mql_threshold: int,
+        reason: str | None = None,
+        override: bool = False,
+        amount: float | None = None,
+        currency: str | None = None,
+        bant: Mapping[str, Any] | None = None,
+        causation: str | None = None,
+    ) -> None:
+        """Fire `trigger`; refuse with a specific error if the table or a guard says no, else
+        record the rule's event with what its payload takes from the command."""
+        rule = RULES.get(trigger)
+        if rule is None:
+            raise UnknownTrigger(self.id, self.stage.value, trigger, TRIGGERS)
+        dest = fire(self.stage, trigger)
+        if dest is None:
+            raise InvalidTransition(
+                self.id, self.stage.value, trigger, allowed_triggers(self.stage)
+            )
+        reason = _clean(reason)
+        currency = _clean(currency)
+        if amount is not None and not math.isfinite(amount):
+            raise InvalidCommand(self.id, f"amount must be a finite number, got {amount}")
+        ctx = GuardContext(
+            score=self.score,
+            owner=self.owner,
+            mql_threshold=mql_threshold,
+            reason=reason,
+            override=override,
+            amount=amount,
+            currency=currency,
+            bant=bant,
+        )
+        if rule.guard is not None:
+            missing = rule.guard(ctx)
+            if missing is not None:
+                raise GuardFailed(self.id, self.stage.value, trigger, missing)
+        self._record(
+            rule.event,
+            occurred_at,
+            actor,
+            causation,
+            from_stage=self.stage,
+            to_stage=dest,
+            **rule.payload(ctx),
+        )
+
+    # ---- non-stage events -----------------------------------------------------
+
+    def touch(
+        self,
+        *,
+        channel: str,
+        occurred_at: datetime,
+        actor: str,
+        campaign: str | None = None,
+        kind: str | None = None,
+        causation: str | None = None,
+    ) -> None:
+        channel_clean = _clean(channel)
+        if channel_clean is None:
+            raise InvalidCommand(self.id, "a touch needs a channel (--channel)")
+        self._record(
+            ev.LeadTouched,
+            occurred_at,
+            actor,
+            causation,
+            channel=channel_clean,
+            campaign=_clean(campaign),
+            kind=_clean(kind),
+        )
+
+    def record_score(
+        self,
+        *,
+        total: int,
+        occurred_at: datetime,
+        actor: str,
+        fit: int | None = None,
+        behaviour: int | None = None,
+        causation: str | None = None,
+    ) -> None:
+        for label, value in (("total", total), ("fit", fit), ("behaviour", behaviour)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise InvalidCommand(self.id, f"score {label} must be a whole number, got {value!r}")
+            if value is not None and not 0 <= value <= 100:
+                raise InvalidCommand(self.id, f"score {label} must be between 0 and 100, got {value}")
+        self._record(
+            ev.LeadScored, occurred_at, actor, causation, fit=fit, behaviour=behaviour, total=total
+        )
+
+    def assign(
+        self,
+        *,
+        owner: str,
+        occurred_at: datetime,
+        actor: str,
+        rule: str | None = None,
+        causation: str | None = None,
+    ) -> None:
+        owner_clean = _clean(owner)
+        if owner_clean is None:
+            raise InvalidCommand(self.id, "an assignment needs an owner (--owner)")
+        self._record(
+            ev.LeadAssigned, occurred_at, actor, causation, owner=owner_clean, rule=_clean(rule)
+        )
+
+    def contact(
+        self,
+        *,
+        occurred_at: datetime,
+        actor: str,
+        owner: str | None = None,
+        causation: str | None = None,
+    ) -> None:
+        owner_clean = _clean(owner) or self.owner
+        if owner_clean is None:
+            raise InvalidCommand(
+                self.id, "a contact needs an owner: assign the lead first or pass --owner"
+            )
+        self._record(ev.LeadContacted, occurred_at, actor, causation, owner=owner_clean)
+
+    def set_consent(
+        self,
+        *,
+        given: bool,
+        occurred_at: datetime,
+        actor: str,
+        purpose: str | None = None,
+        causation: str | None = None,
+    ) -> None:
+        event_class = ev.LeadConsentGiven if given else ev.LeadConsentWithdrawn
+        self._record(event_class, occurred_at, actor, causation, purpose=_clean(purpose))
+
+    def erase_personal_data(
+        self, *, occurred_at: datetime, actor: str, reason: str | None = None
+    ) -> None:
+        if self.erased:
+            raise InvalidCommand(self.id, "personal data of this lead is already erased")
+        self._record(ev.LeadPersonalDataErased, occurred_at, actor, None, reason=_clean(reason))
+
+    # ---- helpers --------------------------------------------------------------
+
+    def _record(
+        self,
+        event_class: type[ev.LeadEvent],
+        occurred_at: datetime,
+        actor: str,
+        causation: str | None,
+        **fields: Any,
+    ) -> None:
+        self.trigger_event(
+            event_class,
+            event_id=uuid4(),
+            occurred_at=occurred_at,
+            actor=actor,
+            causation=causation,
+            **fields,
+        )

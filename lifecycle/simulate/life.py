@@ -1,0 +1,415 @@
+"""One simulated lead's whole life, decided when it is captured: its messages in time order."""
+
+from __future__ import annotations
+
+import random
+from bisect import bisect_left, bisect_right
+from datetime import UTC, datetime, time, timedelta
+from itertools import accumulate
+from typing import Any
+
+from lifecycle.domain.stages import RULES, GuardContext, Stage
+from lifecycle.simulate.world import (
+    BANT,
+    BY_TERRITORY,
+    CHANNEL_WEIGHTS,
+    CHANNELS,
+    COMPANY_A,
+    COMPANY_B,
+    COMPANY_C,
+    CONSENT_PURPOSES,
+    CURRENCIES,
+    DAY,
+    EMAIL,
+    FIRST,
+    HORIZON,
+    HOUR,
+    HOUR_WEIGHT,
+    LAST,
+    LATE_DQ_REASONS,
+    LOSE_REASONS,
+    MAX_CYCLES,
+    OVERRIDE_REASONS,
+    OWNERS,
+    PHONE_PREFIX,
+    REDELIVERY_RATE,
+    REJECT_REASONS,
+    SAL_REJECT_REASONS,
+    SECOND,
+    SPAM_REASONS,
+    UPSELL_RATE,
+    WEEKEND_WEIGHT,
+    Channel,
+    Event,
+    Owner,
+)
+
+
+class HorizonReached(Exception):
+    """Internal: the lead's next event would fall after its horizon; its life ends here."""
+
+
+class CaptureClock:
+    """Capture times spread over `days` with office-hour and weekday peaks, in lead order."""
+
+    def __init__(self, origin: datetime, days: int, leads: int) -> None:
+        weights = []
+        for hour in range(days * 24):
+            at = origin + timedelta(hours=hour)
+            weights.append(HOUR_WEIGHT[at.hour] * (WEEKEND_WEIGHT if at.weekday() >= 5 else 1.0))
+        self._weights = weights
+        self._cumulative = list(accumulate(weights))
+        self._leads = leads
+
+    def at(self, index: int, rng: random.Random) -> int:
+        """Capture time of lead `index` (non-decreasing in `index`)."""
+        total = self._cumulative[-1]
+        target = (index + rng.random()) / self._leads * total
+        hour = min(bisect_right(self._cumulative, target), len(self._cumulative) - 1)
+        before = self._cumulative[hour - 1] if hour else 0.0
+        within = min(max((target - before) / self._weights[hour], 0.0), 0.999999)
+        return hour * HOUR + int(within * HOUR)
+
+
+class LeadLife:
+    """One simulated lead: its stage, score and owner as the system will see them."""
+
+    def __init__(self, index: int, captured: int, origin: datetime, rng: random.Random,
+                 companies: int, mql_threshold: int) -> None:
+        self.rng = rng
+        self.origin = origin
+        self.threshold = mql_threshold
+        self.t = captured
+        self.captured = captured
+        self.end = captured + HORIZON // timedelta(microseconds=1)
+        self.events: list[Event] = []
+        self.stage: Stage | None = None
+        self.score: int | None = None
+        self.owner: str | None = None
+        self.account_owner: Owner | None = None
+        self.channel = rng.choices(CHANNELS, cum_weights=CHANNEL_WEIGHTS)[0]
+        company = rng.randrange(companies)
+        self.company_no = company
+        self.territory = ("emea", "emea", "emea", "emea", "emea", "na", "na", "na", "na", "apac")[company % 10]
+        first, last = rng.choice(FIRST), rng.choice(LAST)
+        self.name = f"{first.title()} {last.title()}"
+        self.email = f"{first}.{last}.{index + 1}@example-{company}.com"
+        self.fit = clamp(round(rng.gauss(self.channel.fit, 16)), 3, 98)
+        self.behaviour = rng.randint(5, 30)
+
+    # ---- the life -------------------------------------------------------------
+
+    def live(self) -> list[Event]:
+        try:
+            self._capture()
+            self._journey()
+        except HorizonReached:
+            pass
+        self._extras()
+        return self.events
+
+    def _capture(self) -> None:
+        rng, ch = self.rng, self.channel
+        data: dict[str, Any] = {"channel": ch.name}
+        campaign = self._campaign(ch)
+        if campaign is not None:
+            data["campaign"] = campaign
+        c = self.company_no
+        data["name"] = self.name
+        data["company"] = (f"{COMPANY_A[c % 20]}{COMPANY_B[(c // 20) % 20]} "
+                           f"{COMPANY_C[(c // 400) % len(COMPANY_C)]}")
+        if rng.random() < 0.6:
+            data["phone"] = f"{rng.choice(PHONE_PREFIX[self.territory])} {rng.randint(1_000_000, 9_999_999)}"
+        r = rng.random()
+        if r < 0.86:
+            data["consent"] = True
+        elif r < 0.95:
+            data["consent"] = False
+        self._emit(0, "capture", ch.capture_source, data, exact=True)
+        self.stage = Stage.CAPTURED
+
+    def _journey(self) -> None:
+        rng, ch = self.rng, self.channel
+        if rng.random() < ch.spam:
+            if rng.random() < 0.5:
+                self._score(rng.uniform(30, 600), below=True)
+            self._fire("disqualify", rng.uniform(600, 2 * 86400), "marketing-automation",
+                       reason=rng.choice(SPAM_REASONS))
+            return
+        self._score(rng.uniform(20, 900), below=True)
+        p_mql = ch.mql
+        for cycle in range(MAX_CYCLES):
+            if not self._marketing(p_mql, first=cycle == 0):
+                return
+            outcome = self._sales(upsell=False)
+            upsells = 0
+            while outcome == "won" and upsells < 2 and rng.random() < UPSELL_RATE:
+                upsells += 1
+                self._fire("recycle", rng.uniform(14, 60) * 86400, "crm", work=True, reason="upsell")
+                self._score(rng.uniform(3600, 5 * 86400), target=rng.randint(self.threshold, 100))
+                self._fire("qualify_mql", rng.uniform(60, 3 * 3600), "marketing-automation")
+                outcome = self._sales(upsell=True)
+            if outcome == "lost" and rng.random() < 0.3:
+                self._fire("recycle", rng.uniform(30, 90) * 86400, "crm", work=True, reason="not now")
+                p_mql = ch.mql * 0.6
+            elif outcome == "recycled" and rng.random() < 0.55:
+                p_mql = ch.mql * 0.4
+            else:
+                return
+
+    def _marketing(self, p_mql: float, *, first: bool) -> bool:
+        """From captured or recycled: nurture, touch, score. True when the lead became an MQL."""
+        rng = self.rng
+        if not first:
+            self.t += int(rng.uniform(7, 45) * DAY)
+        will = rng.random() < p_mql
+        override = will and rng.random() < 0.05
+        if will and not override and rng.random() < (0.4 if first else 0.25):
+            # a hand-raiser (demo request, pricing page): scored hot, MQL within minutes
+            if not first or rng.random() < 0.4:
+                self._touch(rng.uniform(600, 3 * 86400))
+            self._score(rng.uniform(30, 1800), target=rng.randint(self.threshold, max(self.threshold, 96)))
+            self._fire("qualify_mql", rng.uniform(30, 900), "marketing-automation")
+            return True
+        if not will and rng.random() < 0.3:
+            # never engages: a stray touch at most, the lead stays where it is
+            if rng.random() < 0.4:
+                self._touch(rng.uniform(3600, 20 * 86400))
+            if rng.random() < 0.1:
+                self._fire("disqualify", rng.uniform(5, 60) * 86400, "marketing-automation",
+                           reason=rng.choice(LATE_DQ_REASONS))
+            return False
+        self._fire("nurture", rng.uniform(600, 3 * 86400), "marketing-automation")
+        steps = rng.randint(2, 6) if will else rng.randint(1, 5)
+        for _ in range(steps):
+            self._touch(rng.uniform(1, 12) * 86400, email_share=0.65)
+            if rng.random() < 0.6:
+                self.behaviour = min(100, self.behaviour + rng.randint(2, 14))
+                self._score(rng.uniform(60, 6 * 3600), below=True)
+        if not will:
+            if rng.random() < 0.08:
+                self._fire("disqualify", rng.uniform(5, 60) * 86400, "marketing-automation",
+                           reason=rng.choice(LATE_DQ_REASONS))
+            return False
+        if override and (self.score is None or self.score < self.threshold):
+            self._fire("qualify_mql", rng.uniform(1, 10) * 86400, "crm", work=True,
+                       override=True, reason=rng.choice(OVERRIDE_REASONS))
+            return True
+        # the activity that tips the score over the threshold
+        self._touch(rng.uniform(1, 10) * 86400, email_share=0.4)
+        self._score(rng.uniform(30, 1800), target=rng.randint(self.threshold, max(self.threshold, 92)))
+        self._fire("qualify_mql", rng.uniform(30, 900), "marketing-automation")
+        return True
+
+    def _sales(self, *, upsell: bool) -> str:
+        """From mql: route, contact, accept, qualify, close. Returns how the attempt ended."""
+        rng, ch = self.rng, self.channel
+        if upsell and self.account_owner is not None:
+            owner, rule = self.account_owner, "upsell:account-owner"
+        else:
+            owner, rule = self._route()
+        self._assign(rng.uniform(5, 600), owner, rule)
+        contacted = False
+        for attempt in range(3):
+            ignores = owner.ignores * (0.3 if upsell else 1.0)
+            delay = None if rng.random() < ignores else owner.median_response_s * rng.lognormvariate(0, 0.9)
+            sla = rng.uniform(2, 24) * 3600
+            late = delay is None or delay > sla
+            if attempt < 2 and late and rng.random() < (0.5 if delay is None else 0.3):
+                owner = rng.choice([o for o in OWNERS if o is not owner])
+                self._assign(sla, owner, "reassign:sla-breach")
+                continue
+            if delay is not None:
+                self._emit(max(delay, 15.0), "contact", "dialer", {"owner": owner.name}, work=True)
+                contacted = True
+            break
+        if not contacted:
+            r = rng.random()
+            if r < 0.5:
+                return "stale"  # sits in mql: nobody works it
+            if r < 0.85:
+                self._fire("reject", rng.uniform(10, 30) * 86400, "crm", work=True,
+                           reason="not worked within SLA")
+                return "recycled"
+            self._fire("disqualify", rng.uniform(10, 30) * 86400, "crm", work=True, reason="duplicate")
+            return "disqualified"
+
+        if rng.random() >= min(0.95, ch.sal * (1.2 if upsell else 1.0)):
+            if rng.random() < 0.85:
+                self._fire("reject", rng.uniform(0.5, 72) * 3600, "crm", work=True,
+                           reason=rng.choice(REJECT_REASONS))
+                return "recycled"
+            self._fire("disqualify", rng.uniform(0.5, 72) * 3600, "crm", work=True, reason="not a fit")
+            return "disqualified"
+        self._fire("accept", rng.uniform(0.5, 72) * 3600, "crm", work=True)
+        if not upsell:
+            self.account_owner = owner
+
+        for _ in range(rng.randint(0, 2)):
+            self._touch(rng.uniform(0.5, 7) * 86400, email_share=0.3)
+        if rng.random() < 0.3:
+            self.behaviour = min(100, self.behaviour + rng.randint(3, 15))
+            self._score(rng.uniform(3600, 3 * 86400))
+        if rng.random() >= min(0.95, ch.sql * (1.4 if upsell else 1.0)):
+            r = rng.random()
+            if r < 0.5:
+                self._fire("reject", rng.uniform(2, 21) * 86400, "crm", work=True,
+                           reason=rng.choice(SAL_REJECT_REASONS))
+                return "recycled"
+            if r < 0.85:
+                self._fire("recycle", rng.uniform(2, 21) * 86400, "crm", work=True, reason="not now")
+                return "recycled"
+            self._fire("disqualify", rng.uniform(2, 21) * 86400, "crm", work=True, reason="not a fit")
+            return "disqualified"
+        bant = {field: rng.choice(values) for field, values in BANT.items()}
+        self._fire("qualify_sql", rng.uniform(2, 21 if not upsell else 7) * 86400, "crm", work=True,
+                   bant=bant)
+
+        for _ in range(rng.randint(0, 3)):
+            self._touch(rng.uniform(1, 10) * 86400, email_share=0.25)
+        close_days = rng.uniform(10, 60) if not upsell else rng.uniform(5, 25)
+        if rng.random() < min(0.9, ch.win * (1.6 if upsell else 1.0)):
+            base = ch.deal * (0.35 if upsell else 1.0)
+            amount = float(max(500, round(base * rng.lognormvariate(0, 0.6) / 50) * 50))
+            self._fire("win", close_days * 86400, "crm", work=True, amount=amount,
+                       currency=rng.choice(CURRENCIES[self.territory]))
+            return "won"
+        if rng.random() < 0.75:
+            self._fire("lose", close_days * 86400, "crm", work=True, reason=rng.choice(LOSE_REASONS))
+            return "lost"
+        self._fire("recycle", close_days * 86400, "crm", work=True, reason="not now")
+        return "recycled"
+
+    def _extras(self) -> None:
+        """Second forms and consent changes, placed anywhere in the lead's first weeks."""
+        rng = self.rng
+        recaptures = 1 if rng.random() < 0.07 else 0
+        recaptures += 1 if rng.random() < 0.01 else 0
+        for _ in range(recaptures):
+            ch = rng.choices(CHANNELS, cum_weights=CHANNEL_WEIGHTS)[0]
+            if ch is self.channel:
+                ch = CHANNELS[(CHANNELS.index(ch) + 1) % len(CHANNELS)]
+            data: dict[str, Any] = {"channel": ch.name}
+            campaign = self._campaign(ch)
+            if campaign is not None:
+                data["campaign"] = campaign
+            data["name"] = self.name
+            data["consent"] = True
+            self._insert(rng.uniform(3600, 75 * 86400), "capture", ch.capture_source, data)
+        consent = self.events[0][3].get("consent") if self.events else None
+        if consent is True:
+            change = False if rng.random() < 0.03 else None
+        else:
+            change = True if rng.random() < (0.3 if consent is False else 0.2) else None
+        if change is not None:
+            self._insert(rng.uniform(3600, 90 * 86400), "consent", "preference-center",
+                         {"given": change, "purpose": rng.choice(CONSENT_PURPOSES)})
+
+    # ---- steps ----------------------------------------------------------------
+
+    def _route(self) -> tuple[Owner, str]:
+        rng = self.rng
+        r = rng.random()
+        if self.channel.name == "referral" and r < 0.6:
+            return rng.choice(OWNERS), "named-account"
+        if r < 0.8:
+            return rng.choice(BY_TERRITORY[self.territory]), f"territory:{self.territory}"
+        return rng.choice(OWNERS), "round-robin"
+
+    def _assign(self, after_s: float, owner: Owner, rule: str) -> None:
+        self._emit(after_s, "assign", "router", {"owner": owner.name, "rule": rule})
+        self.owner = owner.name
+
+    def _touch(self, after_s: float, email_share: float = 0.0) -> None:
+        rng = self.rng
+        if rng.random() < email_share:
+            ch = EMAIL
+        else:
+            # engagement on any channel, not only the one that captured the lead
+            ch = self.channel if rng.random() < 0.35 else rng.choices(CHANNELS, cum_weights=CHANNEL_WEIGHTS)[0]
+        data: dict[str, Any] = {"channel": ch.name}
+        campaign = self._campaign(ch)
+        if campaign is not None:
+            data["campaign"] = campaign
+        data["kind"] = rng.choice(ch.touch_kinds)
+        self._emit(after_s, "touch", ch.touch_source, data, work=rng.random() < 0.8)
+
+    def _score(self, after_s: float, *, target: int | None = None, below: bool = False) -> None:
+        """Emit a score; total is the mean of fit and behaviour, steered to `target` or below the threshold."""
+        rng = self.rng
+        fit = clamp(self.fit + rng.randint(-3, 3), 0, 100)
+        total = (fit + self.behaviour) // 2 if target is None else target
+        if below and self.threshold > 0:
+            total = min(total, self.threshold - 1 - rng.randint(0, 8))
+        total = clamp(total, 0, 100)
+        behaviour = clamp(2 * total - fit, max(0, 2 * total - 100), min(100, 2 * total))
+        fit = 2 * total - behaviour
+        self._emit(after_s, "score", "scoring-engine", {"fit": fit, "behaviour": behaviour, "total": total})
+        self.behaviour = behaviour
+        self.score = total
+
+    def _fire(self, trigger: str, after_s: float, source: str, *, work: bool = False, **fields: Any) -> None:
+        """Emit a transition the stage table and its guard allow (else it is a bug here)."""
+        rule = RULES[trigger]
+        if self.stage not in rule.sources:
+            raise RuntimeError(f"simulate: {trigger} is not allowed from {self.stage}")
+        if rule.guard is not None:
+            missing = rule.guard(GuardContext(
+                score=self.score, owner=self.owner, mql_threshold=self.threshold,
+                reason=fields.get("reason"), override=bool(fields.get("override")),
+                amount=fields.get("amount"), currency=fields.get("currency"), bant=fields.get("bant"),
+            ))
+            if missing is not None:
+                raise RuntimeError(f"simulate: {trigger} from {self.stage} would be refused: {missing}")
+        self._emit(after_s, "transition", source, {"trigger": trigger, **fields}, work=work)
+        self.stage = rule.dest
+        if trigger in ("reject", "recycle"):
+            self.owner = None  # the lead goes back to marketing
+
+    # ---- time -----------------------------------------------------------------
+
+    def _emit(self, after_s: float, kind: str, source: str, data: dict[str, Any], *,
+              work: bool = False, exact: bool = False) -> None:
+        t = self.t if exact else self.t + max(1000, int(after_s * SECOND))
+        if work:  # people act in office hours
+            t = self._office_hours(t)
+        if t > self.end:
+            raise HorizonReached
+        self.events.append((t, kind, source, {"email": self.email, **data},
+                            self.rng.random() < REDELIVERY_RATE))
+        self.t = t
+
+    def _insert(self, after_capture_s: float, kind: str, source: str, data: dict[str, Any]) -> None:
+        """Place an event at a given time in the finished timeline (times stay strictly increasing)."""
+        t = self.captured + int(after_capture_s * SECOND)
+        times = [e[0] for e in self.events]
+        i = bisect_left(times, t)
+        while i < len(times) and times[i] == t:
+            t += 1
+            i += 1
+        if t > self.end:
+            return
+        self.events.insert(i, (t, kind, source, {"email": self.email, **data},
+                               self.rng.random() < REDELIVERY_RATE))
+
+    def _office_hours(self, t: int) -> int:
+        """People in sales act on weekdays 08:00-18:00 UTC: move `t` to the next such moment."""
+        at = self.origin + timedelta(microseconds=t)
+        if at.weekday() < 5 and 8 <= at.hour < 18:
+            return t
+        day = at.date() if at.hour < 8 else at.date() + timedelta(days=1)
+        while day.weekday() >= 5:
+            day += timedelta(days=1)
+        opens = datetime.combine(day, time(8), tzinfo=UTC) + timedelta(minutes=self.rng.uniform(0, 90))
+        return max(t, (opens - self.origin) // timedelta(microseconds=1))
+
+    def _campaign(self, ch: Channel) -> str | None:
+        if self.rng.random() < ch.no_campaign:
+            return None
+        return self.rng.choice(ch.campaigns)
+
+
+def clamp(value: int, low: int, high: int) -> int:
+    return max(low, min(high, value))
+
+

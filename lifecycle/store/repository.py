@@ -1,0 +1,210 @@
+"""The lead store: load and save Lead aggregates through the recorder, chained and sealed,
+and read the raw event log (audits, the relay, the projections). Nothing above it uses the recorder."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import cast
+from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError
+
+from lifecycle.domain.events import LeadEvent
+from lifecycle.domain.lead import Lead
+from lifecycle.privacy import Secrets
+from lifecycle.store.sqlite import EVERY_LEAD, InboundRow, LeadRange, LeadRecorder, LogFile, LogRow, RawRow
+from schemas import codec
+from schemas.codec import EventRecord
+
+
+class StoreConflict(Exception):
+    """Another writer stored a version first (or the same message id); reload and retry."""
+
+
+@dataclass
+class Loaded:
+    """A lead as loaded from the store, with the hash of its last stored event."""
+
+    lead: Lead
+    head: str = codec.GENESIS
+
+
+@dataclass
+class Changes:
+    """One transaction's worth of writes."""
+
+    leads: list[Loaded] = field(default_factory=list)
+    new_keys: dict[UUID, tuple[bytes, bytes]] = field(default_factory=dict)  # data key, wrapped
+    inbound: list[InboundRow] = field(default_factory=list)
+    erase: list[UUID] = field(default_factory=list)
+
+
+class LeadStore:
+    """Aggregates in, aggregates out; the recorder below is SQLite or PostgreSQL."""
+
+    def __init__(self, recorder: LeadRecorder, secrets: Secrets) -> None:
+        self.recorder = recorder
+        self.secrets = secrets
+
+    # ---- reading --------------------------------------------------------------
+
+    def stream(self, lead_id: UUID) -> list[tuple[int, bytes]]:
+        """The lead's stored events as (version, state), in version order."""
+        return [(s.originator_version, s.state) for s in self.recorder.select_events(lead_id)]
+
+    def records(self, lead_id: UUID) -> list[EventRecord]:
+        return [codec.to_record(lead_id, version, state) for version, state in self.stream(lead_id)]
+
+    def load(self, lead_id: UUID) -> Loaded | None:
+        """The lead's current state, or None if it was never captured."""
+        return self._fold(lead_id, self.stream(lead_id))
+
+    def load_many(self, lead_ids: Iterable[UUID]) -> dict[UUID, Loaded]:
+        """Many leads in one query; leads never captured are absent."""
+        streams = self.recorder.select_streams(lead_ids)
+        loaded = {lead_id: self._fold(lead_id, rows) for lead_id, rows in streams.items()}
+        return {k: v for k, v in loaded.items() if v is not None}
+
+    @staticmethod
+    def _fold(lead_id: UUID, rows: list[tuple[int, bytes]]) -> Loaded | None:
+        lead: Lead | None = None
+        head = codec.GENESIS
+        for version, state in rows:
+            record = codec.to_record(lead_id, version, state)
+            lead = codec.to_domain(record, None).mutate(lead)
+            head = record.envelope["hash"]
+        return None if lead is None else Loaded(lead, head)
+
+    def data_key(self, lead_id: UUID) -> bytes | None:
+        wrapped = self.recorder.wrapped_keys([lead_id]).get(lead_id)
+        return None if wrapped is None else self.secrets.unwrap(lead_id, wrapped)
+
+    def data_keys(self, lead_ids: Iterable[UUID]) -> dict[UUID, bytes]:
+        wrapped = self.recorder.wrapped_keys(lead_ids)
+        return {lead: self.secrets.unwrap(lead, w) for lead, w in wrapped.items()}
+
+    def seen(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+        return self.recorder.seen_messages(keys)
+
+    def raw(self, after: int = 0, limit: int = 5000) -> list[RawRow]:
+        """Stored rows in notification order, after the given notification id."""
+        return self.recorder.select_raw(after, limit)
+
+    def iter_raw(self, after: int = 0, batch: int = 5000) -> Iterator[RawRow]:
+        while True:
+            rows = self.recorder.select_raw(after, batch)
+            if not rows:
+                return
+            yield from rows
+            after = rows[-1][0]
+
+    def head_position(self) -> int:
+        return self.recorder.max_notification_id() or 0
+
+    def lead_ids(self) -> list[UUID]:
+        return self.recorder.lead_ids()
+
+    def heads(self, lead_id: UUID | None = None) -> dict[UUID, tuple[int, str]]:
+        """Each lead's (or one lead's) last version and hash, as recorded with its events."""
+        return self.recorder.heads(lead_id)
+
+    def relay_position(self, name: str) -> int:
+        """The notification id the relay `name` has published up to (0: nothing yet)."""
+        return self.recorder.relay_position(name)
+
+    def set_relay_position(self, name: str, position: int) -> None:
+        self.recorder.set_relay_position(name, position)
+
+    # ---- the log as the projections read it (lead ids as 32 hex digits) ---------------
+
+    def log(self, after: int = 0, limit: int = 5000) -> list[LogRow]:
+        """Stored rows in notification order, after the given notification id."""
+        return self.recorder.select_log(after, limit)
+
+    def log_file(self) -> LogFile | None:
+        """The log's SQLite file, which other processes (forked ones too) may open; None when
+        only this store's connections can read it (PostgreSQL, SQLite in memory)."""
+        return self.recorder.log_file()
+
+    def split(self, head: int, parts: int) -> list[LeadRange]:
+        """Lead-id ranges with about the same number of events at or before `head` each (at most
+        `parts`; one range unless the log is a file)."""
+        log_file = self.log_file()
+        if parts < 2 or log_file is None:
+            return [EVERY_LEAD]
+        with log_file.open() as reader:
+            bounds = reader.lead_bounds(head, parts)
+        return list(pairwise([None, *bounds, None]))
+
+    def scan(self, head: int, leads: LeadRange = EVERY_LEAD, batch: int = 20_000) -> Iterator[list[LogRow]]:
+        """Batches of the rows at or before `head` whose lead id is in `leads`, in notification
+        order. A log file is read on a connection of its own, so a forked process may scan it."""
+        log_file = self.log_file()
+        if log_file is not None:
+            with log_file.open() as reader:
+                yield from reader.scan(head, leads, batch)
+            return
+        lo, hi = leads
+        after = 0
+        while after < head:
+            rows = self.log(after, batch)
+            if not rows:
+                return
+            yield [row for row in rows
+                   if row[0] <= head and (lo is None or row[1] >= lo) and (hi is None or row[1] < hi)]
+            after = rows[-1][0]
+
+    # ---- writing --------------------------------------------------------------
+
+    def commit(self, changes: Changes) -> int:
+        """Write every pending event of the changed leads, and the side rows, atomically.
+
+        Raises StoreConflict if another writer got there first; then nothing was
+        written and every lead in `changes` must be reloaded.
+        """
+        stored = []
+        heads: list[tuple[Loaded, str]] = []
+        for loaded in changes.leads:
+            pending = cast("list[LeadEvent]", loaded.lead.collect_events())
+            if not pending:
+                continue
+            lead_id = loaded.lead.id
+            key = changes.new_keys.get(lead_id, (None, b""))[0]
+            head = loaded.head
+            for event in pending:
+                row, head = codec.encode(event, head, key)
+                stored.append(row)
+            heads.append((loaded, head))
+        if not stored and not changes.erase:
+            return 0
+        try:
+            self.recorder.insert_events(
+                stored,
+                lead_keys=[(lead, wrapped) for lead, (_, wrapped) in changes.new_keys.items()],
+                inbound=changes.inbound,
+                erase=changes.erase,
+                heads=[(loaded.lead.id, loaded.lead.version, head) for loaded, head in heads],
+            )
+        except IntegrityError as exc:
+            raise StoreConflict(str(exc)) from exc
+        for loaded, head in heads:
+            loaded.head = head
+        return len(stored)
+
+    def finish_erasure(self, lead_ids: list[UUID]) -> None:
+        """Make sure erased keys are gone for good: delete any left, then scrub the files.
+
+        Raises ScrubIncomplete (the erasure itself stands) if the database could not be
+        scrubbed now; calling this again later completes it."""
+        self.recorder.delete_keys(lead_ids)
+        self.recorder.scrub_after_erase()
+
+    def stale(self, versions: dict[UUID, int]) -> set[UUID]:
+        """Which of these leads have a stored version other than the one given."""
+        stored = self.recorder.max_versions(versions)
+        return {lead for lead, version in versions.items() if stored.get(lead) != version}
+
+    def close(self) -> None:
+        self.recorder.close()

@@ -1,0 +1,153 @@
+"""The read-model database: what every dialect offers (`SQLiteReadModelDB` in sqlite.py,
+`PostgresReadModelDB` in postgres.py), and the SQL text they share."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any, ClassVar
+
+from projections.base import Table
+
+#: SQLite's limit on bound parameters was 999 before 3.32: lists of values go in slices of this many
+IN_SLICE = 500
+
+
+class ReadModelDB(ABC):
+    """One connection to the read-model database (not thread-safe; one per runner/service).
+
+    Callers write SQL once with `?` placeholders and portable `INSERT .. ON CONFLICT` upserts;
+    a subclass hides the rest of its dialect (types, placeholders, qualified names,
+    transactions, bulk loads)."""
+
+    #: column type names by `Table` kind (int, text, real, blob)
+    types: ClassVar[dict[str, str]]
+
+    def __init__(self) -> None:
+        self._in_tx = False
+
+    # ---- names and SQL -------------------------------------------------------
+
+    def name(self, table: str) -> str:
+        """The qualified table name for SQL text."""
+        return table
+
+    def ddl(self, table: Table, temp: bool = False, indexes: bool = True) -> list[str]:
+        cols = ", ".join(f"{name} {self.types[kind]}" for name, kind in table.columns)
+        if temp:
+            return [f"CREATE TEMP TABLE {table.name} ({cols}, PRIMARY KEY ({', '.join(table.key)}))"]
+        stmts = [self._create_table(table, cols)]
+        if indexes:
+            stmts += self.index_ddl(table)
+        return stmts
+
+    @abstractmethod
+    def _create_table(self, table: Table, cols: str) -> str:
+        """CREATE TABLE IF NOT EXISTS with the primary key, from the column definitions `cols`."""
+
+    def index_ddl(self, table: Table) -> list[str]:
+        stmts = []
+        for index in table.indexes:
+            idx_name = f"{table.name}_{'_'.join(index)}"
+            stmts.append(f"CREATE INDEX IF NOT EXISTS {idx_name} ON {self.name(table.name)} ({', '.join(index)})")
+        return stmts
+
+    def load_sql(self, table: Table) -> str:
+        """A plain INSERT of every column: rows of a table being built from zero (keys unique)."""
+        cols = table.column_names
+        return f"INSERT INTO {self.name(table.name)} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+
+    def insert_sql(self, table: Table, temp: bool = False) -> str:
+        cols = table.column_names
+        name = table.name if temp else self.name(table.name)
+        text = f"INSERT INTO {name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+        if table.upsert:
+            sets = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in table.key)
+            text += f" ON CONFLICT ({', '.join(table.key)}) DO UPDATE SET {sets}"
+        return text
+
+    # ---- execution -----------------------------------------------------------
+
+    @abstractmethod
+    def execute(self, text: str, params: Sequence[Any] = ()) -> None: ...
+
+    @abstractmethod
+    def executemany(self, text: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    @abstractmethod
+    def query(self, text: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+    def query_in(self, select: str, column: str, values: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """`select` (no WHERE) for the rows whose `column` is one of `values`."""
+        rows: list[tuple[Any, ...]] = []
+        for i in range(0, len(values), IN_SLICE):
+            part = values[i:i + IN_SLICE]
+            rows += self.query(f"{select} WHERE {column} IN ({','.join('?' * len(part))})", part)
+        return rows
+
+    @abstractmethod
+    def load(self, table: Table, rows: Sequence[Sequence[Any]]) -> None:
+        """Add rows to a table built from zero (inside a transaction)."""
+
+    @contextmanager
+    def bulk_load(self) -> Iterator[None]:
+        """Settings for building the read models from zero in one transaction (none by default)."""
+        yield
+
+    @abstractmethod
+    def transaction(self, lock_key: str | None = None) -> AbstractContextManager[None]:
+        """One write transaction; concurrent writers (runners) queue on it, and on `lock_key`."""
+
+    @abstractmethod
+    def snapshot(self) -> AbstractContextManager[None]:
+        """One read-only transaction: every query inside sees the same committed state, also
+        while runners commit. Session-private temp tables may still be written."""
+
+    @contextmanager
+    def _only_transaction(self) -> Iterator[None]:
+        if self._in_tx:
+            raise RuntimeError("nested read-model transaction")
+        self._in_tx = True
+        try:
+            yield
+        finally:
+            self._in_tx = False
+
+    # ---- schema --------------------------------------------------------------
+
+    def create(self, tables: Sequence[Table], indexes: bool = True) -> None:
+        """Create missing tables (and their secondary indexes unless `indexes` is False)."""
+        for table in tables:
+            for stmt in self.ddl(table, indexes=indexes):
+                self.execute(stmt)
+
+    def drop(self, tables: Sequence[Table]) -> None:
+        for table in tables:
+            self.execute(f"DROP TABLE IF EXISTS {self.name(table.name)}")
+
+    @abstractmethod
+    def exists(self, table: str) -> bool: ...
+
+    def dump(self, tables: Sequence[Table]) -> dict[str, list[tuple[Any, ...]]]:
+        """Every row of every table, sorted (for comparisons in tests)."""
+        out: dict[str, list[tuple[Any, ...]]] = {}
+        for table in tables:
+            rows = self.query(f"SELECT {', '.join(table.column_names)} FROM {self.name(table.name)}")
+            out[table.name] = sorted(
+                (tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows), key=repr)
+        return out
+
+    def create_temp(self, tables: Sequence[Table]) -> dict[str, str]:
+        """Empty session-private copies of `tables`; returns name -> temp name."""
+        names: dict[str, str] = {}
+        for table in tables:
+            temp = Table(f"tmp_{table.name}", table.columns, table.key)
+            self.execute(f"DROP TABLE IF EXISTS {temp.name}")
+            for stmt in self.ddl(temp, temp=True):
+                self.execute(stmt)
+            names[table.name] = temp.name
+        return names
+
+    @abstractmethod
+    def close(self) -> None: ...

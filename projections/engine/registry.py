@@ -1,0 +1,56 @@
+"""Every read model, in the order they are folded, and `rm_projections`: the version of each
+definition the stored tables were built with (a changed one is rebuilt)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from projections.attribution import Attribution
+from projections.base import Projection, Table
+from projections.engine.checkpoints import CHECKPOINTS
+from projections.engine.db import ReadModelDB
+from projections.engine.timeline import TIMELINE
+from projections.funnel import Funnel
+from projections.leads import Leads
+from projections.speed import Speed
+from projections.velocity import Velocity
+
+REGISTRY = Table(
+    "rm_projections",
+    (("name", "text"), ("version", "int")),
+    key=("name",),
+    per_lead=False,
+    upsert=True,
+)
+#: The engine's own tables, next to the projections'.
+ENGINE_TABLES = (TIMELINE, CHECKPOINTS, REGISTRY)
+
+#: Every read model, in the order they are folded.
+PROJECTIONS: tuple[Projection, ...] = (Funnel(), Velocity(), Attribution(), Speed(), Leads())
+BY_NAME: dict[str, Projection] = {p.name: p for p in PROJECTIONS}
+
+
+def tables_of(projections: Iterable[Projection]) -> tuple[Table, ...]:
+    """The engine's tables, then the projections' (each name once)."""
+    tables = {t.name: t for t in ENGINE_TABLES}
+    for p in projections:
+        for t in p.tables:
+            tables[t.name] = t
+    return tuple(tables.values())
+
+
+class Registry:
+    """The `rm_projections` rows (reads and writes join the caller's transaction)."""
+
+    def __init__(self, db: ReadModelDB) -> None:
+        self.db = db
+        self._table = db.name(REGISTRY.name)
+        self._upsert = db.insert_sql(REGISTRY)
+
+    def versions(self) -> dict[str, int]:
+        """name -> version of the definition the stored tables were built with."""
+        return {str(name): int(version) for name, version in self.db.query(f"SELECT name, version FROM {self._table}")}
+
+    def record(self, projections: Iterable[Projection]) -> None:
+        """The tables of `projections` are now built with their current definitions."""
+        self.db.executemany(self._upsert, [(p.name, p.version) for p in projections])

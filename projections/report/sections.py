@@ -1,0 +1,188 @@
+"""The report's four sections (funnel, time in stage, attribution, speed to lead): each turns the
+service's answer into a headline, a chart and a table."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from typing import Any
+
+from lifecycle.domain.stages import FUNNEL_ORDER, Stage
+from lifecycle.domain.stages import MAIN_PATH as DOMAIN_MAIN_PATH
+from projections.report import charts
+from projections.report.charts import Series, fmt_duration, fmt_int, fmt_money, fmt_number, fmt_percent
+from projections.report.markup import CONVERSION_NAMES, MODEL_NAMES, esc, figure, ratio, stage_name, table
+
+MAIN_PATH = tuple(s.value for s in DOMAIN_MAIN_PATH)
+DETOURS = tuple(s.value for s in FUNNEL_ORDER if s not in DOMAIN_MAIN_PATH)
+CONVERSION_NAMES_SHORT = {"mql": "MQL", "sql": "SQL", "won": "Deal"}
+#: stages a lead waits in on its way (won, lost, disqualified are end states)
+TERMINAL_STAGES = (Stage.WON, Stage.LOST, Stage.DISQUALIFIED)
+OPEN_STAGES = tuple(s.value for s in FUNNEL_ORDER if s not in TERMINAL_STAGES)
+
+
+def funnel_section(funnel: dict[str, Any], mode: str) -> str:
+    group = funnel["groups"][0] if funnel["groups"] else {"stages": {}, "conversion": {}}
+    stages: dict[str, int] = group["stages"]
+    conversion: dict[str, float | None] = group["conversion"]
+    captured = stages.get("captured", 0)
+    scope = ("of the leads captured in the period, how many ever reached each stage" if mode == "cohort"
+             else "distinct leads entering each stage during the period")
+    out = ['<section id="funnel"><h2>Funnel: where leads get stuck</h2>']
+    if not captured and not any(stages.values()):
+        out.append('<p class="empty">No leads in this period.</p></section>')
+        return "".join(out)
+    steps = [f"{a}->{b}" for a, b in pairwise(MAIN_PATH)]
+    rates = [conversion.get(step) for step in steps]
+    known = [(r, s) for r, s in zip(rates, steps, strict=True) if r is not None]
+    won = stages.get("won", 0)
+    lede = (f"{fmt_int(captured)} leads captured, {fmt_int(won)} won "
+            f"({fmt_percent(ratio(won, captured))} end to end).")
+    if known:
+        worst_rate, worst = min(known)
+        a, b = worst.split("->")
+        lede += (f" The biggest drop is <strong>{esc(stage_name(a))} → {esc(stage_name(b))}</strong>: "
+                 f"only {fmt_percent(worst_rate)} continue.")
+    out.append(f'<p class="lede">{lede}</p>')
+    out.append(figure(charts.funnel_chart([(stage_name(s), int(stages.get(s, 0))) for s in MAIN_PATH], rates,
+                                   title="Main path: leads per stage, share continuing to the next")))
+    rows = [[esc(stage_name(s)), fmt_int(stages.get(s, 0)), fmt_percent(ratio(stages.get(s, 0), captured))]
+            for s in DETOURS]
+    out.append(table([("Detour or exit", False), ("Leads", True), ("Share of captured", True)], rows))
+    out.append(f'<p class="note">Counts are distinct leads: {esc(scope)}. Conversion a → b is '
+               "reached(b) / reached(a).</p></section>")
+    return "".join(out)
+
+
+def velocity_section(velocity: dict[str, Any]) -> str:
+    group = velocity["groups"][0] if velocity["groups"] else {"time_in_stage": {}, "time_to_stage": {}}
+    in_stage: dict[str, dict[str, Any]] = group["time_in_stage"]
+    to_stage: dict[str, dict[str, Any]] = group["time_to_stage"]
+    order = [s for s in OPEN_STAGES if in_stage.get(s, {}).get("count")]
+    out = ['<section id="velocity"><h2>Time in stage: where leads wait</h2>']
+    if not order:
+        out.append('<p class="empty">No completed stays yet.</p></section>')
+        return "".join(out)
+    slowest = max(order, key=lambda s: in_stage[s].get("p50_s") or 0)
+    st = in_stage[slowest]
+    out.append(f'<p class="lede">Leads wait longest in <strong>{esc(stage_name(slowest))}</strong>: half of them '
+               f"move on within {fmt_duration(st.get('p50_s'))}, but one in ten stays longer than "
+               f"{fmt_duration(st.get('p90_s'))}.</p>")
+    out.append(figure(charts.bar_chart(
+        [stage_name(s) for s in order],
+        [Series("median (p50)", charts.BLUE, [in_stage[s].get("p50_s") for s in order]),
+         Series("90th percentile (p90)", charts.VERMILLION, [in_stage[s].get("p90_s") for s in order])],
+        title="Time in stage: p50 and p90 of completed stays",
+        value_label=fmt_duration, axis_label="time in stage",
+        ticks=charts.duration_ticks,
+        annotations=[f"n = {fmt_int(in_stage[s].get('count'))}" for s in order],
+    )))
+    rows = []
+    for s in ("mql", "sal", "sql", "won"):
+        stat = to_stage.get(s) or {}
+        rows.append([esc(stage_name(s)), fmt_int(stat.get("count") or 0), fmt_duration(stat.get("p50_s")),
+                     fmt_duration(stat.get("p90_s")), fmt_duration(stat.get("mean_s"))])
+    out.append(table([("From capture to", False), ("Leads", True), ("p50", True), ("p90", True),
+                       ("Mean", True)], rows))
+    out.append('<p class="note">A stay runs from entering a stage to the lead\'s next stage change; only '
+               "completed stays count (n). Won, lost and disqualified are end states and not shown. "
+               "Percentiles are exact nearest-rank.</p></section>")
+    return "".join(out)
+
+
+def attribution_section(attribution: dict[str, Any], by_channel: dict[str, Any]) -> str:
+    model, conversion = attribution["model"], attribution["conversion"]
+    credited = {g["key"]: g for g in attribution["groups"]}
+    sources = {g["key"]: g["stages"] for g in by_channel["groups"] if any(g["stages"].values())}
+    with_revenue = conversion == "won"
+    total_conv = sum(g.get("conversions") or 0 for g in credited.values())
+    total_rev = sum(g.get("revenue") or 0 for g in credited.values()) if with_revenue else None
+    metric = "revenue" if with_revenue else "conversions"
+    keys = sorted(credited.keys() | sources.keys(), key=lambda k: (
+        -((credited.get(k) or {}).get(metric) or 0), -(sources.get(k) or {}).get("captured", 0), str(k)))
+    what = CONVERSION_NAMES.get(conversion, conversion)
+    out = ['<section id="attribution"><h2>Attribution: where revenue comes from</h2>']
+    if not keys:
+        out.append('<p class="empty">No leads in this period.</p></section>')
+        return "".join(out)
+    charted = [k for k in keys if ((credited.get(k) or {}).get(metric) or 0) > 0]
+    if charted:
+        top = credited[charted[0]]
+        if with_revenue:
+            lede = (f"Under the <strong>{esc(model)}</strong> model, <strong>{esc(top['key'])}</strong> earns "
+                    f"the most credit: {fmt_percent(ratio(top.get('revenue'), total_rev))} of won revenue "
+                    f"({fmt_money(top.get('revenue'))} of {fmt_money(total_rev)}).")
+        else:
+            lede = (f"Under the <strong>{esc(model)}</strong> model, <strong>{esc(top['key'])}</strong> earns "
+                    f"the most credit: {fmt_percent(ratio(top.get('conversions'), total_conv))} of "
+                    f"{fmt_number(total_conv)} {esc(what)}.")
+        out.append(f'<p class="lede">{lede}</p>')
+        if with_revenue:
+            out.append(figure(charts.bar_chart(
+                [str(k) for k in charted],
+                [Series("attributed revenue", charts.GREEN, [credited[k].get("revenue") for k in charted])],
+                title=f"Attributed revenue by channel ({model} model)", value_label=fmt_money,
+                axis_label="deal amount × credit", ticks=lambda m: (charts.nice_ticks(m), fmt_money),
+            )))
+        else:
+            out.append(figure(charts.bar_chart(
+                [str(k) for k in charted],
+                [Series(f"attributed {what}", charts.GREEN, [credited[k].get("conversions") for k in charted])],
+                title=f"Attributed {what} by channel ({model} model)",
+                value_label=lambda v: fmt_number(v, 1), axis_label=f"{what} credited (fractional)",
+            )))
+    else:
+        out.append(f'<p class="lede">No {esc(what)} yet: nothing to credit.</p>')
+    headers = [("Channel", False), ("Captured", True), ("Won", True), ("Win rate", True),
+               (f"{CONVERSION_NAMES_SHORT.get(conversion, conversion)} credit", True)]
+    if with_revenue:
+        headers += [("Revenue", True), ("Share", True)]
+    rows = []
+    for k in keys:
+        st, cr = sources.get(k) or {}, credited.get(k) or {}
+        row = [esc(k), fmt_int(st.get("captured")) if st else "–", fmt_int(st.get("won")) if st else "–",
+               fmt_percent(ratio(st.get("won"), st.get("captured"))) if st else "–",
+               fmt_number(cr.get("conversions"), 1) if cr else "0"]
+        if with_revenue:
+            row += [fmt_money(cr.get("revenue")) if cr else "0", fmt_percent(ratio(cr.get("revenue"), total_rev))]
+        rows.append(row)
+    out.append(table(headers, rows))
+    out.append(f'<p class="note">Captured, won and win rate count leads by their source (first touch). '
+               f"Credit: {esc(MODEL_NAMES.get(model, model))}, over the touches since the lead's previous "
+               "conversion; credits sum to the number of conversions. Revenue is deal amount × credit, "
+               "summed as recorded (currencies are not converted).</p></section>")
+    return "".join(out)
+
+
+def speed_section(speed: dict[str, Any], overall: dict[str, Any]) -> str:
+    groups = [g for g in speed["groups"] if g.get("assignments")]
+    groups.sort(key=lambda g: (-(ratio(g.get("within_5m"), g.get("assignments")) or 0), str(g.get("key"))))
+    out = ['<section id="speed"><h2>Speed to lead by owner</h2>']
+    total = overall["groups"][0] if overall["groups"] else None
+    if not groups or total is None:
+        out.append('<p class="empty">No assignments in this period.</p></section>')
+        return "".join(out)
+    out.append(f'<p class="lede">Sales contacted {fmt_percent(ratio(total["contacted"], total["assignments"]))} '
+               f"of {fmt_int(total['assignments'])} assignments, "
+               f"<strong>{fmt_percent(ratio(total['within_5m'], total['assignments']))} within 5 minutes</strong>. "
+               f"Median response {fmt_duration(total.get('p50_s'))}; one in ten waited longer than "
+               f"{fmt_duration(total.get('p90_s'))}.</p>")
+    out.append(figure(charts.bar_chart(
+        [str(g["key"]) for g in groups],
+        [Series("contacted within 5 minutes", charts.BLUE,
+                [ratio(g.get("within_5m"), g.get("assignments")) for g in groups])],
+        title="Share of assignments contacted within 5 minutes",
+        value_label=lambda v: fmt_percent(v, 0), axis_label="share of the owner's assignments",
+        ticks=charts.percent_ticks,
+    )))
+
+    def count_share(n: int, of: int) -> str:
+        return f"{fmt_int(n)} <span class=share>({fmt_percent(ratio(n, of), 0)})</span>"
+
+    rows = [[esc(g["key"]), fmt_int(g["assignments"]), count_share(g["contacted"], g["assignments"]),
+             count_share(g["within_5m"], g["assignments"]), fmt_duration(g.get("p50_s")),
+             fmt_duration(g.get("p90_s"))] for g in groups]
+    out.append(table([("Owner", False), ("Assigned", True), ("Contacted", True), ("≤ 5 min", True),
+                       ("p50", True), ("p90", True)], rows))
+    out.append('<p class="note">Time from each assignment to the lead\'s first contact after it and before '
+               "any reassignment; p50 and p90 over the contacted ones.</p></section>")
+    return "".join(out)

@@ -1,0 +1,130 @@
+"""The lean typed envelope projections fold: one `Fact` per stored lead event.
+
+A `Fact` keeps only what the read models use (times as integer microseconds
+since the epoch, the target stage, channel/campaign, owner, score or amount), so
+a replay decodes a stored row with one `orjson.loads` and no datetime objects;
+the event's type and data are read by the codec (`schemas.codec.read_data`).
+`from_record` builds the same Fact from a `schemas.codec.EventRecord`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
+
+import orjson
+
+from lifecycle.domain.events import EVENT_CLASSES
+from lifecycle.domain.stages import STAGE_EVENTS
+from schemas.codec import CorruptEvent, EventRecord, format_time, read_data
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+SECOND = 1_000_000
+
+#: Attribution touches: the capture and every touch.
+TOUCH_EVENTS = frozenset({"LeadCaptured", "LeadTouched"})
+
+
+class Fact(NamedTuple):
+    """One lead event as the read models see it. Sorts in metric order (occurred, version)."""
+
+    occurred: int  # µs since the epoch (upstream time)
+    version: int
+    name: str
+    recorded: int  # µs since the epoch (when leadledger stored it)
+    stage: str | None = None  # to_stage of stage-changing events
+    channel: str | None = None  # LeadCaptured / LeadTouched
+    campaign: str | None = None
+    owner: str | None = None  # LeadAssigned / LeadContacted / a stage event with an owner (LeadAcceptedBySales)
+    value: float | None = None  # LeadScored total, a stage event's amount (LeadWon)
+
+
+# ---------------------------------------------------------------- time
+
+
+def parse_us(text: str) -> int:
+    """RFC 3339 (with a zone) → µs since the epoch."""
+    return dt_to_us(datetime.fromisoformat(text))
+
+
+_ONE_US = timedelta(microseconds=1)
+
+
+def dt_to_us(value: datetime) -> int:
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: leadledger times are timezone-aware")
+    return (value - EPOCH) // _ONE_US
+
+
+def us_to_dt(value: int) -> datetime:
+    return EPOCH + timedelta(microseconds=value)
+
+
+def format_us(value: int | None) -> str | None:
+    return None if value is None else format_time(us_to_dt(value))
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def fact_from_data(name: str, version: int, occurred: int, recorded: int, data: dict[str, Any]) -> Fact:
+    """The Fact of an event given its (current-version) envelope `data`."""
+    kind = _KINDS.get(name, _OTHER)
+    if kind == _STAGE:
+        return _new(Fact, (occurred, version, name, recorded, data.get("to_stage"), None, None, None, None))
+    if kind == _TOUCH:
+        return _new(Fact, (occurred, version, name, recorded, data.get("to_stage"), data.get("channel"),
+                           data.get("campaign"), None, None))
+    if kind == _SCORE:
+        total = data.get("total")
+        return _new(Fact, (occurred, version, name, recorded, None, None, None, None,
+                           None if total is None else float(total)))
+    if kind == _OWNER:
+        return _new(Fact, (occurred, version, name, recorded, None, None, None, data.get("owner"), None))
+    if kind == _STAGE_OWNER:
+        return _new(Fact, (occurred, version, name, recorded, data.get("to_stage"), None, None, data.get("owner"),
+                           None))
+    if kind == _STAGE_AMOUNT:
+        amount = data.get("amount")
+        return _new(Fact, (occurred, version, name, recorded, data.get("to_stage"), None, None, None,
+                           None if amount is None else float(amount)))
+    return _new(Fact, (occurred, version, name, recorded, None, None, None, None, None))
+
+
+def _stage_kind(name: str) -> int:
+    """A stage event's Fact carries the owner or the amount when its event has one."""
+    fields = {f.name for f in dataclasses.fields(EVENT_CLASSES[name])}
+    return _STAGE_OWNER if "owner" in fields else _STAGE_AMOUNT if "amount" in fields else _STAGE
+
+
+_OTHER, _TOUCH, _SCORE, _OWNER, _STAGE, _STAGE_OWNER, _STAGE_AMOUNT = range(7)
+_KINDS = {**{n: _stage_kind(n) for n in STAGE_EVENTS}, "LeadTouched": _TOUCH, "LeadCaptured": _TOUCH,
+          "LeadScored": _SCORE, "LeadAssigned": _OWNER, "LeadContacted": _OWNER}
+_new = tuple.__new__  # a Fact from its nine fields, without the keyword handling of Fact(...)
+
+
+def decode_state(version: int, state: bytes) -> Fact:
+    """The lean path: a stored row's bytes → Fact (upcasting old `data` versions)."""
+    try:
+        envelope = orjson.loads(state)
+        name, _, data = read_data(envelope)
+        return fact_from_data(name, version, parse_us(envelope["time"]), parse_us(envelope["recordedat"]), data)
+    except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
+        raise CorruptEvent(f"version {version}: undecodable event: {exc}") from exc
+
+
+def from_record(record: EventRecord) -> Fact:
+    """A decoded `EventRecord` → Fact (the same result as `decode_state` on its row)."""
+    return fact_from_data(record.name, record.version, dt_to_us(record.occurred_at),
+                          dt_to_us(record.recorded_at), record.data)
+
+
+def pack(facts: list[Fact]) -> bytes:
+    """Compact bytes of a lead's facts (stored in the timeline table)."""
+    return orjson.dumps([tuple(f) for f in facts])
+
+
+def unpack(blob: bytes | memoryview | str) -> list[Fact]:
+    raw = bytes(blob) if isinstance(blob, memoryview) else blob
+    return [Fact(*item) for item in orjson.loads(raw)]

@@ -1,0 +1,178 @@
+"""The HTML report (`leadledger report --html FILE` and GET /report) on a real simulated store
+with hostile names from upstream: four sections, the parameters, valid self-contained HTML,
+every user string escaped."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from leadledger.bootstrap import open_analytics
+from leadledger.cli import cli
+from leadledger.http.app import create_app
+from lifecycle.settings import Settings
+from projections.query import Query
+from projections.report.html import render_report
+from schemas.times import parse_user_time
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+SECRET = "http-report-test-secret"
+ENV = {"LEADLEDGER_SECRET": SECRET, "LEADLEDGER_POSTGRES_DSN": "", "LEADLEDGER_API_TOKEN": ""}
+EVIL_CHANNEL = "<script>alert('channel')</script>"
+EVIL_CAMPAIGN = '<img src=x onerror="alert(1)">'
+EVIL_OWNER = '<b>Bo & "Co"</b>'
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+def run_cli(home: Path, *args: str) -> str:
+    result = CliRunner().invoke(cli, ["--home", str(home), *args], env=ENV, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    home = tmp_path_factory.mktemp("report")
+    run_cli(home, "simulate", "--leads", "300", "--seed", "5")
+    email = "mallory@example.com"
+    steps = [
+        ["capture", "--email", email, "--channel", EVIL_CHANNEL, "--campaign", EVIL_CAMPAIGN],
+        ["score", email, "--total", "95"],
+        ["transition", email, "qualify_mql"],
+        ["assign", email, "--owner", EVIL_OWNER],
+        ["contact", email],
+        ["transition", email, "accept"],
+        ["transition", email, "qualify_sql", "--budget", "b", "--authority", "a", "--need", "n", "--timeline", "t"],
+        ["transition", email, "win", "--amount", "12345.5", "--currency", "EUR"],
+    ]
+    for minute, step in enumerate(steps):
+        run_cli(home, *step, "--at", f"2026-03-02T09:{minute:02d}:00Z")
+    return home
+
+
+@pytest.fixture(scope="module")
+def settings(home: Path) -> Settings:
+    return Settings(home=home, secret=SECRET.encode())
+
+
+@pytest.fixture(scope="module")
+def page(home: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("out") / "report.html"
+    out = run_cli(home, "report", "--html", str(path), "--as-of", "2026-12-01", "--model", "u_shaped")
+    assert str(path.resolve()) in out  # says where it went
+    return path.read_text(encoding="utf-8")
+
+
+class StrictParser(HTMLParser):
+    """Fails on a closing tag that does not match the open one; collects text."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.text: list[str] = []
+        self.tags: list[tuple[str, dict[str, Any]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_endtag(self, tag: str) -> None:
+        assert self.stack, f"</{tag}> closes nothing"
+        opened = self.stack.pop()
+        assert opened == tag, f"</{tag}> closes <{opened}>"
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse(page: str) -> StrictParser:
+    parser = StrictParser()
+    parser.feed(page)
+    parser.close()
+    assert parser.stack == [], f"unclosed: {parser.stack}"
+    return parser
+
+
+def test_the_report_has_the_four_sections_and_its_parameters(page: str, home: Path) -> None:
+    parsed = parse(page)
+    assert page.startswith("<!DOCTYPE html>")
+    ids = {attrs.get("id") for tag, attrs in parsed.tags if tag == "section"}
+    assert {"funnel", "velocity", "attribution", "speed"} <= ids
+    text = " ".join(parsed.text)
+    for heading in ("Funnel", "Time in stage", "Attribution", "Speed to lead by owner"):
+        assert heading in text
+    assert "As of" in text and "2026-12-01" in text
+    assert "U-shaped" in text and "Generated" in text
+    assert sum(1 for tag, _ in parsed.tags if tag == "svg") >= 4  # a chart per section
+
+    funnel = orjson.loads(run_cli(home, "funnel", "--as-of", "2026-12-01", "--json"))
+    captured = funnel["groups"][0]["stages"]["captured"]
+    assert f"{captured:,}" in text
+
+
+def test_the_report_is_self_contained(page: str) -> None:
+    lowered = page.lower()
+    for banned in ("<script", "http://", "https://", "<link", "@import", "url(", "<iframe", "<object"):
+        assert banned not in lowered, banned
+    parsed = parse(page)
+    assert all(not name.startswith("on") for _, attrs in parsed.tags for name in attrs)
+    csp = next(a["content"] for tag, a in parsed.tags if tag == "meta" and a.get("http-equiv") == "Content-Security-Policy")
+    assert "default-src 'none'" in csp and "script-src" not in csp
+
+
+def test_user_strings_are_escaped(page: str) -> None:
+    for raw in (EVIL_CHANNEL, EVIL_CAMPAIGN, EVIL_OWNER, "<b>", "<img"):
+        assert raw not in page
+    assert "&lt;script&gt;alert(&#x27;channel&#x27;)&lt;/script&gt;" in page
+    assert "&lt;b&gt;Bo &amp; &quot;Co&quot;&lt;/b&gt;" in page
+    parsed = parse(page)
+    text = " ".join(parsed.text)
+    assert EVIL_CHANNEL in text and EVIL_OWNER in text  # shown as text, exactly
+
+
+def test_get_report_serves_the_same_page(settings: Settings, page: str) -> None:
+    with TestClient(create_app(settings, None)) as client:
+        response = client.get("/report", params={"as_of": "2026-12-01", "model": "u_shaped"})
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in response.headers["content-security-policy"]  # no script could run
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+    def without_generated(html: str) -> str:
+        return re.sub(r"<dt>Generated</dt><dd>[^<]*</dd>", "", html)
+
+    assert without_generated(response.text) == without_generated(page)
+
+
+def test_other_conversions_and_periods(settings: Settings) -> None:
+    analytics = open_analytics(settings)
+    try:
+        analytics.refresh()
+        mql = render_report(analytics, Query(conversion="mql", mode="period", from_=_t("2026-02-01"),
+                                             to=_t("2026-03-01")))
+        empty = render_report(analytics, Query(as_of=_t("2020-01-01")))
+    finally:
+        analytics.close()
+    parse(mql)
+    assert "2026-02-01 to 2026-03-01" in mql and "period mode" in mql
+    assert "won revenue" not in mql and "Attributed MQL by channel" in mql
+    parse(empty)
+    assert "No leads in this period." in empty and "2020-01-01" in empty
+
+
+def _t(day: str) -> Any:
+    return parse_user_time(day)

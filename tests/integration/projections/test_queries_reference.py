@@ -1,0 +1,212 @@
+"""Every query agrees with an independent plain-Python reference over the exported envelopes,
+on simulated traffic of several seeds (with late, out-of-order touches), for as-of, known-at,
+from/to, by, mode and model variants; plus the metric invariants."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from leadledger.bootstrap import open_read_models
+from lifecycle.settings import Settings
+from projections.query import MODELS, Query, QueryError
+from projections.service import Analytics
+from tests.support.env import sqlite_settings
+from tests.support.reference import (
+    STAGES,
+    Params,
+    approx_equal,
+    conversions,
+    exported,
+    fmt,
+    ref_attribution,
+    ref_funnel,
+    ref_leads,
+    ref_speed,
+    ref_velocity,
+    simulated_app,
+)
+
+SEEDS = (11, 12, 13)
+
+
+class World:
+    """A simulated store, its read models, and its exported events."""
+
+    def __init__(self, settings: Settings, leads: int, seed: int) -> None:
+        self.app = simulated_app(settings, leads, seed)
+        self.analytics = Analytics(open_read_models(settings), self.app.store)
+        self.events = exported(self.app)
+        occurred = sorted(e.at for e in self.events)
+        recorded = sorted(e.recorded for e in self.events)
+        self.mid = occurred[len(occurred) // 2]
+        self.late = occurred[(len(occurred) * 4) // 5]
+        self.last = occurred[-1]
+        self.known = recorded[(len(recorded) * 7) // 10]
+        self.day = datetime.combine(self.mid.date(), datetime.min.time(), tzinfo=UTC)
+
+    def variants(self) -> list[Params]:
+        d = self.day
+        return [
+            Params(),
+            Params(by="channel"),
+            Params(by="campaign", mode="period"),
+            Params(start=d - timedelta(days=7), end=d),
+            Params(by="channel", start=d - timedelta(days=10), end=d + timedelta(days=3), mode="period"),
+            Params(as_of=self.mid),
+            Params(by="campaign", as_of=self.late, start=d - timedelta(days=5), end=d + timedelta(days=5)),
+            Params(as_of=self.late, known_at=self.known),
+            Params(by="channel", known_at=self.known, mode="period", start=d - timedelta(days=20)),
+            Params(as_of=self.mid, known_at=self.known, mode="period", end=d),
+        ]
+
+    def query(self, p: Params, **extra: Any) -> Query:
+        return Query(by=p.by, from_=p.start, to=p.end, mode=p.mode, as_of=p.as_of, known_at=p.known_at, **extra)
+
+
+@pytest.fixture(scope="module", params=SEEDS)
+def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    home: Path = tmp_path_factory.mktemp(f"seed{request.param}")
+    w = World(sqlite_settings(home), leads=220, seed=request.param)
+    yield w
+    w.analytics.close()
+
+
+def test_funnel_matches_reference(world: World) -> None:
+    for p in world.variants():
+        got = world.analytics.funnel(world.query(p))
+        approx_equal(got["groups"], ref_funnel(world.events, p), f"funnel {p}")
+        assert got["mode"] == p.mode and got["by"] == p.by and got["as_of"] == fmt(p.as_of)
+        assert got["from"] == fmt(p.start) and got["to"] == fmt(p.end)
+
+
+def test_velocity_matches_reference(world: World) -> None:
+    for p in world.variants():
+        got = world.analytics.velocity(world.query(p))
+        approx_equal(got["groups"], ref_velocity(world.events, p), f"velocity {p}")
+
+
+def test_attribution_matches_reference_for_every_model_and_conversion(world: World) -> None:
+    variants = world.variants()
+    for model in MODELS:
+        for conversion in ("mql", "sql", "won"):
+            for p in (variants[0], variants[1], variants[6], variants[7]):
+                q = Params(**{**p.__dict__, "model": model, "conversion": conversion})
+                got = world.analytics.attribution(world.query(q, model=model, conversion=conversion))
+                approx_equal(got["groups"], ref_attribution(world.events, q), f"attribution {q}")
+                assert (got["model"], got["conversion"]) == (model, conversion)
+
+
+def test_speed_matches_reference(world: World) -> None:
+    for p in world.variants():
+        for by in (None, "owner"):
+            q = Params(**{**p.__dict__, "by": by})
+            got = world.analytics.speed(world.query(q))
+            approx_equal(got["groups"], ref_speed(world.events, q), f"speed {q}")
+
+
+def test_leads_matches_reference(world: World) -> None:
+    a = world.analytics
+    owner = next(e.data["owner"] for e in world.events if e.name == "LeadAssigned")
+    cases: list[dict[str, Any]] = [
+        {}, {"stage": "nurtured"}, {"channel": "webinar", "limit": 7}, {"owner": owner},
+        {"as_of": world.mid}, {"as_of": world.late, "known_at": world.known, "stage": "mql"},
+        {"known_at": world.known, "limit": 500},
+    ]
+    for case in cases:
+        got = a.leads(Query(**case))
+        want = ref_leads(world.events, case.get("as_of"), case.get("known_at"), case.get("stage"),
+                         case.get("channel"), case.get("owner"), case.get("limit", 50))
+        approx_equal(got["leads"], want, f"leads {case}")
+        assert got["as_of"] == fmt(case.get("as_of"))
+
+
+# ---------------------------------------------------------------- invariants
+
+
+def test_cohort_funnel_never_grows_along_the_main_path(world: World) -> None:
+    for p in world.variants():
+        if p.mode != "cohort":
+            continue
+        for g in world.analytics.funnel(world.query(p))["groups"]:
+            s = g["stages"]
+            assert s["captured"] >= s["mql"] >= s["sal"] >= s["sql"] >= s["won"], (p, g)
+
+
+def test_credits_of_each_conversion_sum_to_one(world: World) -> None:
+    for model in MODELS:
+        for conversion in ("mql", "sql", "won"):
+            p = Params(model=model, conversion=conversion)
+            convs = conversions(world.events, p)
+            for _, _, credited in convs:
+                assert abs(sum(w for _, w in credited) - 1) < 1e-9
+            got = world.analytics.attribution(Query(model=model, conversion=conversion, by="channel"))
+            assert abs(sum(g["conversions"] for g in got["groups"]) - len(convs)) < 1e-6
+
+
+def test_as_of_the_latest_event_equals_no_as_of(world: World) -> None:
+    a = world.analytics
+    for by in (None, "channel"):
+        assert a.funnel(Query(by=by, as_of=world.last))["groups"] == a.funnel(Query(by=by))["groups"]
+        assert a.velocity(Query(by=by, as_of=world.last))["groups"] == a.velocity(Query(by=by))["groups"]
+        assert a.speed(Query(as_of=world.last))["groups"] == a.speed(Query())["groups"]
+        for model in MODELS:
+            q = Query(by=by, model=model, as_of=world.last)
+            assert a.attribution(q)["groups"] == a.attribution(Query(by=by, model=model))["groups"]
+    assert a.leads(Query(as_of=world.last, limit=300))["leads"] == a.leads(Query(limit=300))["leads"]
+
+
+def test_json_types_follow_the_spec(world: World) -> None:
+    f = world.analytics.funnel(Query(by="channel"))
+    assert all(type(v) is int for g in f["groups"] for v in g["stages"].values())
+    assert list(f["groups"][0]["stages"]) == list(STAGES)
+    v = world.analytics.velocity(Query())["groups"][0]
+    assert type(v["time_in_stage"]["captured"]["count"]) is int
+    assert type(v["time_in_stage"]["captured"]["mean_s"]) is float
+    assert v["time_in_stage"]["disqualified"] == {"count": 0, "mean_s": None, "p50_s": None, "p90_s": None}
+    mql = world.analytics.attribution(Query(conversion="mql", by="campaign"))
+    assert all(g["revenue"] is None for g in mql["groups"])
+    assert "(none)" in {g["key"] for g in mql["groups"]}
+
+
+def test_bad_parameters_raise_query_error(world: World) -> None:
+    a = world.analytics
+    t = datetime(2026, 2, 1, tzinfo=UTC)
+    for call, q in [
+        (a.funnel, Query(by="owner")), (a.funnel, Query(mode="weekly")), (a.velocity, Query(from_=t, to=t)),
+        (a.attribution, Query(model="w_shaped")), (a.attribution, Query(conversion="sal")),
+        (a.speed, Query(by="stage")), (a.leads, Query(stage="hot")), (a.leads, Query(limit=0)),
+        (a.funnel, Query(as_of=datetime(2026, 2, 1))),
+    ]:
+        with pytest.raises(QueryError):
+            call(q)
+
+
+def test_known_at_before_anything_was_recorded_is_empty(world: World) -> None:
+    early = min(e.recorded for e in world.events) - timedelta(seconds=1)
+    f = world.analytics.funnel(Query(known_at=early))
+    assert f["groups"][0]["stages"]["captured"] == 0
+
+
+# ---------------------------------------------------------------- both backends
+
+
+def test_reference_agreement_on_each_backend(backend_settings: Settings) -> None:
+    w = World(backend_settings, leads=120, seed=21)
+    try:
+        for p in w.variants()[::2]:
+            approx_equal(w.analytics.funnel(w.query(p))["groups"], ref_funnel(w.events, p), f"funnel {p}")
+            approx_equal(w.analytics.velocity(w.query(p))["groups"], ref_velocity(w.events, p), f"velocity {p}")
+            q = Params(**{**p.__dict__, "model": "time_decay", "conversion": "mql"})
+            approx_equal(w.analytics.attribution(w.query(q, model="time_decay", conversion="mql"))["groups"],
+                         ref_attribution(w.events, q), f"attribution {q}")
+            s = Params(**{**p.__dict__, "by": "owner"})
+            approx_equal(w.analytics.speed(w.query(s))["groups"], ref_speed(w.events, s), f"speed {s}")
+        approx_equal(w.analytics.leads(Query(as_of=w.mid, known_at=w.known))["leads"],
+                     ref_leads(w.events, w.mid, w.known), "leads")
+    finally:
+        w.analytics.close()

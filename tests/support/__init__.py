@@ -1,0 +1,1 @@
+"""Test support: settings and secrets, CLI environments, the Kafka broker, reference computations."""
