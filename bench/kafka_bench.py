@@ -40,7 +40,7 @@ from lifecycle.settings import Settings
 from lifecycle.simulate import generate
 
 START = datetime(2026, 1, 5, tzinfo=UTC)
-SECRET = b"bench-secret"
+SECRET = b"leadledger-bench-secret"
 EVENTS_PER_LEAD = 8.2  # what the simulator produces on average
 MESSAGES_PER_LEAD = 8.25
 

@@ -37,7 +37,7 @@ from projections.query import Query
 from projections.service import Analytics
 
 START = datetime(2026, 1, 5, tzinfo=UTC)
-SECRET = b"bench-secret"
+SECRET = b"leadledger-bench-secret"
 EVENTS_PER_LEAD = 8.2  # what the simulator produces on average
 
 

@@ -48,7 +48,7 @@ def messages(leads: int, seed: int) -> list[bytes]:
 
 
 def ingest_ours(home: Path, raw: list[bytes], batch_size: int = 500) -> tuple[float, Tally]:
-    app = bootstrap(Settings(home=home, secret=b"bench-secret"))
+    app = bootstrap(Settings(home=home, secret=b"leadledger-bench-secret"))
     handler = InboundHandler(app, batch_size=batch_size)
     tally = Tally()
     t0 = time.perf_counter()
@@ -117,7 +117,7 @@ def ingest_bare(home: Path, raw: list[bytes], batch: int) -> tuple[float, int]:
 
 
 def history_latency(home: Path, samples: int, seed: int) -> dict[str, float]:
-    app = bootstrap(Settings(home=home, secret=b"bench-secret"))
+    app = bootstrap(Settings(home=home, secret=b"leadledger-bench-secret"))
     lead_ids = app.store.lead_ids()
     rng = random.Random(seed)
     picks = [rng.choice(lead_ids) for _ in range(samples)]
@@ -142,7 +142,7 @@ def history_latency(home: Path, samples: int, seed: int) -> dict[str, float]:
 
 def build_big_store(home: Path, target_events: int, seed: int) -> tuple[float, int]:
     """Ingest simulated traffic until the store holds >= target_events events."""
-    app = bootstrap(Settings(home=home, secret=b"bench-secret"))
+    app = bootstrap(Settings(home=home, secret=b"leadledger-bench-secret"))
     handler = InboundHandler(app, batch_size=1000)
     applied = 0
     chunk = 0

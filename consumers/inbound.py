@@ -140,8 +140,10 @@ class InboundConsumer:
         applied = iter(self._apply(messages) if messages else [])
         for r in records:  # the handler's results are in order; null records never reach it
             results.append(Result((r.partition, r.offset), "dead", NULL_VALUE) if r.value is None else next(applied))
-        dead = [(record, result.reason or "refused") for record, result in zip(records, results, strict=True)
-                if result.status == "dead"]
+        # a repeat of a message refused before is dead-lettered again: its first dead letter may have
+        # been lost with a crash between the store commit and the dead letter's acknowledgement
+        dead = [(record, reason) for record, result in zip(records, results, strict=True)
+                if (reason := result.dead_letter_reason) is not None]
         if dead:
             self._dead_letter(dead)
         self._commit(records)

@@ -27,6 +27,11 @@ checkpoint is at or past the end of the log; the fetch position is out of range;
 has no committed offset for a partition we hold a checkpoint of (we commit one after every
 batch, and a broker that lost its log lost the group's offsets with it). Re-reading is safe:
 the runner skips events it has folded (same lead and version).
+
+Every record is checked as it is decoded (in the fetch helper): its hash against its content,
+its key and headers against the lead and version it states; the runner then checks its link to
+the lead's previous event (`projections.engine.chains`). A bad record stops the projector with
+CorruptEvent naming the lead, the version and the partition and offset.
 """
 
 from __future__ import annotations
@@ -157,7 +162,7 @@ class KafkaSource:
                 state = self._parts.get(p)
                 if state is None or state.epoch != epoch:
                     continue  # from before a seek or a rebalance
-                state.buffer.extend([event((p, r[0], r[1], fact(r[2:]))) for r in rows])
+                state.buffer.extend([event((p, r[0], r[1], fact(r[2:-2]), r[-2], r[-1])) for r in rows])
                 got.add(p)
             wait = PATIENT_GAP_MS if patient else 0
 
@@ -344,6 +349,18 @@ class KafkaSource:
 
     def remaining(self, after: Mapping[int, int]) -> int | None:
         return None
+
+    @property
+    def gapless(self) -> bool:
+        # partitions added to the topic move a lead's later events to another partition, which
+        # may be read first: the runner joins the links when the earlier events arrive
+        return False
+
+    def where(self, partition: int, position: int) -> str:
+        return f"{self.topic} partition {partition} offset {position}"
+
+    def check_mark(self, partition: int, position: int, digest: str) -> None:
+        """Nothing: a replaced log is detected by its offsets and the group's (module doc)."""
 
     def close(self) -> None:
         try:

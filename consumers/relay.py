@@ -13,6 +13,12 @@ partition each lead's events stay in version order, so consumers de-duplicate by
 (lead id, version). Reading "after the position" never skips an event: SQLite has one
 writer, and the PostgreSQL recorder locks the table on insert, so notification ids
 become visible in order. Run one relay per store and topic.
+
+Each event is checked before it is published: its hash against its content and row, and its
+link to the lead's previous event (remembered from earlier batches, or read from the store for
+a lead the relay meets for the first time past its first event). At a bad event the relay
+publishes the events before it, stores that position, and stops with CorruptEvent naming the
+lead and version: a broken chain never reaches the topic as if it were whole.
 """
 
 from __future__ import annotations
@@ -32,12 +38,14 @@ from consumers.kafka.settings import KafkaSettings
 from consumers.kafka.topics import ensure_topics
 from lifecycle.store.repository import LeadStore
 from lifecycle.store.sqlite import RawRow
-from schemas.codec import kafka_headers
+from schemas.codec import GENESIS, CorruptEvent, check_link, checked_envelope, kafka_headers
 
 log = logging.getLogger("leadledger.relay")
 
 #: a lead's partition is cached; the cache is dropped whenever it grows past this
 PARTITION_CACHE_LIMIT = 1_000_000
+
+Headers = list[tuple[str, bytes]]
 
 
 class RelayError(Exception):
@@ -119,6 +127,7 @@ class Relay:
         self.flush_timeout_s = flush_timeout_s
         self._partitions = PartitionCache(self._partition_count())
         self._keys: dict[UUID, tuple[bytes, int]] = {}  # lead -> (key, partition)
+        self._last: dict[UUID, tuple[int, str]] = {}  # lead -> (version, hash) of its last event seen
         self._pending: list[RawRow] | None = None  # the next batch, read while the last one flushes
         self.stats = RelayStats(position=self.position())
 
@@ -136,6 +145,7 @@ class Relay:
         self.store.recorder.set_relay_position(self.name, position)
         self.stats.position = position
         self._pending = None
+        self._last.clear()
 
     def behind(self) -> int:
         """Stored events not yet published (approximate: a rolled-back PostgreSQL insert leaves a gap)."""
@@ -147,19 +157,24 @@ class Relay:
         self._pending = None
         if not rows:
             return 0
+        rows, headers, problem = self._check(rows)
+        if not rows:
+            assert problem is not None
+            raise problem
         count = len(self.producer.partitions_for(self.topic) or ())
         if count and count != self._partitions.partitions:
             # The topic was given more partitions: like every keyed producer, ours now maps some
             # leads elsewhere, so their next events start a new order in another partition.
             self._partitions.resize(count)
             self._keys.clear()
-        futures = self._send(rows)
+        futures = self._send(rows, headers)
         # Read the next batch while the producer's thread delivers this one.
-        self._pending = self.store.raw(rows[-1][0], limit) or None
+        self._pending = None if problem else self.store.raw(rows[-1][0], limit) or None
         self.producer.flush(timeout=self.flush_timeout_s)
         failed = [f for f in futures if not f.succeeded()]
         if failed:
             self._pending = None
+            self._last.clear()  # these events go out again: their links are checked again
             raise RelayError(
                 f"{len(failed)} of {len(futures)} events were not acknowledged by the broker "
                 f"(first: {failed[0].exception!r}); position stays at {self.stats.position}"
@@ -168,21 +183,57 @@ class Relay:
         self.stats.position = rows[-1][0]
         self.stats.published += len(rows)
         self.stats.batches += 1
+        if problem is not None:
+            raise problem
         return len(rows)
 
-    def _send(self, rows: Sequence[RawRow]) -> list[Any]:
-        send, topic, keys, partition_of, headers_of = (self.producer.send, self.topic, self._keys, self._partitions,
-                                                       kafka_headers)
+    def _check(self, rows: list[RawRow]) -> tuple[list[RawRow], list[Headers], CorruptEvent | None]:
+        """The rows up to the first bad one, their headers, and the error of the bad one (if any):
+        each event's hash and row, and its link to the lead's previous event."""
+        last = self._last
+        if len(last) >= PARTITION_CACHE_LIMIT:
+            last.clear()
+        unknown = {lead for _, lead, version, _ in rows if version > 1 and lead not in last}
+        headers: list[Headers] = []
+        try:
+            if unknown:
+                self._load_last(unknown, rows)
+            for position, lead, version, state in rows:
+                where = f"notification {position}"
+                envelope = checked_envelope(lead, version, state, where)
+                seen_version, seen_hash = last.get(lead, (0, GENESIS))
+                check_link(lead, version, envelope["prevhash"], seen_version, seen_hash, where)
+                last[lead] = (version, envelope["hash"])
+                headers.append([("ce_type", str(envelope["type"]).encode()), ("ce_sequence", str(version).encode()),
+                                ("ce_id", str(envelope["id"]).encode())])
+        except CorruptEvent as exc:
+            return rows[:len(headers)], headers, exc
+        return rows, headers, None
+
+    def _load_last(self, leads: set[UUID], rows: list[RawRow]) -> None:
+        """The version and hash of the event before each lead's first one in `rows` (published
+        earlier), read from the store (and checked)."""
+        first: dict[UUID, int] = {}
+        for _, lead, version, _ in rows:
+            if lead in leads and lead not in first:
+                first[lead] = version
+        for lead, stream in self.store.recorder.select_streams(leads).items():
+            before = [(version, state) for version, state in stream if version < first[lead]]
+            if before:
+                version, state = before[-1]
+                self._last[lead] = (version, checked_envelope(lead, version, state)["hash"])
+
+    def _send(self, rows: Sequence[RawRow], headers: Sequence[Headers]) -> list[Any]:
+        send, topic, keys, partition_of = self.producer.send, self.topic, self._keys, self._partitions
         futures = []
-        for _, lead_id, version, state in rows:
+        for (_, lead_id, _, state), record_headers in zip(rows, headers, strict=True):
             found = keys.get(lead_id)
             if found is None:
                 if len(keys) >= PARTITION_CACHE_LIMIT:
                     keys.clear()
                 key = str(lead_id).encode()
                 found = keys[lead_id] = (key, partition_of(key))
-            futures.append(send(topic, value=state, key=found[0], headers=headers_of(state, version),
-                                partition=found[1]))
+            futures.append(send(topic, value=state, key=found[0], headers=record_headers, partition=found[1]))
         return futures
 
     def run(self, *, batch: int = 5000, once: bool = False, poll_interval_s: float = 0.5,

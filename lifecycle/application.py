@@ -2,24 +2,45 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import random
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypedDict
-from uuid import UUID
+from uuid import UUID, uuid4
+
+import orjson
 
 from lifecycle.domain import commands as cmd
 from lifecycle.domain.errors import ConcurrencyConflict, InvalidCommand, LifecycleError, UnknownLead
 from lifecycle.domain.lead import Lead
-from lifecycle.privacy import normalize_email
+from lifecycle.privacy import InvalidEmail, normalize_email
 from lifecycle.settings import Settings
 from lifecycle.store.repository import Changes, LeadStore, Loaded, StoreConflict
-from lifecycle.store.sqlite import ScrubIncomplete
+from lifecycle.store.sqlite import APPLIED, REFUSED, InboundRow, MessageOutcome, ScrubIncomplete
+from schemas.codec import format_time
+from schemas.inbound import DIGEST_HEX
 
+#: attempts of one command alone (after its batch kept conflicting)
 MAX_ATTEMPTS = 8
+#: attempts of a whole batch on fresh state before its commands are tried one at a time
+BATCH_ATTEMPTS = 3
+#: how far after the recording clock an `occurred_at` may be (clock skew), no more
+FUTURE_TOLERANCE = timedelta(minutes=5)
+#: the dead-letter reason of a message whose key was applied or refused before with other content
+KEY_REUSED = "idempotency key reused with different content"
+
+
+def command_digest(command: cmd.LeadCommand) -> str:
+    """The digest of a command given without one (not from an inbound message's bytes): SHA-256 of
+    the canonical JSON of its fields."""
+    fields = dataclasses.asdict(command)
+    fields["command"] = type(command).__name__
+    return hashlib.sha256(orjson.dumps(fields, default=str, option=orjson.OPT_SORT_KEYS)).hexdigest()[:DIGEST_HEX]
 
 
 @dataclass(frozen=True)
@@ -32,6 +53,8 @@ class Outcome:
     event: str | None = None
     error: str | None = None
     warning: str | None = None  # applied, but something needs the operator's attention
+    #: a duplicate of a message that was refused the first time: why it was (it stays refused)
+    refused_before: str | None = None
 
     @property
     def applied(self) -> bool:
@@ -45,6 +68,7 @@ class Outcome:
             "event": self.event,
             "error": self.error,
             **({"warning": self.warning} if self.warning else {}),
+            **({"refused_before": self.refused_before} if self.refused_before else {}),
         }
 
 
@@ -59,12 +83,16 @@ class _Stamp(TypedDict):
 @dataclass
 class _Attempt:
     """What one attempt at storing commands works on: the leads it loaded or created, the writes
-    it collects, and where it may look for leads (the cache; ids known to be new)."""
+    it collects, and where it may look for leads (the cache; ids known to be new; the e-mail
+    index rows it read; the e-mails it resolved or gave a new lead)."""
 
     use_cache: bool
     absent: set[UUID] = field(default_factory=set)
     leads: dict[UUID, Loaded] = field(default_factory=dict)
     changes: Changes = field(default_factory=Changes)
+    indexed: dict[str, UUID] = field(default_factory=dict)  # e-mail key -> lead, as the index says
+    looked_up: set[str] = field(default_factory=set)  # e-mail keys the index was asked about
+    emails: dict[str, UUID] = field(default_factory=dict)  # e-mail key -> its live lead in this attempt
 
 
 class LeadLedger:
@@ -81,66 +109,51 @@ class LeadLedger:
     def execute(self, command: cmd.LeadCommand) -> Outcome:
         return self.execute_batch([command])[0]
 
-    def execute_batch(self, commands: Sequence[cmd.LeadCommand]) -> list[Outcome]:
+    def execute_batch(
+        self, commands: Sequence[cmd.LeadCommand], digests: Sequence[str | None] | None = None
+    ) -> list[Outcome]:
         """Apply commands in order and store all their events in ONE transaction.
 
-        Duplicate message keys are skipped; refused commands append nothing. If
-        another writer raced us, the applied commands are re-run one at a time on
-        fresh state (bounded retries).
+        Every command with a message key has its outcome recorded with its key in that same
+        transaction, applied or refused, with `digests[i]` (the digest of the message's
+        content; default: of the command): a key recorded before is a duplicate whatever its
+        first outcome, unless its content differs (then it is refused, KEY_REUSED). Refused
+        commands append no event. If another writer raced us, the batch is decided again on
+        fresh state (BATCH_ATTEMPTS), then each command alone (bounded retries).
         """
-        outcomes: list[Outcome | None] = [None] * len(commands)
-        keys = [c.message_key for c in commands if c.message_key is not None]
-        seen = self.store.seen(keys) if keys else set()
-        batch_keys: set[tuple[str, str]] = set()
-        attempt = self._prefetch(commands)
-        changes = attempt.changes
-        applied: list[int] = []
-        for i, command in enumerate(commands):
-            key = command.message_key
-            if key is not None and (key in seen or key in batch_keys):
-                outcomes[i] = Outcome("duplicate")
-                continue
-            if isinstance(command, cmd.Erase) and self._already_erased(command, attempt.leads):
-                outcomes[i] = self._repeat_erasure(command)
-                continue
-            try:
-                lead, event_name = self._apply(command, attempt)
-            except LifecycleError as exc:
-                outcomes[i] = Outcome("refused", error=str(exc))
-                continue
-            if key is not None:
-                batch_keys.add(key)
-                changes.inbound.append((key[0], key[1], lead.id, lead.version))
-            outcomes[i] = Outcome("applied", lead.id, lead.version, event_name)
-            applied.append(i)
-        changes.leads = list(attempt.leads.values())
-        try:
-            self.store.commit(changes)
-        except StoreConflict:
-            self._evict(attempt.leads)
-            for i in applied:
-                outcomes[i] = self._execute_alone(commands[i])
-        except BaseException:
-            self._evict(attempt.leads)
-            raise
-        else:
-            for loaded in attempt.leads.values():
-                self._remember(loaded)
-        if changes.erase:
-            warning = self._scrub(changes.erase)
+        given = list(digests) if digests is not None else [None] * len(commands)
+        if len(given) != len(commands):
+            raise ValueError("one digest per command")
+        wanted = [d if d is not None or c.message_key is None else command_digest(c)
+                  for c, d in zip(commands, given, strict=True)]
+        tried = None
+        for attempt_no in range(BATCH_ATTEMPTS):
+            if attempt_no:
+                time.sleep(random.uniform(0.002, 0.01) * 2**attempt_no)
+            tried = self._try_batch(commands, wanted)
+            if tried is not None:
+                break
+        if tried is None:
+            tried = [self._execute_alone(c, d) for c, d in zip(commands, wanted, strict=True)], []
+        outcomes, erased = tried
+        if erased:
+            warning = self._scrub(erased)
             if warning:
-                outcomes = [
-                    replace(o, warning=warning) if o and o.event == "LeadPersonalDataErased" else o
-                    for o in outcomes
-                ]
-        return [o if o is not None else Outcome("refused", error="internal: no outcome") for o in outcomes]
+                outcomes = [replace(o, warning=warning) if o.event == "LeadPersonalDataErased" else o
+                            for o in outcomes]
+        return outcomes
 
     def lead_id_for(self, ref: cmd.LeadRef) -> UUID:
+        """The id of the lead a reference names; by e-mail, through the e-mail index (an erased
+        lead is no longer found by its e-mail): UnknownLead if there is none."""
         if ref.lead_id is not None:
             return ref.lead_id
         if ref.email is None or not ref.email.strip():
             raise InvalidCommand(None, "address the lead by id or by e-mail")
-        return self.store.secrets.lead_id_for_email(ref.email)
+        loaded = self._lead_for_email(self._normalized(ref.email), _Attempt(use_cache=True))
+        if loaded is None:
+            raise UnknownLead(str(ref))
+        return loaded.lead.id
 
     def load(self, lead_id: UUID) -> Lead | None:
         loaded = self.store.load(lead_id)
@@ -148,40 +161,145 @@ class LeadLedger:
 
     # ---- internals ------------------------------------------------------------
 
+    def _try_batch(
+        self, commands: Sequence[cmd.LeadCommand], digests: Sequence[str | None]
+    ) -> tuple[list[Outcome], list[UUID]] | None:
+        """One attempt at the whole batch: the outcomes and the erased leads, or None if another
+        writer got there first (nothing was written; decide again on fresh state)."""
+        keys = [c.message_key for c in commands if c.message_key is not None]
+        known = self.store.outcomes(keys) if keys else {}
+        attempt = self._prefetch(commands)
+        changes = attempt.changes
+        in_batch: dict[tuple[str, str], MessageOutcome] = {}
+        outcomes: list[Outcome] = []
+        for command, digest in zip(commands, digests, strict=True):
+            key = command.message_key
+            first = None if key is None else known.get(key) or in_batch.get(key)
+            if key is not None and first is not None:
+                outcomes.append(_repeat(key, first, digest))
+                continue
+            if isinstance(command, cmd.Erase) and self._already_erased(command, attempt.leads):
+                outcomes.append(self._repeat_erasure(command))
+                continue
+            outcome = self._decide(command, attempt)
+            if key is not None:
+                row = _record(key, digest, outcome)
+                changes.inbound.append(row)
+                in_batch[key] = row[2:]  # type: ignore[assignment]
+            outcomes.append(outcome)
+        changes.leads = list(attempt.leads.values())
+        try:
+            self.store.commit(changes)
+        except StoreConflict:
+            self._evict(attempt.leads)
+            return None
+        except BaseException:
+            self._evict(attempt.leads)
+            raise
+        for loaded in attempt.leads.values():
+            self._remember(loaded)
+        return outcomes, changes.erase
+
+    def _decide(self, command: cmd.LeadCommand, attempt: _Attempt) -> Outcome:
+        try:
+            lead, event_name = self._apply(command, attempt)
+        except LifecycleError as exc:
+            return Outcome("refused", getattr(exc, "lead_id", None), error=str(exc))
+        return Outcome("applied", lead.id, lead.version, event_name)
+
     def _prefetch(self, commands: Sequence[cmd.LeadCommand]) -> _Attempt:
-        """Load, in one query, the leads the batch names that the cache does not hold.
+        """Look up, in one query, the e-mails the batch names, and load, in one more, the leads
+        it names that the cache does not hold.
 
         The batch's attempt starts with those found and the ids known not to be stored (new leads)."""
+        attempt = _Attempt(use_cache=True)
+        ids: set[UUID] = set()
+        emails: set[str] = set()
+        for command in commands:
+            email = command.email if isinstance(command, cmd.Capture) else command.lead.email
+            if isinstance(command, cmd.Capture) or command.lead.lead_id is None:
+                if email:
+                    emails.add(email)
+            else:
+                ids.add(command.lead.lead_id)
+        ids.update(self._look_up(emails, attempt))
         wanted: set[UUID] = set()
         cached: dict[UUID, int] = {}
-        for command in commands:
-            try:
-                lead_id = self._target(command)
-            except LifecycleError:
-                continue  # the command will be refused with its own message
+        for lead_id in ids:
             hit = self._cache.get(lead_id)
             if hit is None:
                 wanted.add(lead_id)
             else:
                 cached[lead_id] = hit.lead.version
         # Another process may have appended to a cached lead: decide on fresh state, so a
-        # refusal (which commits nothing, hence never conflicts) is never based on stale data.
+        # refusal is never based on stale data.
         for lead_id in self.store.stale(cached) if cached else ():
             self._cache.pop(lead_id, None)
             wanted.add(lead_id)
         found = self.store.load_many(wanted) if wanted else {}
-        return _Attempt(use_cache=True, absent=wanted - found.keys(), leads=found)
+        attempt.absent = wanted - found.keys()
+        attempt.leads = found
+        return attempt
 
-    def _target(self, command: cmd.LeadCommand) -> UUID:
-        """The id of the lead a command is for (a capture names its lead by the e-mail)."""
-        if isinstance(command, cmd.Capture):
-            return self.store.secrets.lead_id_for_email(command.email)
-        return self.lead_id_for(command.lead)
+    def _look_up(self, emails: set[str], attempt: _Attempt) -> set[UUID]:
+        """Ask the e-mail index about these e-mails (once each per attempt); returns the lead ids
+        they may name: the index's, else (stores with leads of old) the legacy ids."""
+        keys: dict[str, str] = {}
+        for email in emails:
+            try:
+                normalized = normalize_email(email)
+            except InvalidEmail:
+                continue  # the command will be refused with its own message
+            key = self.store.secrets.email_key(normalized)
+            if key not in attempt.looked_up:
+                keys[key] = normalized
+        if not keys:
+            return set()
+        attempt.looked_up.update(keys)
+        found = self.store.lookup_emails(keys)
+        attempt.indexed.update(found)
+        ids = set(found.values())
+        if self.store.legacy_ids:
+            ids.update(self.store.secrets.legacy_lead_id(e) for key, e in keys.items() if key not in found)
+        return ids
+
+    def _lead_for_email(self, email: str, attempt: _Attempt, key: str | None = None) -> Loaded | None:
+        """The live (not erased) lead of a normalized e-mail (`key`: its index key, if known): one
+        this attempt created or found, else the index's, else (stores with leads of old) the one
+        whose id is the e-mail's HMAC."""
+        key = key or self.store.secrets.email_key(email)
+        known = attempt.emails.get(key)
+        if known is not None:
+            loaded = self._get(known, attempt)
+            if loaded is not None and not loaded.lead.erased:
+                return loaded
+            attempt.emails.pop(key, None)  # erased in this batch
+        if key not in attempt.looked_up:
+            self._look_up({email}, attempt)
+        indexed = attempt.indexed.get(key)
+        candidates = [indexed] if indexed is not None else (
+            [self.store.secrets.legacy_lead_id(email)] if self.store.legacy_ids else [])
+        for lead_id in candidates:
+            loaded = self._get(lead_id, attempt)
+            if loaded is None:
+                continue
+            if loaded.lead.erased:  # never attach to an erased lead
+                if lead_id == indexed and (key, lead_id) not in attempt.changes.unindex:
+                    attempt.changes.unindex.append((key, lead_id))
+                continue
+            attempt.emails[key] = lead_id
+            return loaded
+        return None
+
+    def _normalized(self, email: str) -> str:
+        try:
+            return normalize_email(email)
+        except InvalidEmail as exc:
+            raise InvalidCommand(None, str(exc)) from None
 
     def _already_erased(self, command: cmd.Erase, leads: dict[UUID, Loaded]) -> bool:
-        try:
-            lead_id = self.lead_id_for(command.lead)
-        except LifecycleError:
+        lead_id = command.lead.lead_id  # an erased lead's e-mail no longer finds it
+        if lead_id is None:
             return False
         loaded = leads.get(lead_id) or self._cache.get(lead_id) or self.store.load(lead_id)
         return loaded is not None and loaded.lead.erased
@@ -197,24 +315,27 @@ class LeadLedger:
         try:
             self.store.finish_erasure(lead_ids)
         except ScrubIncomplete as exc:
-            return f"erasure recorded, but not yet scrubbed from disk: {exc}"
+            ids = ", ".join(str(lead) for lead in lead_ids)
+            return f"erasure of lead {ids} recorded, but not yet scrubbed from disk: {exc}"
         return None
 
-    def _execute_alone(self, command: cmd.LeadCommand) -> Outcome:
+    def _execute_alone(self, command: cmd.LeadCommand, digest: str | None) -> Outcome:
+        key = command.message_key
         for retry in range(MAX_ATTEMPTS):
             if retry:
                 # jittered backoff so racing writers stop colliding in lock-step
                 time.sleep(random.uniform(0.002, 0.01) * 2**retry)
-            key = command.message_key
-            if key is not None and self.store.seen([key]):
-                return Outcome("duplicate")
+            first = self.store.outcomes([key]).get(key) if key is not None else None
+            if key is not None and first is not None:
+                return _repeat(key, first, digest)
+            if isinstance(command, cmd.Erase) and self._already_erased(command, {}):
+                return self._repeat_erasure(command)
             attempt = _Attempt(use_cache=False)
-            try:
-                lead, event_name = self._apply(command, attempt)
-            except LifecycleError as exc:
-                return Outcome("refused", error=str(exc))
+            outcome = self._decide(command, attempt)
+            if key is None and not outcome.applied:
+                return outcome
             if key is not None:
-                attempt.changes.inbound.append((key[0], key[1], lead.id, lead.version))
+                attempt.changes.inbound.append(_record(key, digest, outcome))
             attempt.changes.leads = list(attempt.leads.values())
             try:
                 self.store.commit(attempt.changes)
@@ -222,9 +343,12 @@ class LeadLedger:
                 continue
             for loaded in attempt.leads.values():
                 self._remember(loaded)
-            return Outcome("applied", lead.id, lead.version, event_name)
+            if attempt.changes.erase:
+                warning = self._scrub(attempt.changes.erase)
+                return replace(outcome, warning=warning) if warning else outcome
+            return outcome
         lead_ref = getattr(command, "lead", None)
-        lead_id = self.lead_id_for(lead_ref) if lead_ref else None
+        lead_id = lead_ref.lead_id if lead_ref is not None else None
         error = ConcurrencyConflict(lead_id, MAX_ATTEMPTS) if lead_id else None
         return Outcome("refused", lead_id, error=str(error or "conflict: retry the command"))
 
@@ -243,6 +367,14 @@ class LeadLedger:
         handler = _HANDLERS.get(type(command))
         if handler is None:  # pragma: no cover - the table covers every command type
             raise InvalidCommand(None, f"unknown command {type(command).__name__}")
+        now = datetime.now(UTC)
+        if command.occurred_at > now + FUTURE_TOLERANCE:
+            raise InvalidCommand(
+                None,
+                f"occurred_at {format_time(command.occurred_at)} is more than "
+                f"{FUTURE_TOLERANCE.seconds // 60} minutes after the recording clock ({format_time(now)}): "
+                "check the upstream clock (a time in the future is refused)",
+            )
         at: _Stamp = {
             "occurred_at": command.occurred_at,
             "actor": command.actor,
@@ -253,7 +385,12 @@ class LeadLedger:
 
     def _lead(self, ref: cmd.LeadRef, attempt: _Attempt) -> Lead:
         """The stored (or just created) lead a command addresses."""
-        loaded = self._get(self.lead_id_for(ref), attempt)
+        if ref.lead_id is not None:
+            loaded = self._get(ref.lead_id, attempt)
+        elif ref.email is not None and ref.email.strip():
+            loaded = self._lead_for_email(self._normalized(ref.email), attempt)
+        else:
+            raise InvalidCommand(None, "address the lead by id or by e-mail")
         if loaded is None:
             raise UnknownLead(str(ref))
         return loaded.lead
@@ -261,28 +398,33 @@ class LeadLedger:
     # ---- one handler per command type (see _HANDLERS); each records one event -------
 
     def _capture(self, command: cmd.Capture, attempt: _Attempt, at: _Stamp) -> Lead:
-        email = command.email.strip()
-        if "@" not in email:
-            raise InvalidCommand(None, f"a capture needs a valid e-mail (--email), got {email!r}")
-        lead_id = self.store.secrets.lead_id_for_email(email)
-        loaded = self._get(lead_id, attempt)
+        email = self._normalized(command.email)
+        key = self.store.secrets.email_key(email)
+        loaded = self._lead_for_email(email, attempt, key)
         if loaded is not None:
-            # SPEC §2: a known person's capture is a touch on their lead.
-            loaded.lead.touch(channel=command.channel, campaign=command.campaign, kind="recapture", **at)
+            # a known person's capture is a touch on their lead, with what it said of them
+            loaded.lead.touch(channel=command.channel, campaign=command.campaign, kind="recapture",
+                              consent=command.consent, company=command.company, name=command.name,
+                              phone=command.phone, **at)
+            if loaded.lead.id not in attempt.changes.new_keys:
+                attempt.changes.sealing.add(loaded.lead.id)  # sealed with the lead's stored key
             return loaded.lead
+        lead_id = uuid4()
         lead = Lead.capture(
             lead_id,
             channel=command.channel,
             campaign=command.campaign,
             company=command.company,
             consent=command.consent,
-            email=normalize_email(email),
+            email=email,
             name=command.name,
             phone=command.phone,
             **at,
         )
         attempt.changes.new_keys[lead_id] = self.store.secrets.new_data_key(lead_id)
+        attempt.changes.emails.append((key, lead_id))
         attempt.leads[lead_id] = Loaded(lead)
+        attempt.emails[key] = lead_id
         return lead
 
     def _touch(self, command: cmd.Touch, attempt: _Attempt, at: _Stamp) -> Lead:
@@ -329,6 +471,8 @@ class LeadLedger:
         # no causation: an erasure is an operator's act, never an inbound message's
         lead.erase_personal_data(reason=command.reason, occurred_at=at["occurred_at"], actor=at["actor"])
         attempt.changes.erase.append(lead.id)
+        # an index row this attempt would add for it goes too (the erase deletes the stored ones)
+        attempt.changes.emails = [row for row in attempt.changes.emails if row[1] != lead.id]
         self._cache.pop(lead.id, None)
         return lead
 
@@ -355,3 +499,23 @@ _HANDLERS: dict[type[cmd.Command], Callable[[LeadLedger, Any, _Attempt, _Stamp],
     cmd.Consent: LeadLedger._consent,
     cmd.Erase: LeadLedger._erase,
 }
+
+
+def _record(key: tuple[str, str], digest: str | None, outcome: Outcome) -> InboundRow:
+    """A keyed message's record, written with the batch's events."""
+    if outcome.applied:
+        return key[0], key[1], APPLIED, digest, None, outcome.lead_id, outcome.version
+    return key[0], key[1], REFUSED, digest, outcome.error, outcome.lead_id, None
+
+
+def _repeat(key: tuple[str, str], first: MessageOutcome, digest: str | None) -> Outcome:
+    """A message whose key was recorded before: a duplicate (nothing changes) when its content
+    is the same, whatever its first outcome was; refused (KEY_REUSED) when it differs."""
+    outcome, recorded, reason, lead_id, version = first
+    if recorded is not None and digest is not None and recorded != digest:
+        return Outcome("refused", lead_id, error=(
+            f"{KEY_REUSED}: message {key[1]!r} of source {key[0]!r} was {outcome} before with other "
+            "content; a new message needs a new id (an identical repeat is a duplicate)"))
+    if outcome == APPLIED:
+        return Outcome("duplicate", lead_id, version)
+    return Outcome("duplicate", lead_id, refused_before=reason or "refused")

@@ -1,9 +1,12 @@
-"""Personal data: keyed lead ids and per-lead encryption (crypto-shredding).
+"""Personal data: the e-mail lookup key, per-lead encryption (crypto-shredding), the secret's fingerprint.
 
-Two keys are derived from `LEADLEDGER_SECRET` with HKDF: one keys the HMAC that
-turns an e-mail into a lead id, the other wraps each lead's random data key
-(AES-256-GCM; the field sealing itself is `schemas.sealing`). Destroying a lead's wrapped data
-key makes every copy of its personal data unreadable, wherever the ciphertext went.
+Keys are derived from `LEADLEDGER_SECRET` with HKDF: one keys the HMAC that turns a normalized
+e-mail into its lookup key (the primary key of the e-mail index; never a plain hash), one wraps
+each lead's random data key (AES-256-GCM; the field sealing itself is `schemas.sealing`), and
+one keys the HMAC that stores of old derived their lead ids from (read as a fallback only).
+Destroying a lead's wrapped data key makes every copy of its personal data unreadable, wherever
+the ciphertext went. The store records `fingerprint` (an HMAC of a fixed label, never the
+secret) so a process started with another secret is refused before it writes anything.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import hmac
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from uuid import UUID
 
 from cryptography.exceptions import InvalidTag
@@ -18,12 +22,25 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from schemas.inbound import InvalidEmail
+from schemas.inbound import normalize_email as _normalize
 from schemas.sealing import NONCE_LEN, DecryptionFailed
+
+__all__ = ["InvalidEmail", "Secrets", "normalize_email"]
+
+#: what the fingerprint is an HMAC of (under the secret itself)
+FINGERPRINT_LABEL = b"leadledger store fingerprint v1"
 
 
 def normalize_email(email: str) -> str:
-    """Lower-cased and trimmed, as SPEC §2 defines identity."""
-    return email.strip().lower()
+    """The identity of an e-mail: the validator's normalized address, lower-cased (docs/contract.md).
+    Raises InvalidEmail for what is no e-mail address."""
+    return _normalize(email)
+
+
+@lru_cache(maxsize=100_000)
+def _email_key(index_key: bytes, email: str) -> str:
+    return hmac.digest(index_key, normalize_email(email).encode(), "sha256").hex()
 
 
 def _derive(secret: bytes, purpose: bytes) -> bytes:
@@ -36,17 +53,27 @@ class Secrets:
 
     lead_id_key: bytes
     key_encryption_key: bytes
+    email_index_key: bytes = b""
+    fingerprint: str = ""
 
     @classmethod
     def from_secret(cls, secret: bytes) -> Secrets:
         return cls(
             lead_id_key=_derive(secret, b"leadledger lead-id v1"),
             key_encryption_key=_derive(secret, b"leadledger key-encryption v1"),
+            email_index_key=_derive(secret, b"leadledger email-index v1"),
+            fingerprint=hmac.digest(secret, FINGERPRINT_LABEL, "sha256").hex(),
         )
 
-    def lead_id_for_email(self, email: str) -> UUID:
-        """HMAC-SHA256 of the normalized e-mail, as a UUID (never a plain hash)."""
-        digest = hmac.digest(self.lead_id_key, normalize_email(email).encode(), "sha256")
+    def email_key(self, email: str) -> str:
+        """The e-mail index's key of an address: HMAC-SHA256 of its normalized form, hex."""
+        return _email_key(self.email_index_key, email)
+
+    def legacy_lead_id(self, email: str) -> UUID:
+        """The id stores of old gave a lead: HMAC-SHA256 of the normalized e-mail (as it was
+        normalized then: trimmed, lower-cased), as a UUID. Looked up only where the store
+        has such leads (see LeadStore.legacy_ids)."""
+        digest = hmac.digest(self.lead_id_key, email.strip().lower().encode(), "sha256")
         raw = bytearray(digest[:16])
         raw[6] = (raw[6] & 0x0F) | 0x80  # UUID version 8 (custom)
         raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant

@@ -16,10 +16,11 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretBytes, ValidationError
+from pydantic import Field, SecretBytes, ValidationError, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_MQL_THRESHOLD = 70
+DEFAULT_REPORTING_CURRENCY = "EUR"
 ENV_PREFIX = "LEADLEDGER_"
 
 #: the environment `from_env` reads (None: direct construction, which reads no environment)
@@ -96,9 +97,25 @@ class Settings(EnvSettings):
     mql_threshold: int = Field(default=DEFAULT_MQL_THRESHOLD, ge=0, le=100, description="Score needed for MQL.")
     secret: SecretBytes | None = Field(default=None, description="Keys lead ids and wraps data keys; default HOME/secret.key.")
     actor: str = Field(default_factory=_default_actor, description="Who the CLI's commands are recorded as.")
+    reporting_currency: str = Field(default=DEFAULT_REPORTING_CURRENCY,
+                                    description="Currency revenue is reported in (ISO 4217).")
+    fx_file: Path | None = Field(default=None, description="TOML file whose [fx] table converts won amounts.")
+
+    @field_validator("reporting_currency")
+    @classmethod
+    def _iso_4217(cls, value: str) -> str:
+        code = value.strip().upper()
+        if not (len(code) == 3 and code.isascii() and code.isalpha()):
+            raise ValueError("must be a 3-letter ISO 4217 currency code like EUR")
+        return code
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        given = (os.environ if env is None else env).get(ENV_PREFIX + "SECRET")
+        if given is not None and not given.strip():
+            # empty means unset for every other variable; an empty secret is a mistake to name
+            raise SettingsError("LEADLEDGER_SECRET is set but empty: set it to the store's secret "
+                                "(at least 16 bytes), or unset it to use HOME/secret.key")
         settings: Settings = cls.read_env(env)
         return settings
 
@@ -111,25 +128,69 @@ class Settings(EnvSettings):
             raise SettingsError(_describe(exc, ENV_PREFIX)) from None
 
     def resolve_secret(self) -> bytes:
-        """The configured secret, else HOME/secret.key (created once, mode 0600)."""
-        if self.secret is not None and self.secret.get_secret_value():
-            return self.secret.get_secret_value()
-        path = self.home / "secret.key"
-        if path.exists():
-            return path.read_bytes().strip()
+        """The configured secret, else HOME/secret.key (created once, atomically, mode 0600).
+
+        A secret shorter than MIN_SECRET_BYTES (an empty one too) is a SettingsError: it would
+        key the e-mail index and wrap every data key, so a guessable one exposes them all."""
+        if self.secret is not None:
+            return _checked(self.secret.get_secret_value(), "LEADLEDGER_SECRET")
+        path = self.home / SECRET_FILE
+        try:
+            return _checked(path.read_bytes().strip(), str(path))
+        except FileNotFoundError:
+            pass
         if self.postgres_dsn:
             raise SettingsError(
                 "LEADLEDGER_SECRET is not set: with a shared PostgreSQL store every process "
                 "must use the same secret (set LEADLEDGER_SECRET to a long random string)"
             )
-        self.home.mkdir(parents=True, exist_ok=True)
-        value = _secrets.token_urlsafe(48).encode()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        return _create_secret_file(self.home, path)
+
+
+#: the shortest secret accepted (bytes of LEADLEDGER_SECRET or of HOME/secret.key)
+MIN_SECRET_BYTES = 16
+SECRET_FILE = "secret.key"
+
+
+def _checked(value: bytes, where: str) -> bytes:
+    if len(value.strip()) < MIN_SECRET_BYTES:
+        what = "empty" if not value.strip() else f"too short ({len(value)} bytes)"
+        fix = ("set LEADLEDGER_SECRET to at least 16 bytes of random text, e.g. the output of "
+               "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+               if where == "LEADLEDGER_SECRET" else
+               "it was truncated or not written by leadledger: restore it from your backup (lead data "
+               "cannot be read without the secret the store was created with)")
+        raise SettingsError(f"{where} is {what}: a secret needs at least {MIN_SECRET_BYTES} bytes; {fix}")
+    return value
+
+
+def private_home(home: Path) -> None:
+    """Create the data folder, mode 0700 (readable by its owner only), if it does not exist."""
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def _create_secret_file(home: Path, path: Path) -> bytes:
+    """A new random secret in `path`, atomically: written in full to a temporary file first and
+    then linked into place, so a process never reads a half-written key; when two processes
+    create it at once, the loser reads the winner's."""
+    private_home(home)
+    value = _secrets.token_urlsafe(48).encode()
+    tmp = home / f".{SECRET_FILE}.{os.getpid()}.{_secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(value)
-        print(
-            f"leadledger: LEADLEDGER_SECRET is not set; created {path} (keep it safe: "
-            "without it lead ids and personal data cannot be recovered)",
-            file=sys.stderr,
-        )
-        return value
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return _checked(path.read_bytes().strip(), str(path))
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(
+        f"leadledger: LEADLEDGER_SECRET is not set; created {path} (keep it safe: "
+        "without it lead ids and personal data cannot be recovered)",
+        file=sys.stderr,
+    )
+    return value

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, NamedTuple
 
 from schemas.facts import Fact
 
-NONE_KEY = "(none)"  # group key of a lead captured without a campaign (SPEC §8)
+NONE_KEY = "(none)"  # group key of a lead captured without a campaign (docs/contract.md)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Funnel: how many distinct leads entered each stage (cohort or period mode, SPEC §4).
+"""Funnel: how many distinct leads entered each stage (cohort or period mode, docs/contract.md).
 
 One row per stage entry, owned by the entering event, carrying the time of the
 lead's previous entry into the same stage: `prev_at IS NULL` marks the first
@@ -101,7 +101,7 @@ def regroup(by: str | None, stage: str, rows: Iterable[tuple[Any, ...]]) -> list
 
 
 def shape(w: Window, rows: Iterable[tuple[Any, ...]]) -> dict[str, Any]:
-    """SPEC §8 funnel JSON from (key, stage, count) rows."""
+    """The funnel JSON (docs/contract.md) from (key, stage, count) rows."""
     groups: dict[str | None, dict[str, int]] = {}
     if w.by is None:
         groups[None] = {}

@@ -1,4 +1,4 @@
-"""Lead list: each lead's stage, owner, latest score and source, newest first (SPEC §8).
+"""Lead list: each lead's stage, owner, latest score and source, newest first (docs/contract.md).
 
 One current row per lead, re-folded from the lead's events whenever a batch
 brings it a new one (metric order, so a late event lands where it belongs).

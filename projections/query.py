@@ -1,4 +1,4 @@
-"""Query parameters of the analyst questions (SPEC §4) and their checks."""
+"""Query parameters of the analyst questions (docs/contract.md) and their checks."""
 
 from __future__ import annotations
 
@@ -41,6 +41,11 @@ class Query:
     channel: str | None = None
     owner: str | None = None
     limit: int = 50
+
+    def __post_init__(self) -> None:
+        # channels are stored trimmed and lower-case (normalized at capture): so is the filter
+        if self.channel is not None:
+            object.__setattr__(self, "channel", self.channel.strip().lower())
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The analyst API the CLI, the HTTP server and the HTML report call (SPEC §4, §8 shapes).
+"""The analyst API the CLI, the HTTP server and the HTML report call (docs/contract.md shapes).
 
 Without --known-at every query is SQL over rows precomputed at projection time
 and cut at T (`entered_at <= T`, `left_at <= T`, `converted_at <= T`, ...): the
@@ -27,6 +27,7 @@ from projections.engine.registry import BY_NAME
 from projections.engine.runner import Runner
 from projections.engine.sources import EmbeddedSource
 from projections.engine.timeline import TIMELINE
+from projections.money import FxTable
 from projections.query import Query, QueryError, Window, check, check_attribution, check_leads
 from schemas.facts import Fact, unpack
 
@@ -46,9 +47,11 @@ class Analytics:
     """Read models plus (embedded) the event store they are caught up from."""
 
     def __init__(self, db: ReadModelDB, store: LeadStore | None, *, auto_refresh: bool = True,
-                 batch_size: int = DEFAULT_BATCH) -> None:
+                 batch_size: int = DEFAULT_BATCH, fx: FxTable | None = None) -> None:
         self.db = db
         self.store = store
+        #: the reporting currency and the rates revenue is converted at (default: EUR, no rates)
+        self.fx = fx or FxTable()
         self.auto_refresh = auto_refresh
         self.batch_size = batch_size
         self.runner = Runner(db)
@@ -91,8 +94,8 @@ class Analytics:
     def attribution(self, q: Query) -> dict[str, Any]:
         w = check_attribution(q)
         tables = self._tables(w, BY_NAME["attribution"])
-        text, params = attribution.query_sql(w, q.model, q.conversion, tables[attribution.CREDITS.name])
-        return attribution.shape(w, q.model, q.conversion, self.db.query(text, params))
+        text, params = attribution.query_sql(w, q.model, q.conversion, tables[attribution.CREDITS.name], self.fx)
+        return attribution.shape(w, q.model, q.conversion, self.db.query(text, params), self.fx)
 
     def speed(self, q: Query) -> dict[str, Any]:
         w = check(q, bys=("owner", "channel", "campaign"))

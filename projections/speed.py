@@ -1,4 +1,4 @@
-"""Speed to lead: for each assignment, the time to the lead's first contact after it, SPEC §4.
+"""Speed to lead: for each assignment, the time to the lead's first contact after it, docs/contract.md
 
 An assignment row is owned by the assignment; a response row is owned by the
 first contact after the lead's latest assignment (a reassignment before any

@@ -1,4 +1,4 @@
-"""Velocity: time in stage (completed stays) and time to stage (first entry - capture), SPEC §4.
+"""Velocity: time in stage (completed stays) and time to stage (first entry - capture), docs/contract.md
 
 A stay row is owned by the event that ends it (the lead's next stage change), so
 `left_at <= T` keeps exactly the stays completed as of T; a first-entry row is
@@ -120,7 +120,7 @@ EMPTY: dict[str, float | int | None] = {"count": 0, "mean_s": None, "p50_s": Non
 
 
 def shape(w: Window, stay_rows: Iterable[tuple[Any, ...]], first_rows: Iterable[tuple[Any, ...]]) -> dict[str, Any]:
-    """SPEC §8 velocity JSON from (key, stage, count, sum, p50, p90) rows."""
+    """The velocity JSON (docs/contract.md) from (key, stage, count, sum, p50, p90) rows."""
     stays: dict[Any, dict[str, dict[str, float | int | None]]] = {}
     firsts: dict[Any, dict[str, dict[str, float | int | None]]] = {}
     for target, rows in ((stays, stay_rows), (firsts, first_rows)):

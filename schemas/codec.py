@@ -3,8 +3,8 @@
 A stored event's state is the canonical JSON (orjson, sorted keys) of its
 CloudEvents 1.0 envelope. `hash` is the SHA-256 of the envelope without it, and
 the envelope includes `prevhash`, so every event's hash covers its content and
-its predecessor's hash. Names, e-mails and phones travel sealed (AES-GCM with the
-lead's key) in `data.personal`; the hash covers the sealed form, so erasing the
+its predecessor's hash. Names, e-mails, phones and company names travel sealed (AES-GCM
+with the lead's key) in `data.personal` (a capture, and a re-capture touch); the hash covers the sealed form, so erasing the
 key never breaks the chain.
 """
 
@@ -139,13 +139,38 @@ def _wire(value: Any) -> Any:
     return value.value if isinstance(value, Enum) else value
 
 
+_PERSONAL_CACHE: dict[type, tuple[str, ...]] = {}
+
+
+def personal_fields(cls: type) -> tuple[str, ...]:
+    """The personal fields an event class carries (sealed together in `data.personal`)."""
+    names = _PERSONAL_CACHE.get(cls)
+    if names is None:
+        payload = _payload_fields(cls)
+        names = tuple(f for f in PERSONAL_FIELDS if f in payload)
+        _PERSONAL_CACHE[cls] = names
+    return names
+
+
+def _personal_of(name: str) -> tuple[str, ...]:
+    cls = EVENT_CLASSES.get(name)
+    return personal_fields(cls) if cls is not None else ()
+
+
+def needs_data_key(event: LeadEvent) -> bool:
+    """Whether encoding the event seals something (then `encode` needs the lead's data key)."""
+    return any(getattr(event, f) is not None for f in personal_fields(type(event)))
+
+
 def event_data(event: LeadEvent, data_key: bytes | None) -> dict[str, Any]:
     """The envelope `data` of a domain event (personal fields sealed)."""
     data = {name: _wire(getattr(event, name)) for name in _payload_fields(type(event))}
     if isinstance(event, LeadCaptured):
         data["from_stage"] = None
         data["to_stage"] = Stage.CAPTURED.value
-        personal = {f: data.pop(f) for f in PERSONAL_FIELDS}
+    sealed_fields = personal_fields(type(event))
+    if sealed_fields:
+        personal = {f: data.pop(f) for f in sealed_fields}
         if any(v is not None for v in personal.values()):
             if data_key is None:
                 raise ValueError(f"lead {event.originator_id}: personal data needs a data key")
@@ -236,17 +261,23 @@ def to_record(lead_id: UUID, version: int, state: bytes) -> EventRecord:
 
 
 def open_personal(record: EventRecord, data_key: bytes | None) -> dict[str, Any]:
-    """`data` with personal fields in clear, or marked erased when the key is gone."""
+    """`data` with personal fields in clear, or marked erased when the key is gone.
+
+    A LeadCaptured v1 kept `company` in clear beside the sealed e-mail, name and phone; it
+    reads the same way (and as erased once the key is gone)."""
+    fields = _personal_of(record.name)
     data = dict(record.data)
     sealed = data.pop("personal", None)
     if sealed is None:
-        for f in PERSONAL_FIELDS:
+        for f in fields:
             data.setdefault(f, None)
         return data
     if data_key is None:
-        data.update({f: ERASED for f in PERSONAL_FIELDS})
+        data.update({f: ERASED for f in fields})
         return data
     data.update(orjson.loads(unseal(record.lead_id, data_key, sealed)))
+    for f in fields:
+        data.setdefault(f, None)
     return data
 
 
@@ -255,9 +286,10 @@ def to_domain(record: EventRecord, data_key: bytes | None) -> LeadEvent:
     cls = EVENT_CLASSES.get(record.name)
     if cls is None:
         raise CorruptEvent(f"lead {record.lead_id} version {record.version}: unknown {record.name}")
-    data = open_personal(record, data_key) if cls is LeadCaptured else record.data
-    if cls is LeadCaptured and data_key is None:
-        data = {k: (None if v == ERASED else v) for k, v in data.items()}
+    sealed = personal_fields(cls)
+    data = open_personal(record, data_key) if sealed else record.data
+    if sealed and data_key is None:
+        data = {k: (None if k in sealed and v == ERASED else v) for k, v in data.items()}
     kwargs: dict[str, Any] = {}
     for name in _payload_fields(cls):
         value = data.get(name)
@@ -285,7 +317,7 @@ def to_domain(record: EventRecord, data_key: bytes | None) -> LeadEvent:
 def public_envelope(record: EventRecord, key_lookup: Callable[[UUID], bytes | None]) -> dict[str, Any]:
     """The CloudEvents envelope as users see it: personal data opened or marked erased."""
     envelope = dict(record.envelope)
-    if record.name == "LeadCaptured":
+    if _personal_of(record.name):
         envelope["data"] = open_personal(record, key_lookup(record.lead_id))
     return envelope
 
@@ -316,3 +348,99 @@ def check_row(lead_id: UUID, version: int, state: bytes, expected_prev: str) -> 
     if envelope.get("prevhash") != expected_prev:
         return stated, "its previous-hash link does not match the event before it (dropped, inserted or reordered)"
     return stated, None
+
+
+# ---------------------------------------------------------------- checked reads
+#
+# Every reader of stored events (history, export, the replay, the runner's sources, the relay,
+# the Kafka source) checks each event as it reads it: `checked_envelope` (its own hash and row),
+# then `check_link` against the lead's previous event, so a broken chain is never presented as
+# if it were whole. `verify` (lifecycle.audit) is the exhaustive audit of the same properties.
+
+
+def lead_text(lead: UUID | str) -> str:
+    """A lead id as users see it (the canonical UUID text), from a UUID or 32 hex digits."""
+    if isinstance(lead, UUID):
+        return str(lead)
+    try:
+        return str(UUID(lead))
+    except ValueError:
+        return lead
+
+
+def corrupt_event(lead: UUID | str, version: int, reason: str, where: str = "") -> CorruptEvent:
+    """The error a reader raises: `lead L version V (where): reason`."""
+    return CorruptEvent(f"lead {lead_text(lead)} version {version}{f' ({where})' if where else ''}: {reason}")
+
+
+def checked_envelope(lead: UUID | str, version: int, state: bytes, where: str = "") -> dict[str, Any]:
+    """A stored event's envelope, checked: it is a JSON object, its `hash` is the SHA-256 of the
+    rest of it, and it names the lead (a UUID or 32 hex digits) and version of its row; its
+    `prevhash` is a string, for the caller's `check_link`. Raises CorruptEvent naming the lead,
+    the version and `where` (e.g. "notification 17"). (`hash` comes last in the dict; the
+    canonical order is `checked_record`'s.)"""
+    envelope, stated = checked_body(lead, version, state, where)
+    envelope["hash"] = stated
+    return envelope
+
+
+def checked_body(lead: UUID | str, version: int, state: bytes, where: str = "") -> tuple[dict[str, Any], str]:
+    """`checked_envelope` without its `hash`, and the hash (the readers' hot path)."""
+    try:
+        envelope = orjson.loads(state)
+    except orjson.JSONDecodeError as exc:
+        raise corrupt_event(lead, version, f"the stored event is not JSON ({exc})", where) from None
+    if not isinstance(envelope, dict):
+        raise corrupt_event(lead, version, "the stored event is not a JSON object", where)
+    stated = envelope.pop("hash", None)
+    if not isinstance(stated, str):
+        raise corrupt_event(lead, version, "the event has no hash", where)
+    # stored bytes are canonical, so the parsed keys are already sorted: serialized as they come
+    # first (cheaper), sorted only when that does not match
+    if (hashlib.sha256(orjson.dumps(envelope)).hexdigest() != stated
+            and hashlib.sha256(canonical(envelope)).hexdigest() != stated):
+        raise corrupt_event(lead, version, "its content does not match its hash (edited)", where)
+    subject = envelope.get("subject")
+    expected = lead.hex if isinstance(lead, UUID) else lead if len(lead) == 32 else lead.replace("-", "").lower()
+    if not isinstance(subject, str) or subject.replace("-", "") != expected:
+        raise corrupt_event(lead, version, f"it names lead {subject} but is stored under another (moved)", where)
+    sequence = envelope.get("sequence")
+    if sequence != version or type(sequence) is not int:
+        raise corrupt_event(lead, version, f"it says version {sequence} but is stored as {version} (reordered)",
+                            where)
+    if not isinstance(envelope.get("prevhash"), str):
+        raise corrupt_event(lead, version, "the event has no previous-hash link", where)
+    return envelope, stated
+
+
+def check_link(lead: UUID | str, version: int, prev: str, last_version: int, last_hash: str,
+               where: str = "") -> None:
+    """That an event follows its lead's previous one, `last_version` with hash `last_hash`
+    (0 and GENESIS before the first): version `last_version + 1`, `prev` = `last_hash`."""
+    if version == last_version + 1 and prev == last_hash:
+        return
+    if version > last_version + 1:
+        raise corrupt_event(lead, last_version + 1, f"missing: the lead's events go from version {last_version} "
+                                                    f"to {version} (dropped)", where)
+    if version <= last_version:
+        raise corrupt_event(lead, version, f"out of order: it comes after version {last_version}", where)
+    if last_version == 0:
+        raise corrupt_event(lead, version, "it is the lead's first event but links to an event before it "
+                                           "(inserted)", where)
+    raise corrupt_event(lead, version, f"its previous-hash link does not match version {last_version} (an "
+                                       "event before it was edited and re-hashed, dropped or inserted)", where)
+
+
+def checked_record(lead_id: UUID, version: int, state: bytes, where: str = "") -> EventRecord:
+    """`to_record` of a row whose hash and row are checked (`checked_envelope`); the link to the
+    lead's previous event is the caller's (`check_link` with `record.envelope["prevhash"]`)."""
+    body, stated = checked_body(lead_id, version, state, where)
+    envelope = dict(sorted([*body.items(), ("hash", stated)]))  # the canonical order, as stored
+    try:
+        name, schema_version, data = read_data(envelope)
+        return EventRecord(lead_id=lead_id, version=version, name=name, schema_version=schema_version,
+                           event_id=envelope["id"], occurred_at=parse_time(envelope["time"]),
+                           recorded_at=parse_time(envelope["recordedat"]), actor=envelope["actor"], data=data,
+                           envelope=envelope)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise corrupt_event(lead_id, version, f"undecodable event: {exc}", where) from exc

@@ -17,7 +17,7 @@ import orjson
 
 from lifecycle.domain.events import EVENT_CLASSES
 from lifecycle.domain.stages import STAGE_EVENTS
-from schemas.codec import CorruptEvent, EventRecord, format_time, read_data
+from schemas.codec import CorruptEvent, EventRecord, checked_body, corrupt_event, format_time, read_data
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 SECOND = 1_000_000
@@ -38,6 +38,7 @@ class Fact(NamedTuple):
     campaign: str | None = None
     owner: str | None = None  # LeadAssigned / LeadContacted / a stage event with an owner (LeadAcceptedBySales)
     value: float | None = None  # LeadScored total, a stage event's amount (LeadWon)
+    currency: str | None = None  # the amount's ISO 4217 code (LeadWon)
 
 
 # ---------------------------------------------------------------- time
@@ -72,24 +73,24 @@ def fact_from_data(name: str, version: int, occurred: int, recorded: int, data: 
     """The Fact of an event given its (current-version) envelope `data`."""
     kind = _KINDS.get(name, _OTHER)
     if kind == _STAGE:
-        return _new(Fact, (occurred, version, name, recorded, data.get("to_stage"), None, None, None, None))
+        return _new(Fact, (occurred, version, name, recorded, data.get("to_stage"), None, None, None, None, None))
     if kind == _TOUCH:
         return _new(Fact, (occurred, version, name, recorded, data.get("to_stage"), data.get("channel"),
-                           data.get("campaign"), None, None))
+                           data.get("campaign"), None, None, None))
     if kind == _SCORE:
         total = data.get("total")
         return _new(Fact, (occurred, version, name, recorded, None, None, None, None,
-                           None if total is None else float(total)))
+                           None if total is None else float(total), None))
     if kind == _OWNER:
-        return _new(Fact, (occurred, version, name, recorded, None, None, None, data.get("owner"), None))
+        return _new(Fact, (occurred, version, name, recorded, None, None, None, data.get("owner"), None, None))
     if kind == _STAGE_OWNER:
         return _new(Fact, (occurred, version, name, recorded, data.get("to_stage"), None, None, data.get("owner"),
-                           None))
+                           None, None))
     if kind == _STAGE_AMOUNT:
         amount = data.get("amount")
         return _new(Fact, (occurred, version, name, recorded, data.get("to_stage"), None, None, None,
-                           None if amount is None else float(amount)))
-    return _new(Fact, (occurred, version, name, recorded, None, None, None, None, None))
+                           None if amount is None else float(amount), data.get("currency")))
+    return _new(Fact, (occurred, version, name, recorded, None, None, None, None, None, None))
 
 
 def _stage_kind(name: str) -> int:
@@ -101,7 +102,7 @@ def _stage_kind(name: str) -> int:
 _OTHER, _TOUCH, _SCORE, _OWNER, _STAGE, _STAGE_OWNER, _STAGE_AMOUNT = range(7)
 _KINDS = {**{n: _stage_kind(n) for n in STAGE_EVENTS}, "LeadTouched": _TOUCH, "LeadCaptured": _TOUCH,
           "LeadScored": _SCORE, "LeadAssigned": _OWNER, "LeadContacted": _OWNER}
-_new = tuple.__new__  # a Fact from its nine fields, without the keyword handling of Fact(...)
+_new = tuple.__new__  # a Fact from its ten fields, without the keyword handling of Fact(...)
 
 
 def decode_state(version: int, state: bytes) -> Fact:
@@ -112,6 +113,19 @@ def decode_state(version: int, state: bytes) -> Fact:
         return fact_from_data(name, version, parse_us(envelope["time"]), parse_us(envelope["recordedat"]), data)
     except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
         raise CorruptEvent(f"version {version}: undecodable event: {exc}") from exc
+
+
+def decode_checked(lead: str, version: int, state: bytes, where: str = "") -> tuple[Fact, str, str]:
+    """The lean path as the readers take it: a stored row (lead id as 32 hex digits) → (its Fact,
+    its hash, its prevhash), its hash and row checked (`schemas.codec.checked_envelope`; the link
+    to the lead's previous event is the caller's). CorruptEvent names the lead, version and `where`."""
+    envelope, digest = checked_body(lead, version, state, where)
+    try:
+        name, _, data = read_data(envelope)
+        fact = fact_from_data(name, version, parse_us(envelope["time"]), parse_us(envelope["recordedat"]), data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise corrupt_event(lead, version, f"undecodable event: {exc}", where) from exc
+    return fact, digest, envelope["prevhash"]
 
 
 def from_record(record: EventRecord) -> Fact:

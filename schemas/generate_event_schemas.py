@@ -22,8 +22,7 @@ from typing import Any
 
 from lifecycle.domain.events import EVENT_CLASSES, LeadCaptured, LeadEvent, StageChanged
 from lifecycle.domain.stages import BANT_FIELDS, RULE_OF_EVENT, Stage
-from schemas.codec import GENESIS, SOURCE, event_type
-from schemas.sealing import PERSONAL_FIELDS
+from schemas.codec import GENESIS, SOURCE, event_type, personal_fields
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 ID_BASE = "https://leadledger.dev/schemas/"
@@ -53,8 +52,8 @@ def _percent(description: str) -> dict[str, Any]:
 FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
     "channel": _text("source channel, e.g. webinar, paid_search"),
     "campaign": _text("campaign within the channel"),
-    "company": _text("the lead's company (not personal data)"),
-    "consent": {"type": "boolean", "description": "marketing consent given at capture; null: not asked"},
+    "company": _text("the lead's company (personal data: sealed in `personal` since LeadCaptured v2)"),
+    "consent": {"type": "boolean", "description": "marketing consent stated by the (re-)capture; null: not asked"},
     "kind": _text("kind of engagement, e.g. page_view; `recapture` for a known person's new capture"),
     "owner": _text("the sales owner"),
     "rule": _text("the routing rule that chose the owner"),
@@ -122,22 +121,23 @@ def _stage_fields(cls: type[LeadEvent]) -> dict[str, dict[str, Any]] | None:
 def data_schema(cls: type[LeadEvent]) -> dict[str, Any]:
     """The envelope's `data`: exactly the fields `codec.event_data` writes for `cls`."""
     hints = payload_hints(cls)
+    sealed = personal_fields(cls)
     properties: dict[str, dict[str, Any]] = dict(_stage_fields(cls) or {})
     for name, hint in hints.items():
-        if name in ("from_stage", "to_stage") or (cls is LeadCaptured and name in PERSONAL_FIELDS):
+        if name in ("from_stage", "to_stage") or name in sealed:
             continue
         if name not in FIELD_SCHEMAS:
             raise KeyError(f"{cls.__name__}.{name}: add its constraints to FIELD_SCHEMAS")
         base = FIELD_SCHEMAS[name]
         properties[name] = _or_null(base) if _nullable(hint) else dict(base)
-    if cls is LeadCaptured:
+    if sealed:
         properties["personal"] = {
             "type": ["string", "null"],
             "contentEncoding": "base64",
             "minLength": SEALED_MIN_LENGTH,
             "pattern": BASE64_PATTERN,
             "description": (
-                f"AES-256-GCM (nonce, ciphertext, tag) of the canonical JSON of {{{', '.join(PERSONAL_FIELDS)}}} "
+                f"AES-256-GCM (nonce, ciphertext, tag) of the canonical JSON of {{{', '.join(sealed)}}} "
                 "under the lead's data key, base64; null when none was given; unreadable once erased"
             ),
         }

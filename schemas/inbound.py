@@ -1,20 +1,23 @@
-"""Inbound messages (SPEC §7): bytes -> validated command, or BadMessage with the reason."""
+"""Inbound messages (docs/contract.md): bytes -> validated command, or BadMessage with the reason."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import fastjsonschema
 import orjson
+from email_validator import EmailNotValidError, validate_email
 
 from lifecycle.domain import commands as cmd
-from schemas.codec import parse_time
+from schemas.codec import canonical, parse_time
 
 MAX_MESSAGE_BYTES = 64 * 1024
 #: sane bounds for upstream times (a lead from year 1 is a broken clock, not a lead)
@@ -22,6 +25,47 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(2200, 1, 1, tzinfo=UTC)
 TYPE_PREFIX = "leadledger.inbound."
 KINDS = ("capture", "touch", "score", "assign", "contact", "transition", "consent")
+
+
+class InvalidEmail(ValueError):
+    """Not an e-mail address; the message says what is wrong with it."""
+
+
+@lru_cache(maxsize=100_000)
+def normalize_email(email: str) -> str:
+    """The identity of an e-mail address: the validator's normalized address, lower-cased.
+
+    Compatibility forms are folded first (NFKC: full-width letters, the Kelvin sign), and a
+    trailing dot on the domain (the DNS root) is dropped; the domain is read in Unicode
+    whether it came as Unicode or punycode. Syntax only: no DNS (`check_deliverability=False`).
+    Raises InvalidEmail naming the problem (a zero-width space, no domain, ...)."""
+    text = unicodedata.normalize("NFKC", email).strip()
+    local, at, domain = text.rpartition("@")
+    if at and domain.endswith(".") and not domain.endswith(".."):
+        text = f"{local}@{domain[:-1]}"
+    try:
+        valid = validate_email(text, check_deliverability=False, test_environment=True)
+    except EmailNotValidError as exc:
+        raise InvalidEmail(f"{email!r} is not a valid e-mail address: {exc}") from None
+    return valid.normalized.lower()
+
+
+#: hex digits of a message digest kept (128 bits of SHA-256: ample to tell contents apart, half the bytes)
+DIGEST_HEX = 32
+
+
+def message_digest(message: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON (sorted keys) of a parsed message (its first 128 bits, hex):
+    what an idempotency key is remembered with, so a key reused with other content is told from
+    a repeat."""
+    return hashlib.sha256(canonical(message)).hexdigest()[:DIGEST_HEX]
+
+
+class Decoded(NamedTuple):
+    """A valid message: its command and the digest of its content."""
+
+    command: cmd.LeadCommand
+    digest: str
 
 
 class BadMessage(ValueError):
@@ -103,6 +147,7 @@ def to_command(kind: str, message: dict[str, Any], now: datetime | None = None) 
         at = now or datetime.now(UTC)
     common: dict[str, Any] = {"occurred_at": at, "actor": actor, "message_key": key}
     if kind == "capture":
+        _check_email(data["email"])
         return cmd.Capture(
             **common,
             email=data["email"],
@@ -145,10 +190,24 @@ def _lead_ref(message: dict[str, Any]) -> cmd.LeadRef:
         return cmd.LeadRef(lead_id=UUID(subject))
     email = message["data"].get("email")
     if email:
+        _check_email(email)
         return cmd.LeadRef(email=email)
     raise BadMessage("no lead addressed: set the envelope's subject (lead id) or data.email")
+
+
+def _check_email(email: str) -> None:
+    try:
+        normalize_email(email)
+    except InvalidEmail as exc:
+        raise BadMessage(f"data.email: {exc}") from None
 
 
 def decode(raw: bytes, now: datetime | None = None) -> cmd.LeadCommand:
     kind, message = parse(raw)
     return to_command(kind, message, now)
+
+
+def decode_message(raw: bytes, now: datetime | None = None) -> Decoded:
+    """The command of a valid message and the digest of its content; BadMessage otherwise."""
+    kind, message = parse(raw)
+    return Decoded(to_command(kind, message, now), message_digest(message))

@@ -1,7 +1,7 @@
 """Sealed personal fields: AES-256-GCM with the lead's data key and the lead id as associated data.
 
-The codec seals names, e-mails and phones with these before an event reaches the store or
-Kafka; `lifecycle.privacy` holds the keys (derivation, wrapping, crypto-shredding).
+The codec seals names, e-mails, phones and company names (a one-person company names a person)
+with these before an event reaches the store or Kafka; `lifecycle.privacy` holds the keys (derivation, wrapping, crypto-shredding).
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ from uuid import UUID
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-#: the fields of an event's data that are personal data, sealed in `data.personal`
-PERSONAL_FIELDS = ("email", "name", "phone")
+#: the fields of an event's data that are personal data, sealed in `data.personal` (an event
+#: seals those of them it has: a capture all four, a re-capture touch all but the e-mail). Events
+#: written before v2 of LeadCaptured kept `company` in clear (the codec still reads it).
+PERSONAL_FIELDS = ("company", "email", "name", "phone")
 #: what a sealed field reads as once its lead's data key is destroyed
 ERASED = "[erased]"
 NONCE_LEN = 12

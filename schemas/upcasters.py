@@ -42,3 +42,17 @@ def upcast(name: str, version: int, data: dict[str, Any]) -> dict[str, Any]:
         data = step(data)
         version += 1
     return data
+
+
+@upcaster("LeadCaptured", 1)
+def _captured_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 kept `company` in clear beside the sealed e-mail, name and phone; v2 seals it too.
+    The clear value stays where it was (the stored bytes are never rewritten) and the codec
+    reads it as the company (`codec.open_personal`)."""
+    return data
+
+
+@upcaster("LeadTouched", 1)
+def _touched_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """v2 adds what a re-capture said about the person: consent and the sealed statement."""
+    return {**data, "consent": None, "personal": None}

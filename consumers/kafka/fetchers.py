@@ -30,9 +30,9 @@ from projections.engine.forked import (
     wait,
 )
 from schemas.codec import CorruptEvent, subject_and_sequence
-from schemas.facts import decode_state
+from schemas.facts import decode_checked
 
-#: what a fetcher hands back, per partition: (epoch, [(offset, lead id hex, *Fact fields), ...])
+#: what a fetcher hands back, per partition: (epoch, [(offset, lead id hex, *Fact fields, hash, prevhash), ...])
 Batches = dict[int, tuple[int, list[tuple[Any, ...]]]]
 #: partition -> (epoch, first offset to read or None = the beginning)
 Positions = Mapping[int, tuple[int, int | None]]
@@ -115,12 +115,14 @@ class FetchCore:
                 continue
             rows = []
             for record in records:
+                where = f"{self.topic} partition {p} offset {record.offset}"
                 try:
                     lead, version, state = _decode(record)
-                    fact = decode_state(version, state)
                 except (CorruptEvent, ValueError, KeyError, TypeError) as exc:
-                    raise CorruptEvent(f"{self.topic} partition {p} offset {record.offset}: {exc}") from exc
-                rows.append((record.offset, lead, *fact))
+                    raise CorruptEvent(f"{where}: {exc}") from exc
+                # its hash and row checked here; its link to the lead's previous event by the runner
+                fact, digest, prev = decode_checked(lead, version, state, where)
+                rows.append((record.offset, lead, *fact, digest, prev))
             out[p] = (epoch, rows)
         return out
 
@@ -257,8 +259,10 @@ class ProcessFetcher:
             for helper in self._helpers:
                 helper.check()
             for helper in wait(self._helpers, timeout=timeout_ms / 1000):
-                self._inbox.append(helper.recv())
-                helper.send(("credit",))
+                message = helper.recv()
+                self._inbox.append(message)
+                if message[0] != "error":  # after an error the helper has stopped: nobody to credit
+                    helper.send(("credit",))
         batches: Batches = {}
         highwaters: dict[int, int] = {}
         while self._inbox:

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 from uuid import UUID
 
 import click
 import orjson
 
-from leadledger.bootstrap import bootstrap
+from leadledger.bootstrap import EVENTS_DB, bootstrap
 from lifecycle.application import LeadLedger, Outcome
 from lifecycle.domain import commands as cmd
 from lifecycle.settings import Settings, SettingsError
@@ -33,17 +34,51 @@ class TimeParam(click.ParamType):
             return parse_user_time(str(value))
         except TimeFormatError as exc:
             raise click.BadParameter(str(exc), param_hint=flag) from None
+        except OverflowError:  # a year 1 or 9999 time whose zone moves it out of the calendar
+            raise click.BadParameter(f"{value!r} is out of range: give a time between years 1 and 9999 in UTC",
+                                     param_hint=flag) from None
 
 
 TIME = TimeParam()
 
 
+#: the commands that only read the store: in a folder without one they refuse instead of creating it
+READ_ONLY = frozenset({"funnel", "velocity", "attribution", "speed", "leads", "report", "history", "verify",
+                       "export", "status", "serve", "replay", "project", "relay"})
+
+_UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.IGNORECASE)
+
+
 def emit_json(obj: Any) -> None:
     sys.stdout.buffer.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2) + b"\n")
     sys.stdout.flush()
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.meta["leadledger.json_emitted"] = True
 
 
-def fail(message: str, code: int = 1) -> None:
+def wants_json() -> bool:
+    """Whether the running command was given --json and has printed no JSON yet."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or ctx.meta.get("leadledger.json_emitted"):
+        return False
+    while ctx is not None:
+        if ctx.params.get("as_json"):
+            return True
+        ctx = ctx.parent
+    return False
+
+
+def error_json(message: str, lead_id: str | None = None) -> dict[str, Any]:
+    """The JSON a failed command prints on stdout under --json: the error, and the lead it names."""
+    named = lead_id or next(iter(_UUID.findall(message)), None)
+    return {"error": message, **({"lead_id": named.lower()} if named else {})}
+
+
+def fail(message: str, code: int = 1, *, lead_id: str | None = None) -> NoReturn:
+    """One line on stderr (and, under --json, `{"error": ...}` on stdout), then exit `code`."""
+    if wants_json():
+        emit_json(error_json(message, lead_id))
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
 
@@ -51,18 +86,35 @@ def fail(message: str, code: int = 1) -> None:
 class Context:
     """Lazily bootstrapped application, shared by the commands of one invocation."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, command: str | None = None) -> None:
         self.settings = settings
+        self.read_only = command in READ_ONLY
         self._app: LeadLedger | None = None
+
+    def check_store(self) -> Settings:
+        """The settings, once the embedded home is usable: a read-only command refuses a folder
+        without a store (instead of creating one, with a new secret); a home that is a file is
+        named as such before SQLite says "unable to open database file"."""
+        if self.settings.postgres_dsn:
+            return self.settings
+        home = self.settings.home
+        try:
+            if home.exists() and not home.is_dir():
+                fail(f"LEADLEDGER_HOME {home} is a file, not a folder; set LEADLEDGER_HOME (or --home) to a folder", 2)
+            if self.read_only and not (home / EVENTS_DB).exists():
+                fail(f"no store at {home.absolute()}; set LEADLEDGER_HOME or --home to the folder that holds "
+                     f"{EVENTS_DB} (write commands such as capture, ingest and simulate create one)", 2)
+        except PermissionError:
+            pass  # the error boundary names the folder that may not be entered
+        return self.settings
 
     @property
     def app(self) -> LeadLedger:
         if self._app is None:
             try:
-                self._app = bootstrap(self.settings)
+                self._app = bootstrap(self.check_store())
             except SettingsError as exc:
                 fail(str(exc), 2)
-        assert self._app is not None
         return self._app
 
     def close(self) -> None:
@@ -91,9 +143,13 @@ def at_option(func: F) -> F:
     return click.option("--at", "at", type=TIME, help="When it happened (RFC 3339 or date; default now).")(func)
 
 
-def report(ctx: Context, outcome: Outcome, as_json: bool) -> None:
+def report(ctx: Context, outcome: Outcome, as_json: bool, lead: cmd.LeadRef | None = None) -> None:
     if as_json:
-        emit_json(outcome.as_json())
+        body = outcome.as_json()
+        if body.get("lead_id") is None and outcome.status == "refused":
+            named = str(lead.lead_id) if lead is not None and lead.lead_id else None
+            body["lead_id"] = error_json(outcome.error or "", named).get("lead_id")
+        emit_json(body)
     if outcome.status == "refused":
         fail(outcome.error or "refused")
     if not as_json:

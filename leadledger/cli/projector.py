@@ -39,7 +39,7 @@ log = logging.getLogger("leadledger.project")
 
 def _runner(ctx: Context) -> tuple[Any, Any, Any]:
     try:
-        store = open_store(ctx.settings)
+        store = open_store(ctx.check_store())
         db = open_read_models(ctx.settings)
     except SettingsError as exc:
         fail(str(exc), 2)
@@ -55,7 +55,8 @@ def _runner(ctx: Context) -> tuple[Any, Any, Any]:
 
 
 @click.command()
-@click.option("--batch-size", type=click.IntRange(1, 1_000_000), default=5000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 1_000_000), default=5000, show_default=True,
+              help="Events folded per transaction.")
 @click.option("--poll-interval", type=click.FloatRange(0.01, 3600), default=1.0, show_default=True,
               help="Seconds to wait when caught up.")
 @click.option("--log-every", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True,

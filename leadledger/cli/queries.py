@@ -9,14 +9,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from rich.table import Table
+from rich.text import Text
 
+from leadledger.answers import leads_answer, window_answer
 from leadledger.bootstrap import open_analytics
 from leadledger.cli.common import TIME, Context, emit_json, fail, json_option, pass_ctx
-from leadledger.cli.tables import console
+from leadledger.cli.tables import literal, literal_table, show
 from lifecycle.domain.stages import FUNNEL_ORDER
 from lifecycle.settings import SettingsError
 from projections.query import CONVERSIONS, MODELS, MODES, Query, QueryError
+from projections.report.charts import fmt_duration, fmt_percent
 from projections.report.html import render_report
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,7 +31,7 @@ WINDOW_HELP = (
 
 def _analytics(ctx: Context) -> Any:
     try:
-        analytics = open_analytics(ctx.settings)
+        analytics = open_analytics(ctx.check_store())
     except SettingsError as exc:
         fail(str(exc), 2)
     click.get_current_context().call_on_close(analytics.close)
@@ -39,7 +41,9 @@ def _analytics(ctx: Context) -> Any:
 def window_options(bys: tuple[str, ...]) -> Callable[[F], F]:
     def decorate(func: F) -> F:
         options = [
-            click.option("--by", type=click.Choice(bys), help="Group by this (default: no grouping, key null)."),
+            click.option("--by", type=click.Choice(bys),
+                         help="Group by this (default: no grouping, key null). Channel and campaign keys are "
+                              "trimmed and lower-case: they are normalized at capture and on touches."),
             click.option("--from", "from_", type=TIME, help="Window start, inclusive (date = 00:00 UTC)."),
             click.option("--to", "to", type=TIME, help="Window end, exclusive."),
             click.option("--mode", type=click.Choice(MODES), default="cohort", show_default=True, help=WINDOW_HELP),
@@ -54,12 +58,12 @@ def window_options(bys: tuple[str, ...]) -> Callable[[F], F]:
     return decorate
 
 
-def _answer(ask: Callable[[], dict[str, Any]], as_json: bool, render: Callable[[dict[str, Any]], None]) -> None:
+def _answer(ask: Callable[[], dict[str, Any]], as_json: bool, render: Callable[[dict[str, Any]], None],
+            shape: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
     try:
-        result = ask()
+        result = shape(ask())
     except QueryError as exc:
         fail(str(exc), 2)
-        return
     if as_json:
         emit_json(result)
     else:
@@ -69,100 +73,129 @@ def _answer(ask: Callable[[], dict[str, Any]], as_json: bool, render: Callable[[
 # ---------------------------------------------------------------- rendering
 
 
-def _fmt_s(value: float | None) -> str:
+def _when(value: str | None, empty: str) -> str:
+    """An answer's time for a title: the date alone at midnight, else to the second."""
     if value is None:
-        return "-"
-    if value < 120:
-        return f"{value:.0f}s"
-    if value < 7200:
-        return f"{value / 60:.1f}m"
-    if value < 172800:
-        return f"{value / 3600:.1f}h"
-    return f"{value / 86400:.1f}d"
+        return empty
+    if value.endswith("T00:00:00.000000Z"):
+        return value[:10]
+    return value[:19].replace("T", " ") + ("Z" if value.endswith("Z") else "")
 
 
-def _title(result: dict[str, Any], what: str) -> str:
+def _title(result: dict[str, Any], what: str) -> Text:
+    """What the table shows and the window it covers; every value literal."""
     parts = [what]
     if result.get("mode"):
         parts.append(f"mode {result['mode']}")
     if result.get("from") or result.get("to"):
-        parts.append(f"[{result.get('from') or '-inf'}, {result.get('to') or '+inf'})")
-    parts.append(f"as of {result['as_of'] or 'now'}")
-    return ", ".join(parts)
+        parts.append(f"[{_when(result.get('from'), '-inf')}, {_when(result.get('to'), '+inf')})")
+    parts.append(f"as of {_when(result['as_of'], 'now')}")
+    if result.get("known_at"):
+        parts.append(f"known at {_when(result['known_at'], '')}")
+    return literal(", ".join(parts))
+
+
+def _key(group: dict[str, Any]) -> Text:
+    return literal("all" if group["key"] is None else group["key"])
 
 
 def _print(table: Any) -> None:
-    console().print(table)
+    show(table)
 
 
 def render_funnel(result: dict[str, Any]) -> None:
-    table = Table(title=_title(result, "funnel (distinct leads)"), title_justify="left")
-    table.add_column(result["by"] or "")
+    table = literal_table(_title(result, "funnel (distinct leads)"))
+    table.add_column(literal(result["by"] or ""))
     for s in FUNNEL_ORDER:
         table.add_column(s.value, justify="right")
     table.add_column("captured->won", justify="right")
     for g in result["groups"]:
         stages = g["stages"]
         overall = stages["won"] / stages["captured"] if stages["captured"] else None
-        table.add_row(g["key"] or "all", *(str(stages[s.value]) for s in FUNNEL_ORDER),
-                      "-" if overall is None else f"{overall:.1%}")
+        table.add_row(_key(g), *(literal(stages[s.value]) for s in FUNNEL_ORDER),
+                      literal(fmt_percent(overall)))
     _print(table)
-    conv = Table(title="conversion along the main path", title_justify="left")
-    conv.add_column(result["by"] or "")
+    what = ("conversion along the main path" if result.get("mode") != "period"
+            else "period ratios: entered b / entered a (not the same leads)")
+    conv = literal_table(literal(what))
+    conv.add_column(literal(result["by"] or ""))
     names = ["captured->mql", "mql->sal", "sal->sql", "sql->won"]
     for n in names:
         conv.add_column(n, justify="right")
     for g in result["groups"]:
-        conv.add_row(g["key"] or "all", *("-" if g["conversion"][n] is None else f"{g['conversion'][n]:.1%}"
-                                          for n in names))
+        conv.add_row(_key(g), *(literal(fmt_percent(g["conversion"][n])) for n in names))
     _print(conv)
 
 
 def render_velocity(result: dict[str, Any]) -> None:
     for g in result["groups"]:
         label = f" — {result['by']} {g['key']}" if result["by"] else ""
-        table = Table(title=_title(result, f"velocity{label}"), title_justify="left")
+        table = literal_table(_title(result, f"velocity{label}"))
         for col in ("", "stage", "count", "mean", "p50", "p90"):
             table.add_column(col, justify="left" if col in ("", "stage") else "right")
         for kind in ("time_in_stage", "time_to_stage"):
             for stage, st in g[kind].items():
-                table.add_row(kind.replace("_", " "), stage, str(st["count"]), _fmt_s(st["mean_s"]),
-                              _fmt_s(st["p50_s"]), _fmt_s(st["p90_s"]))
+                table.add_row(kind.replace("_", " "), literal(stage), literal(st["count"]),
+                              literal(fmt_duration(st["mean_s"])), literal(fmt_duration(st["p50_s"])),
+                              literal(fmt_duration(st["p90_s"])))
         _print(table)
+
+
+def _amounts(amounts: dict[str, float] | None) -> str:
+    """Amounts in their own currencies, side by side (never added): `USD 1,234.50 · SGD 99.00`."""
+    return " · ".join(f"{currency} {amount:,.2f}" for currency, amount in (amounts or {}).items()) or "-"
 
 
 def render_attribution(result: dict[str, Any]) -> None:
     title = _title(result, f"attribution of {result['conversion']} conversions, model {result['model']}")
-    table = Table(title=title, title_justify="left")
-    table.add_column(result["by"] or "")
+    table = literal_table(title)
+    table.add_column(literal(result["by"] or ""))
     table.add_column("conversions", justify="right")
-    table.add_column("revenue", justify="right")
+    currency = result.get("currency") or ""
+    table.add_column(literal(f"revenue ({currency})" if currency else "revenue"), justify="right")
+    # amounts with no rate on their won date: per currency, never part of the revenue column
+    unconverted = any(g.get("unconverted") for g in result["groups"])
+    if unconverted:
+        table.add_column("not converted (no rate)", justify="right")
     for g in result["groups"]:
         revenue = "-" if g["revenue"] is None else f"{g['revenue']:,.2f}"
-        table.add_row(g["key"] or "all", f"{g['conversions']:.2f}", revenue)
+        cells = [_key(g), literal(f"{g['conversions']:.2f}"), literal(revenue)]
+        if unconverted:
+            cells.append(literal(_amounts(g.get("unconverted"))))
+        table.add_row(*cells)
     _print(table)
 
 
 def render_speed(result: dict[str, Any]) -> None:
-    table = Table(title=_title(result, "speed to lead"), title_justify="left")
+    table = literal_table(_title(result, "speed to lead"))
     for col in (result["by"] or "", "assignments", "contacted", "within 5m", "p50", "p90"):
-        table.add_column(col, justify="left" if col == (result["by"] or "") else "right")
+        table.add_column(literal(col), justify="left" if col == (result["by"] or "") else "right")
     for g in result["groups"]:
-        table.add_row(g["key"] or "all", str(g["assignments"]), str(g["contacted"]), str(g["within_5m"]),
-                      _fmt_s(g["p50_s"]), _fmt_s(g["p90_s"]))
+        table.add_row(_key(g), literal(g["assignments"]), literal(g["contacted"]), literal(g["within_5m"]),
+                      literal(fmt_duration(g["p50_s"])), literal(fmt_duration(g["p90_s"])))
     _print(table)
 
 
-def render_leads(result: dict[str, Any]) -> None:
-    table = Table(title=f"leads, newest first, as of {result['as_of'] or 'now'}", title_justify="left")
-    for col in ("lead", "stage", "owner", "score", "channel", "campaign", "captured (UTC)", "last change (UTC)"):
-        table.add_column(col, overflow="fold")
-    for item in result["leads"]:
-        table.add_row(item["lead_id"], item["stage"] or "-", item["owner"] or "-",
-                      "-" if item["score"] is None else str(item["score"]), item["channel"] or "-",
-                      item["campaign"] or "-", (item["captured_at"] or "")[:19].replace("T", " "),
-                      (item["last_change_at"] or "")[:19].replace("T", " "))
-    _print(table)
+def _leads_renderer(filters: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    def render(result: dict[str, Any]) -> None:
+        when = f"as of {_when(result['as_of'], 'now')}" + (
+            f", known at {_when(result['known_at'], '')}" if result.get("known_at") else "")
+        if not result["leads"]:
+            given = ", ".join(f"{k} {v!r}" for k, v in filters.items() if v is not None)
+            click.echo(f"no leads{' with ' + given if given else ''} {when}")
+            return
+        table = literal_table(f"leads, newest first, {when}")
+        for col in ("lead", "stage", "owner", "score", "channel", "campaign", "captured (UTC)", "last change (UTC)"):
+            table.add_column(col, overflow="fold")
+        for item in result["leads"]:
+            table.add_row(*(literal(v) for v in (
+                item["lead_id"], item["stage"] or "-", item["owner"] or "-",
+                "-" if item["score"] is None else item["score"], item["channel"] or "-", item["campaign"] or "-",
+                (item["captured_at"] or "")[:19].replace("T", " "),
+                (item["last_change_at"] or "")[:19].replace("T", " "))))
+        _print(table)
+
+    return render
 
 
 # ---------------------------------------------------------------- queries
@@ -176,7 +209,7 @@ def funnel(ctx: Context, by: str | None, from_: datetime | None, to: datetime | 
            as_of: datetime | None, known_at: datetime | None, as_json: bool) -> None:
     """Distinct leads that entered each stage, and conversion along captured->mql->sal->sql->won."""
     q = Query(by=by, from_=from_, to=to, mode=mode, as_of=as_of, known_at=known_at)
-    _answer(lambda: _analytics(ctx).funnel(q), as_json, render_funnel)
+    _answer(lambda: _analytics(ctx).funnel(q), as_json, render_funnel, lambda r: window_answer(r, q))
 
 
 @click.command()
@@ -189,7 +222,7 @@ def velocity(ctx: Context, by: str | None, from_: datetime | None, to: datetime 
 
     Each reports count, mean, p50, p90 (exact nearest-rank) in seconds."""
     q = Query(by=by, from_=from_, to=to, mode=mode, as_of=as_of, known_at=known_at)
-    _answer(lambda: _analytics(ctx).velocity(q), as_json, render_velocity)
+    _answer(lambda: _analytics(ctx).velocity(q), as_json, render_velocity, lambda r: window_answer(r, q))
 
 
 @click.command()
@@ -207,10 +240,16 @@ def attribution(ctx: Context, by: str | None, from_: datetime | None, to: dateti
 
     A conversion's touches are the capture and touches after the lead's previous
     entry into that stage; with none, its latest earlier touch. Revenue sums won
-    amounts times credit, whatever their currency."""
+    amounts times credit in the reporting currency (LEADLEDGER_REPORTING_CURRENCY,
+    default EUR), each converted at the rate in effect on its won date (the [fx]
+    table of LEADLEDGER_FX_FILE). An amount whose currency has no rate then is
+    never added in: it is listed per currency as not converted ("unconverted" in
+    --json). Channel and campaign keys are trimmed and lower-case (normalized at
+    capture and on touches)."""
     q = Query(by=by, from_=from_, to=to, mode=mode, as_of=as_of, known_at=known_at, model=model,
               conversion=conversion)
-    _answer(lambda: _analytics(ctx).attribution(q), as_json, render_attribution)
+    _answer(lambda: _analytics(ctx).attribution(q), as_json, render_attribution,
+            lambda r: window_answer(r, q))
 
 
 @click.command()
@@ -224,12 +263,14 @@ def speed(ctx: Context, by: str | None, from_: datetime | None, to: datetime | N
     A reassignment before any contact leaves the earlier assignment uncontacted.
     Use --by owner for the table per sales rep."""
     q = Query(by=by, from_=from_, to=to, mode=mode, as_of=as_of, known_at=known_at)
-    _answer(lambda: _analytics(ctx).speed(q), as_json, render_speed)
+    _answer(lambda: _analytics(ctx).speed(q), as_json, render_speed, lambda r: window_answer(r, q))
 
 
 @click.command(name="leads")
-@click.option("--stage", help="Only leads in this stage.")
-@click.option("--channel", help="Only leads captured on this channel.")
+@click.option("--stage", type=click.Choice([s.value for s in FUNNEL_ORDER], case_sensitive=False),
+              help="Only leads in this stage (any case).")
+@click.option("--channel", help="Only leads captured on this channel (any case: channels are stored "
+                                "trimmed and lower-case).")
 @click.option("--owner", help="Only leads owned by this owner.")
 @click.option("--limit", type=int, default=50, show_default=True, help="At most this many leads.")
 @click.option("--as-of", type=TIME, help="The list as it was at this time.")
@@ -239,8 +280,11 @@ def speed(ctx: Context, by: str | None, from_: datetime | None, to: datetime | N
 def leads_command(ctx: Context, stage: str | None, channel: str | None, owner: str | None, limit: int,
                   as_of: datetime | None, known_at: datetime | None, as_json: bool) -> None:
     """Lead list, newest capture first: stage, owner, latest score, source channel and campaign."""
+    stage = stage.lower() if stage else None
     q = Query(stage=stage, channel=channel, owner=owner, limit=limit, as_of=as_of, known_at=known_at)
-    _answer(lambda: _analytics(ctx).leads(q), as_json, render_leads)
+    _answer(lambda: _analytics(ctx).leads(q), as_json, _leads_renderer({"stage": stage, "channel": channel,
+                                                                         "owner": owner}),
+            lambda r: leads_answer(r, q))
 
 
 @click.command()
@@ -264,7 +308,7 @@ def report(ctx: Context, html_path: Path, from_: datetime | None, to: datetime |
     query = Query(from_=from_, to=to, mode=mode, model=model, conversion=conversion, as_of=as_of,
                   known_at=known_at)
     try:
-        analytics = open_analytics(ctx.settings, auto_refresh=False)  # one refresh: one snapshot
+        analytics = open_analytics(ctx.check_store(), auto_refresh=False)  # one refresh: one snapshot
     except SettingsError as exc:
         fail(str(exc), 2)
     try:

@@ -139,7 +139,7 @@ def relay(ctx: Context, bootstrap: str | None, from_start: bool, once: bool, bat
 def status(ctx: Context, as_json: bool) -> None:
     """Where every role stands: relay vs store head, projector checkpoints vs end offsets (lag),
     embedded projector vs store head, inbound consumer lag, dead-letter count."""
-    settings = ctx.settings
+    settings = ctx.check_store()
     try:
         kafka = KafkaSettings.from_env(bootstrap=settings.kafka_bootstrap) if settings.kafka_bootstrap else None
         store = open_store(settings)
@@ -194,6 +194,7 @@ def _render_status(report: dict[str, Any]) -> None:
 
 
 TOKEN_ENV = "LEADLEDGER_API_TOKEN"
+PERSONAL_DATA_ENV = "LEADLEDGER_API_PERSONAL_DATA"
 
 
 def _is_loopback(host: str) -> bool:
@@ -208,32 +209,47 @@ def _is_loopback(host: str) -> bool:
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; anything but loopback exposes the API to the network.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port to listen on (0: any free one).")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
-              default="info", show_default=True)
+              default="info", show_default=True, help="Server log detail (on stderr).")
 @click.option("--query-threads", type=click.IntRange(1, 64), default=None,
               help="Requests answered in parallel, each thread with its own database connections "
                    "[default: one per CPU core, at most 4].")
+@click.option("--personal-data", is_flag=True, default=None,
+              help=f"Include e-mail, name and phone in /leads/{{id}}/history (default: they read [sealed]); "
+                   f"needs {TOKEN_ENV} [env {PERSONAL_DATA_ENV}=1].")
 @pass_ctx
-def serve(ctx: Context, host: str, port: int, log_level: str, query_threads: int | None) -> None:
+def serve(ctx: Context, host: str, port: int, log_level: str, query_threads: int | None,
+          personal_data: bool | None) -> None:
     """Read-only HTTP JSON API (and the HTML report at /report).
 
     \b
     GET /funnel /velocity /attribution /speed /leads /leads/{id}/history /report
     with the query flags in snake_case (by, from, to, mode, model, conversion, as_of,
     known_at; stage, channel, owner, limit for /leads); bodies are the --json output.
+    A parameter an endpoint does not take is a 400, like a bad value.
     GET /openapi.json describes it all; GET /healthz answers {"status": "ok"}.
 
     With LEADLEDGER_API_TOKEN set, every endpoint but /healthz and /openapi.json needs
     "Authorization: Bearer <token>" (401 otherwise). Every request sees the events stored
-    up to that moment.
+    up to that moment. Personal data leaves the API only with --personal-data, and
+    only behind a token.
     """
     token = os.environ.get(TOKEN_ENV) or None
+    if personal_data is None:
+        personal_data = os.environ.get(PERSONAL_DATA_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    if personal_data and token is None:
+        fail(f"--personal-data ({PERSONAL_DATA_ENV}) needs a bearer token: set {TOKEN_ENV} to a long random "
+             "string, or serve without personal data", 2)
     if not _is_loopback(host) and token is None:
         click.echo(f"warning: serving on {host} without authentication; set {TOKEN_ENV} to require a "
                    "bearer token", err=True)
-    app = create_app(ctx.settings, token, query_threads=query_threads or DEFAULT_QUERY_THREADS)
+    app = create_app(ctx.check_store(), token, query_threads=query_threads or DEFAULT_QUERY_THREADS,
+                     personal_data=personal_data)
+    app.state.worker.start()  # open and catch up now: a bad store is an error here, not a traceback in uvicorn
     shown = f"[{host}]" if ":" in host else host
     click.echo(f"leadledger API on http://{shown}:{port}/ (OpenAPI: /openapi.json, report: /report, "
-               f"auth: {'bearer token' if token else 'none'})", err=True)
+               f"auth: {'bearer token' if token else 'none'}, personal data: "
+               f"{'in clear' if personal_data else 'sealed'})", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level, workers=1, server_header=False)

@@ -6,17 +6,35 @@ from datetime import datetime
 
 import click
 
-from leadledger.cli.common import Context, at_option, common, json_option, lead_ref, pass_ctx, report
+from leadledger.cli.common import Context, at_option, common, fail, json_option, lead_ref, pass_ctx, report
 from lifecycle.domain import commands as cmd
+from lifecycle.domain import stages
+from lifecycle.domain.stages import BANT_FIELDS, RULES
+
+#: the `transition` flags each trigger's event records, read off the stage table's payload builders
+FLAGS_OF_PAYLOAD: dict[object, tuple[str, ...]] = {
+    stages.no_payload: (),
+    stages.owner_payload: (),  # the owner comes from the lead (assign it first)
+    stages.reason_payload: ("reason",),
+    stages.mql_payload: ("override", "reason"),
+    stages.bant_payload: BANT_FIELDS,
+    stages.deal_payload: ("amount", "currency"),
+}
+
+
+def flags_of(trigger: str) -> tuple[str, ...] | None:
+    """The flags `trigger` takes (None: an unknown trigger, or a payload this table does not know)."""
+    rule = RULES.get(trigger)
+    return None if rule is None else FLAGS_OF_PAYLOAD.get(rule.payload)
 
 
 @click.command()
 @click.option("--email", required=True, help="The person's e-mail (identity).")
 @click.option("--channel", required=True, help="Source channel, e.g. webinar.")
-@click.option("--campaign")
-@click.option("--name")
-@click.option("--company")
-@click.option("--phone")
+@click.option("--campaign", help="Source campaign, e.g. q1-cloud.")
+@click.option("--name", help="The person's name (personal data: sealed in the store).")
+@click.option("--company", help="The person's company.")
+@click.option("--phone", help="The person's phone (personal data: sealed in the store).")
 @click.option("--consent/--no-consent", default=None, help="Marketing consent given with the capture.")
 @at_option
 @json_option
@@ -32,8 +50,8 @@ def capture(ctx: Context, email: str, channel: str, campaign: str | None, name: 
 
 @click.command()
 @click.argument("lead")
-@click.option("--channel", required=True)
-@click.option("--campaign")
+@click.option("--channel", required=True, help="The channel of the engagement, e.g. email.")
+@click.option("--campaign", help="Its campaign.")
 @click.option("--kind", help="e.g. email_open, page_view, demo_request")
 @at_option
 @json_option
@@ -48,8 +66,8 @@ def touch(ctx: Context, lead: str, channel: str, campaign: str | None, kind: str
 @click.command()
 @click.argument("lead")
 @click.option("--total", required=True, type=int, help="Score total 0-100.")
-@click.option("--fit", type=int)
-@click.option("--behaviour", type=int)
+@click.option("--fit", type=int, help="The fit part of the score.")
+@click.option("--behaviour", type=int, help="The behaviour part of the score.")
 @at_option
 @json_option
 @pass_ctx
@@ -62,7 +80,7 @@ def score(ctx: Context, lead: str, total: int, fit: int | None, behaviour: int |
 
 @click.command()
 @click.argument("lead")
-@click.option("--owner", required=True)
+@click.option("--owner", required=True, help="Who owns the lead from now on.")
 @click.option("--rule", help="The routing rule that chose the owner.")
 @at_option
 @json_option
@@ -87,32 +105,50 @@ def contact(ctx: Context, lead: str, owner: str | None, at: datetime | None, as_
 @click.command()
 @click.argument("lead")
 @click.argument("trigger")
-@click.option("--reason")
-@click.option("--amount", type=float)
-@click.option("--currency")
-@click.option("--override", is_flag=True, help="qualify_mql below the threshold (needs --reason).")
-@click.option("--budget")
-@click.option("--authority")
-@click.option("--need")
-@click.option("--timeline")
+@click.option("--reason", help="Why (reject, lose, recycle, disqualify; qualify_mql with --override).")
+@click.option("--amount", type=float, help="win: the deal's amount (> 0).")
+@click.option("--currency", help="win: the deal's ISO 4217 currency, e.g. EUR.")
+@click.option("--override", is_flag=True, help="qualify_mql below the score threshold (needs --reason).")
+@click.option("--budget", help="qualify_sql: BANT budget.")
+@click.option("--authority", help="qualify_sql: BANT authority (who decides).")
+@click.option("--need", help="qualify_sql: BANT need.")
+@click.option("--timeline", help="qualify_sql: BANT timeline.")
 @at_option
 @json_option
 @pass_ctx
 def transition(ctx: Context, lead: str, trigger: str, reason: str | None, amount: float | None,
                currency: str | None, override: bool, budget: str | None, authority: str | None,
                need: str | None, timeline: str | None, at: datetime | None, as_json: bool) -> None:
-    """Move LEAD by TRIGGER: nurture, qualify_mql, accept, reject, qualify_sql, win, lose, recycle, disqualify."""
+    """Move LEAD by TRIGGER: nurture, qualify_mql, accept, reject, qualify_sql, win, lose, recycle, disqualify.
+
+    \b
+    Each trigger takes only its own flags:
+      nurture, accept                    none (accept needs an assigned owner)
+      qualify_mql                        --override --reason (below the threshold)
+      reject, lose, recycle, disqualify  --reason (required)
+      qualify_sql                        --budget --authority --need --timeline (all four)
+      win                                --amount --currency
+    A flag another trigger takes is refused, not ignored."""
+    given = {"reason": reason, "amount": amount, "currency": currency, "override": override or None,
+             "budget": budget, "authority": authority, "need": need, "timeline": timeline}
+    takes = flags_of(trigger)
+    stray = [name for name, value in given.items() if value is not None and takes is not None and name not in takes]
+    if stray:
+        flags = " ".join(f"--{name}" for name in stray)
+        fail(f"{trigger} does not take {flags} (it takes {' '.join(f'--{n}' for n in takes or ()) or 'no flags'}); "
+             "leave them out", 2)
     bant = {"budget": budget, "authority": authority, "need": need, "timeline": timeline}
     bant_given = {k: v for k, v in bant.items() if v is not None}
+    ref = lead_ref(lead)
     report(ctx, ctx.app.execute(cmd.Transition(
-        **common(ctx, at), lead=lead_ref(lead), trigger=trigger, reason=reason, amount=amount,
-        currency=currency, override=override, bant=bant_given or None)), as_json)
+        **common(ctx, at), lead=ref, trigger=trigger, reason=reason, amount=amount,
+        currency=currency, override=override, bant=bant_given or None)), as_json, ref)
 
 
 @click.command()
 @click.argument("lead")
-@click.option("--given/--withdrawn", required=True)
-@click.option("--purpose")
+@click.option("--given/--withdrawn", required=True, help="Consent given, or withdrawn.")
+@click.option("--purpose", help="What the consent is for, e.g. marketing.")
 @at_option
 @json_option
 @pass_ctx
@@ -125,9 +161,12 @@ def consent(ctx: Context, lead: str, given: bool, purpose: str | None, at: datet
 
 @click.command()
 @click.argument("lead")
-@click.option("--reason")
+@click.option("--reason", required=True, help="Why (e.g. the request's reference); recorded with the erasure.")
 @json_option
 @pass_ctx
-def erase(ctx: Context, lead: str, reason: str | None, as_json: bool) -> None:
+def erase(ctx: Context, lead: str, reason: str, as_json: bool) -> None:
     """Right to be forgotten: destroy LEAD's data key (its lifecycle stays, anonymous)."""
-    report(ctx, ctx.app.execute(cmd.Erase(**common(ctx, None), lead=lead_ref(lead), reason=reason)), as_json)
+    if not reason.strip():
+        fail("--reason must not be blank: say why the lead's personal data is erased", 2)
+    ref = lead_ref(lead)
+    report(ctx, ctx.app.execute(cmd.Erase(**common(ctx, None), lead=ref, reason=reason)), as_json, ref)

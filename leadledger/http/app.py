@@ -19,8 +19,11 @@ from leadledger.http.params import ParameterError, http_wording
 from leadledger.http.routes import add_routes
 from leadledger.http.worker import DEFAULT_QUERY_THREADS, AnalyticsWorker
 from lifecycle.settings import Settings, SettingsError
+from projections.engine.sources import StoreMismatch
 from projections.query import QueryError
 from projections.report.html import CSP, leadledger_version
+from schemas.codec import CorruptEvent
+from schemas.sealing import DecryptionFailed
 
 API_TITLE = "leadledger analytics API"
 
@@ -70,9 +73,14 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
     return build
 
 
-def create_app(settings: Settings, token: str | None, *, query_threads: int = DEFAULT_QUERY_THREADS) -> FastAPI:
+def create_app(settings: Settings, token: str | None, *, query_threads: int = DEFAULT_QUERY_THREADS,
+               personal_data: bool = False) -> FastAPI:
     """The API over the store `settings` point at; with a `token`, every data endpoint needs
-    `Authorization: Bearer <token>`. Nothing is opened until the app starts (or first asked)."""
+    `Authorization: Bearer <token>`. Personal data (e-mail, name, phone) is in a lead's history only
+    with `personal_data`, which needs a token (ValueError otherwise). Nothing is opened until the
+    app starts (or first asked)."""
+    if personal_data and not token:
+        raise ValueError("personal data is served only behind a bearer token: set LEADLEDGER_API_TOKEN")
     worker = AnalyticsWorker(settings, query_threads)
 
     @asynccontextmanager
@@ -88,13 +96,19 @@ def create_app(settings: Settings, token: str | None, *, query_threads: int = DE
         "(the server's LEADLEDGER_API_TOKEN)." if token else
         "No authentication (LEADLEDGER_API_TOKEN is not set); `/healthz` and `/openapi.json` are always public."
     )
+    personal = (
+        "A lead's history includes personal data (e-mail, name, phone) in clear." if personal_data else
+        "Personal data (e-mail, name, phone) reads `[sealed]`: the server hands it out only when started "
+        "with `--personal-data` (and a token)."
+    )
     app = FastAPI(
         title=API_TITLE,
         version=leadledger_version(),
         description=(
             "Read-only queries over leadledger's read models: the same queries, parameters and JSON "
-            "bodies as the CLI's `--json` (SPEC §4, §8). Every answer reflects the events stored when the "
-            f"request arrived. Errors are `{{\"error\": \"...\"}}`. {auth}"
+            "bodies as the CLI's `--json` (docs/contract.md describes them). Every answer reflects the events "
+            "stored when the request arrived. Errors are `{\"error\": \"...\"}`; a parameter an endpoint "
+            f"does not take is a 400, like a bad value. {auth} {personal}"
         ),
         docs_url=None, redoc_url=None,  # the interactive docs load scripts from a CDN
         lifespan=lifespan,
@@ -127,6 +141,16 @@ def create_app(settings: Settings, token: str | None, *, query_threads: int = DE
     async def on_http_error(request: Request, exc: HTTPException) -> Response:
         return error(exc.status_code, str(exc.detail), dict(exc.headers) if exc.headers else None)
 
+    @app.exception_handler(CorruptEvent)
+    @app.exception_handler(DecryptionFailed)
+    async def on_unreadable(request: Request, exc: Exception) -> Response:
+        return error(500, "the store holds an event that cannot be read (altered, or another secret); "
+                          "the operator should run `leadledger verify`")
+
+    @app.exception_handler(StoreMismatch)
+    async def on_store_mismatch(request: Request, exc: StoreMismatch) -> Response:
+        return error(503, str(exc))
+
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> Response:
         return error(500, "internal error (see the server log)")
@@ -135,5 +159,5 @@ def create_app(settings: Settings, token: str | None, *, query_threads: int = DE
     async def on_settings_error(request: Request, exc: SettingsError) -> Response:
         return error(503, f"not configured: {exc}")
 
-    add_routes(app, worker, token)
+    add_routes(app, worker, token, personal_data=personal_data)
     return app

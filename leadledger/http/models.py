@@ -1,5 +1,5 @@
 """What the API answers: orjson bodies, `{"error": ...}`, and the pydantic models that only
-document the bodies in the OpenAPI document (SPEC §8)."""
+document the bodies in the OpenAPI document (docs/contract.md describes every field)."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> J
     return JSONBody({"error": message}, status_code=status, headers=headers)
 
 
-# Documentation models for the OpenAPI document (SPEC §8). Bodies are not validated
-# against them: the service's dicts are sent as they are.
+# Documentation models for the OpenAPI document. Bodies are not validated against them: the
+# service's dicts are sent as they are (with the window first, `leadledger.answers`).
 
 
 class _Doc(BaseModel):
@@ -44,11 +44,18 @@ class FunnelGroup(_Doc):
     )
 
 
-class FunnelBody(_Doc):
-    mode: Literal["cohort", "period"]
-    from_: str | None = Field(alias="from")
-    to: str | None
-    as_of: str | None
+class Window(_Doc):
+    """What every aggregate answer starts with: the window and the instants it describes."""
+
+    mode: Literal["cohort", "period"] = Field(description="cohort: leads captured in [from, to); period: "
+                                              "the measured event occurred in [from, to).")
+    from_: str | None = Field(alias="from", description="Window start (inclusive), null: unbounded.")
+    to: str | None = Field(description="Window end (exclusive), null: unbounded.")
+    as_of: str | None = Field(description="Only events that occurred at or before this; null: now.")
+    known_at: str | None = Field(description="...and were recorded at or before this; null: whatever is stored.")
+
+
+class FunnelBody(Window):
     by: str | None
     groups: list[FunnelGroup]
 
@@ -66,23 +73,29 @@ class VelocityGroup(_Doc):
     time_to_stage: dict[str, Stat] = Field(description="First entry minus capture time (mql, sal, sql, won).")
 
 
-class VelocityBody(_Doc):
+class VelocityBody(Window):
     by: str | None
-    as_of: str | None
     groups: list[VelocityGroup]
 
 
 class AttributionGroup(_Doc):
     key: str | None
     conversions: float = Field(description="Attributed conversions (fractional credit).")
-    revenue: float | None = Field(description="Attributed revenue (amount × credit); null unless conversion=won.")
+    revenue: float | None = Field(
+        description="Attributed revenue (amount × credit) in the reporting currency (`currency`), each amount "
+        "converted at the rate in effect on its won date; null unless conversion=won."
+    )
+    unconverted: dict[str, float] | None = Field(
+        description="Per currency, the attributed amounts (amount × credit, in that currency) with no rate on "
+        'their won date, e.g. {"USD": 1234.5}: never part of `revenue`; null unless conversion=won.'
+    )
 
 
-class AttributionBody(_Doc):
+class AttributionBody(Window):
     model: str
     conversion: str
     by: str | None
-    as_of: str | None
+    currency: str = Field(description="The reporting currency of `revenue` (LEADLEDGER_REPORTING_CURRENCY).")
     groups: list[AttributionGroup]
 
 
@@ -95,9 +108,8 @@ class SpeedGroup(_Doc):
     p90_s: float | None
 
 
-class SpeedBody(_Doc):
+class SpeedBody(Window):
     by: str | None
-    as_of: str | None
     groups: list[SpeedGroup]
 
 
@@ -114,6 +126,7 @@ class LeadRow(_Doc):
 
 class LeadsBody(_Doc):
     as_of: str | None
+    known_at: str | None
     leads: list[LeadRow] = Field(description="Newest first.")
 
 
@@ -122,7 +135,8 @@ class HistoryBody(_Doc):
     stage: str | None = Field(description="The lead's stage at `as_of` (null if not yet captured then).")
     as_of: str | None
     known_at: str | None
-    events: list[dict[str, Any]] = Field(description="CloudEvents 1.0 envelopes in store order.")
+    events: list[dict[str, Any]] = Field(description="CloudEvents 1.0 envelopes in store order; personal "
+                                         "fields read `[sealed]` unless the server hands out personal data.")
 
 
 class Health(_Doc):
@@ -130,7 +144,7 @@ class Health(_Doc):
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "A bad parameter; the message names it."},
+    400: {"model": ErrorBody, "description": "A bad, unknown or repeated parameter; the message names it."},
 }
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "Missing or wrong bearer token."},

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import Query as Param
+from fastapi import Request
 
 from lifecycle.domain.stages import FUNNEL_ORDER
 from projections.query import CONVERSIONS, LEAD_BYS, MAX_LIMIT, MODELS, MODES, SPEED_BYS, Query
@@ -50,7 +51,7 @@ SpeedByParam = Annotated[str | None, Param(
     description="Group by the owner of the assignment, or the lead's capture channel or campaign.",
     json_schema_extra={"enum": list(SPEED_BYS)},
 )]
-StageParam = Annotated[str | None, Param(description="Only leads now (at as_of) in this stage.",
+StageParam = Annotated[str | None, Param(description="Only leads now (at as_of) in this stage (any case).",
                                          json_schema_extra={"enum": [s.value for s in FUNNEL_ORDER]})]
 LimitParam = Annotated[int, Param(description=f"At most this many leads (1 to {MAX_LIMIT:,}), newest first.")]
 
@@ -67,6 +68,34 @@ def parse_time(value: str | None, name: str) -> datetime | None:
         return parse_user_time(text)
     except TimeFormatError as exc:
         raise ParameterError(f"{name}: {exc}") from None
+    except OverflowError:  # year 1 or 9999 moved out of the calendar by its zone
+        raise ParameterError(f"{name}: {value!r} is out of range: give a time between years 1 and 9999 "
+                             "in UTC") from None
+
+
+def _query_names(dependant: Any) -> set[str]:
+    """The query parameters an endpoint (its dependant and theirs) declares, by their HTTP names."""
+    if dependant is None:
+        return set()
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names
+
+
+def check_known_parameters(request: Request) -> None:
+    """A dependency of every endpoint: a parameter the endpoint does not take (`as-of` for
+    `as_of`), or one given twice, is a 400 naming it, never silently ignored."""
+    known = _query_names(getattr(request.scope.get("route"), "dependant", None))
+    given = request.query_params
+    unknown = sorted({k for k in given if k not in known})
+    if unknown:
+        takes = ", ".join(sorted(known)) or "no parameters"
+        raise ParameterError(f"{', '.join(unknown)}: unknown parameter{'s' if len(unknown) > 1 else ''} "
+                             f"(this endpoint takes {takes})")
+    repeated = sorted({k for k in given if len(given.getlist(k)) > 1})
+    if repeated:
+        raise ParameterError(f"{', '.join(repeated)}: given more than once; give each parameter once")
 
 
 _FLAG = re.compile(r"(?<![\w-])--([a-z][a-z-]*)")
@@ -87,5 +116,7 @@ def parse_lead_id(value: str) -> UUID:
 def build_query(*, from_: str | None = None, to: str | None = None, as_of: str | None = None,
                 known_at: str | None = None, **rest: Any) -> Query:
     """A Query from request parameters; times are parsed here, the rest is checked by the service."""
+    if isinstance(rest.get("stage"), str):
+        rest["stage"] = rest["stage"].lower()
     return Query(from_=parse_time(from_, "from"), to=parse_time(to, "to"), as_of=parse_time(as_of, "as_of"),
                  known_at=parse_time(known_at, "known_at"), **rest)

@@ -3,13 +3,14 @@ handing its work to the query threads."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi import Path as PathParam
 from fastapi import Query as Param
 from fastapi.responses import HTMLResponse, Response
 
+from leadledger.answers import leads_answer, window_answer
 from leadledger.http.auth import token_check
 from leadledger.http.models import (
     AUTH_RESPONSES,
@@ -38,48 +39,81 @@ from leadledger.http.params import (
     StageParam,
     ToParam,
     build_query,
+    check_known_parameters,
     parse_lead_id,
     parse_time,
 )
 from leadledger.http.worker import AnalyticsWorker
 from projections.report.html import render_report
+from schemas.sealing import ERASED, PERSONAL_FIELDS
+
+#: what a personal field (e-mail, name, phone) reads as when `serve` does not hand out personal data
+SEALED = "[sealed]"
+
+
+def seal_personal(body: dict[str, Any]) -> dict[str, Any]:
+    """A history with every personal field that holds a value shown as `[sealed]` (erased stays
+    `[erased]`, absent stays null)."""
+    events = []
+    for envelope in body["events"]:
+        data = envelope.get("data")
+        if isinstance(data, dict) and any(data.get(f) not in (None, ERASED) for f in PERSONAL_FIELDS):
+            data = {k: (SEALED if k in PERSONAL_FIELDS and v not in (None, ERASED) else v) for k, v in data.items()}
+            envelope = {**envelope, "data": data}
+        events.append(envelope)
+    return {**body, "events": events}
+
+
+DESCRIPTIONS = {
+    "funnel": "Distinct leads per stage and the conversion between main-path stages (the CLI's `funnel --json`).",
+    "velocity": "Time in stage and time to stage: count, mean, p50, p90 in seconds (`velocity --json`).",
+    "attribution": "Conversions and won revenue credited to channels or campaigns (`attribution --json`).",
+    "speed": "Assignments, contacted, within 5 minutes, p50 and p90 of time to first contact (`speed --json`).",
+    "leads": "The lead list, newest capture first (`leads --json`).",
+    "history": "The lead's events as CloudEvents envelopes and its stage at `as_of` (`history --json`; "
+               "personal data sealed unless served with --personal-data).",
+}
 
 
 # FastAPI resolves the endpoints' postponed annotations in this module's globals: the parameter
 # types, `Annotated`, `Param` and `PathParam` are imported here even though only annotations use them.
-def add_routes(app: FastAPI, worker: AnalyticsWorker, token: str | None) -> None:
-    """`/healthz` (always public), then every data endpoint (behind the token, if any)."""
+def add_routes(app: FastAPI, worker: AnalyticsWorker, token: str | None, *, personal_data: bool = False) -> None:
+    """`/healthz` (always public), then every data endpoint (behind the token, if any). Personal
+    data leaves `/leads/{id}/history` only with `personal_data` (which needs a token)."""
+    if personal_data and not token:
+        raise ValueError("personal data is served only behind a bearer token")
 
     @app.get("/healthz", response_model=None, summary="Liveness", tags=["meta"],
-             responses={200: {"model": Health, "description": "The server is up."}})
+             dependencies=[Depends(check_known_parameters)],
+             responses={200: {"model": Health, "description": "The server is up."}, **ERROR_RESPONSES})
     async def healthz() -> Response:
         return JSONBody({"status": "ok"})
 
     router = APIRouter(
-        dependencies=[Depends(token_check(token))] if token else [],
+        dependencies=[*([Depends(token_check(token))] if token else []), Depends(check_known_parameters)],
         responses={**ERROR_RESPONSES, **(AUTH_RESPONSES if token else {})},
     )
 
     @router.get("/funnel", response_model=None, summary="Funnel: leads per stage", tags=["queries"],
-                responses={200: {"model": FunnelBody, "description": "SPEC §8 funnel"}})
+                responses={200: {"model": FunnelBody, "description": DESCRIPTIONS["funnel"]}})
     async def funnel(by: LeadsByParam = None, from_: FromParam = None, to: ToParam = None,
                      mode: ModeParam = "cohort", as_of: AsOfParam = None, known_at: KnownAtParam = None
                      ) -> Response:
         """How many leads reach each stage, and the conversion between main-path stages."""
         q = build_query(by=by, from_=from_, to=to, mode=mode, as_of=as_of, known_at=known_at)
-        return JSONBody(await worker.run(lambda a: a.funnel(q)))
+        return JSONBody(window_answer(await worker.run(lambda a: a.funnel(q)), q))
 
     @router.get("/velocity", response_model=None, summary="Velocity: time in and to stages", tags=["queries"],
-                responses={200: {"model": VelocityBody, "description": "SPEC §8 velocity"}})
+                responses={200: {"model": VelocityBody, "description": DESCRIPTIONS["velocity"]}})
     async def velocity(by: LeadsByParam = None, from_: FromParam = None, to: ToParam = None,
                        mode: ModeParam = "cohort", as_of: AsOfParam = None, known_at: KnownAtParam = None
                        ) -> Response:
         """Time in each stage (completed stays) and from capture to each stage: count, mean, p50, p90."""
         q = build_query(by=by, from_=from_, to=to, mode=mode, as_of=as_of, known_at=known_at)
-        return JSONBody(await worker.run(lambda a: a.velocity(q)))
+        return JSONBody(window_answer(await worker.run(lambda a: a.velocity(q)), q))
 
     @router.get("/attribution", response_model=None, summary="Attribution: credit per source",
-                tags=["queries"], responses={200: {"model": AttributionBody, "description": "SPEC §8 attribution"}})
+                tags=["queries"], responses={200: {"model": AttributionBody, "description": DESCRIPTIONS["attribution"]}})
     async def attribution(by: LeadsByParam = None, from_: FromParam = None, to: ToParam = None,
                           mode: ModeParam = "cohort", model: ModelParam = "linear",
                           conversion: ConversionParam = "won", as_of: AsOfParam = None,
@@ -87,19 +121,19 @@ def add_routes(app: FastAPI, worker: AnalyticsWorker, token: str | None) -> None
         """Conversions (and, for won, revenue) credited to channels or campaigns under a model."""
         q = build_query(by=by, from_=from_, to=to, mode=mode, model=model, conversion=conversion,
                         as_of=as_of, known_at=known_at)
-        return JSONBody(await worker.run(lambda a: a.attribution(q)))
+        return JSONBody(window_answer(await worker.run(lambda a: a.attribution(q)), q))
 
     @router.get("/speed", response_model=None, summary="Speed to lead", tags=["queries"],
-                responses={200: {"model": SpeedBody, "description": "SPEC §8 speed"}})
+                responses={200: {"model": SpeedBody, "description": DESCRIPTIONS["speed"]}})
     async def speed(by: SpeedByParam = None, from_: FromParam = None, to: ToParam = None,
                     mode: ModeParam = "cohort", as_of: AsOfParam = None, known_at: KnownAtParam = None
                     ) -> Response:
         """Per assignment, the time to the lead's first contact: assignments, contacted, within 5 minutes, p50, p90."""
         q = build_query(by=by, from_=from_, to=to, mode=mode, as_of=as_of, known_at=known_at)
-        return JSONBody(await worker.run(lambda a: a.speed(q)))
+        return JSONBody(window_answer(await worker.run(lambda a: a.speed(q)), q))
 
     @router.get("/leads", response_model=None, summary="Lead list", tags=["queries"],
-                responses={200: {"model": LeadsBody, "description": "SPEC §8 leads"}})
+                responses={200: {"model": LeadsBody, "description": DESCRIPTIONS["leads"]}})
     async def leads(stage: StageParam = None,
                     channel: Annotated[str | None, Param(description="Only leads captured on this channel.")] = None,
                     owner: Annotated[str | None, Param(description="Only leads owned by this owner.")] = None,
@@ -107,20 +141,22 @@ def add_routes(app: FastAPI, worker: AnalyticsWorker, token: str | None) -> None
                     as_of: AsOfParam = None, known_at: KnownAtParam = None) -> Response:
         """Leads with stage, owner, score and source, newest first."""
         q = build_query(stage=stage, channel=channel, owner=owner, limit=limit, as_of=as_of, known_at=known_at)
-        return JSONBody(await worker.run(lambda a: a.leads(q)))
+        return JSONBody(leads_answer(await worker.run(lambda a: a.leads(q)), q))
 
     @router.get("/leads/{lead_id}/history", response_model=None, summary="One lead's history",
-                tags=["audit"], responses={200: {"model": HistoryBody, "description": "SPEC §8 history"},
+                tags=["audit"], responses={200: {"model": HistoryBody, "description": DESCRIPTIONS["history"]},
                                            404: {"model": ErrorBody, "description": "No such lead."}})
     async def history(lead_id: Annotated[str, PathParam(description="The lead id (UUID).")],
                       as_of: AsOfParam = None, known_at: KnownAtParam = None) -> Response:
-        """Every event of the lead (CloudEvents envelopes) and its stage at `as_of`."""
+        """Every event of the lead (CloudEvents envelopes) and its stage at `as_of`. Personal data
+        (e-mail, name, phone) reads `[sealed]` unless the server was started with `--personal-data`
+        (which requires a bearer token); erased data reads `[erased]`."""
         lead = parse_lead_id(lead_id)
         at, known = parse_time(as_of, "as_of"), parse_time(known_at, "known_at")
         body = await worker.run(lambda a: a.history(lead, at, known))
         if body is None:
             return error(404, f"unknown lead {lead}: no events stored for it")
-        return JSONBody(body)
+        return JSONBody(body if personal_data else seal_personal(body))
 
     @router.get("/report", response_class=HTMLResponse, summary="The HTML report", tags=["report"],
                 responses={200: {"content": {"text/html": {}}, "description": "One self-contained page."}})

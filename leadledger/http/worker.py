@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from leadledger.bootstrap import open_analytics
 from lifecycle.settings import Settings
+from projections.engine.sources import StoreMismatch
 from projections.query import QueryError
 from projections.service import Analytics
 
@@ -53,7 +54,7 @@ class AnalyticsWorker:
                     if analytics is None:
                         analytics = open_analytics(self.settings, auto_refresh=False)
                     result = work(analytics)
-                except QueryError as exc:
+                except (QueryError, StoreMismatch) as exc:  # the answer is an error; the connections are fine
                     future.set_exception(exc)
                 except BaseException as exc:
                     # a broken connection or transaction must not poison later requests: reopen

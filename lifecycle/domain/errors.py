@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from uuid import UUID
 
 
@@ -45,6 +46,30 @@ class InvalidCommand(LifecycleError):
         self.lead_id = lead_id
         where = f"lead {lead_id}: " if lead_id else ""
         super().__init__(f"{where}{problem}")
+
+
+class ImpossibleTime(InvalidCommand):
+    """The command's `occurred_at` is before its lead's capture, or (a stage change) before the
+    lead's latest stage change: an impossible history. Late touches, scores, assignments and
+    contacts between stage changes are fine."""
+
+    def __init__(self, lead_id: UUID, what: str, occurred_at: datetime, bound: str, bound_at: datetime) -> None:
+        self.what, self.occurred_at, self.bound, self.bound_at = what, occurred_at, bound, bound_at
+        if bound == "capture":
+            why = ("before the lead's capture at {b}: nothing happens to a lead before it is captured "
+                   "(check occurred_at)")
+        else:
+            why = ("before the lead's latest stage change ({bound}) at {b}: stage changes are recorded in "
+                   "the order they happened (touches, scores, assignments and contacts may arrive late)")
+        super().__init__(lead_id, f"{what} that occurred at {_when(occurred_at)} is refused: it is "
+                                  + why.format(bound=bound, b=_when(bound_at)))
+
+
+def _when(at: datetime) -> str:
+    """RFC 3339 in UTC (Z), without the codec (the domain imports nothing of the project)."""
+    if at.tzinfo is None:
+        return at.isoformat()
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 class UnknownLead(LifecycleError):

@@ -56,7 +56,7 @@ class StageChanged(LeadEvent):
 
 
 class LeadCaptured(LeadEvent, Aggregate.Created):
-    """A new lead was captured. Name, e-mail and phone travel sealed in data.personal."""
+    """A new lead was captured. Name, e-mail, phone and company travel sealed in data.personal."""
 
     channel: str
     campaign: str | None
@@ -65,6 +65,9 @@ class LeadCaptured(LeadEvent, Aggregate.Created):
     email: str | None
     name: str | None
     phone: str | None
+
+    #: v2: the company is personal data too (a one-person company names a person), sealed
+    SCHEMA_VERSION = 2
 
     def apply(self, aggregate: Lead) -> None:
         aggregate.stage = Stage.CAPTURED
@@ -145,11 +148,23 @@ class LeadDisqualified(StageChanged):
 
 
 class LeadTouched(LeadEvent):
-    """Engagement on a channel/campaign, including a known person's re-capture."""
+    """Engagement on a channel/campaign, including a known person's re-capture, which also carries what that capture said about the person: consent, and name, company and phone sealed in data.personal (null: not stated). The lead's consent follows the latest statement."""
 
     channel: str
     campaign: str | None
     kind: str | None
+    consent: bool | None
+    company: str | None
+    name: str | None
+    phone: str | None
+
+    #: v2: consent and the sealed personal statement of a re-capture
+    SCHEMA_VERSION = 2
+
+    def apply(self, aggregate: Lead) -> None:
+        super().apply(aggregate)
+        if self.consent is not None:
+            aggregate.consent = self.consent
 
 
 class LeadScored(LeadEvent):

@@ -11,9 +11,15 @@ from uuid import UUID, uuid4
 from eventsourcing.domain import Aggregate
 
 from lifecycle.domain import events as ev
-from lifecycle.domain.errors import GuardFailed, InvalidCommand, InvalidTransition, UnknownTrigger
+from lifecycle.domain.errors import (
+    GuardFailed,
+    ImpossibleTime,
+    InvalidCommand,
+    InvalidTransition,
+    UnknownTrigger,
+)
 from lifecycle.domain.stage import Stage
-from lifecycle.domain.stages import RULES, TRIGGERS, GuardContext, allowed_triggers, fire
+from lifecycle.domain.stages import RULE_OF_EVENT, RULES, TRIGGERS, GuardContext, allowed_triggers, fire
 
 
 def _clean(value: str | None) -> str | None:
@@ -22,6 +28,21 @@ def _clean(value: str | None) -> str | None:
         return None
     value = value.strip()
     return value or None
+
+
+def channel_key(value: str | None) -> str | None:
+    """A channel or campaign as it is stored and grouped by: trimmed and lower-case, so
+    "Webinar " and "webinar" are one channel (blank: absent)."""
+    cleaned = _clean(value)
+    return None if cleaned is None else cleaned.lower()
+
+
+#: What each non-stage event is called in a refusal (stage changes are named by their trigger).
+_WHAT: dict[type[ev.LeadEvent], str] = {
+    ev.LeadTouched: "a touch", ev.LeadScored: "a score", ev.LeadAssigned: "an assignment",
+    ev.LeadContacted: "a contact", ev.LeadConsentGiven: "a consent change",
+    ev.LeadConsentWithdrawn: "a consent change", ev.LeadPersonalDataErased: "an erasure",
+}
 
 
 class Lead(Aggregate):
@@ -62,7 +83,7 @@ class Lead(Aggregate):
         phone: str | None = None,
         causation: str | None = None,
     ) -> Lead:
-        channel_clean = _clean(channel)
+        channel_clean = channel_key(channel)
         if channel_clean is None:
             raise InvalidCommand(lead_id, "a capture needs a source channel (--channel)")
         return cls._create(
@@ -73,7 +94,7 @@ class Lead(Aggregate):
             actor=actor,
             causation=causation,
             channel=channel_clean,
-            campaign=_clean(campaign),
+            campaign=channel_key(campaign),
             company=_clean(company),
             consent=consent,
             email=email,
@@ -146,8 +167,14 @@ class Lead(Aggregate):
         campaign: str | None = None,
         kind: str | None = None,
         causation: str | None = None,
+        consent: bool | None = None,
+        company: str | None = None,
+        name: str | None = None,
+        phone: str | None = None,
     ) -> None:
-        channel_clean = _clean(channel)
+        """An engagement. A re-capture (kind `recapture`) also carries what the new capture said
+        about the person: consent and contact data follow the latest statement (None: not stated)."""
+        channel_clean = channel_key(channel)
         if channel_clean is None:
             raise InvalidCommand(self.id, "a touch needs a channel (--channel)")
         self._record(
@@ -156,8 +183,12 @@ class Lead(Aggregate):
             actor,
             causation,
             channel=channel_clean,
-            campaign=_clean(campaign),
+            campaign=channel_key(campaign),
             kind=_clean(kind),
+            consent=consent,
+            company=_clean(company),
+            name=_clean(name),
+            phone=_clean(phone),
         )
 
     def record_score(
@@ -239,6 +270,7 @@ class Lead(Aggregate):
         causation: str | None,
         **fields: Any,
     ) -> None:
+        self._check_time(event_class, occurred_at)
         self.trigger_event(
             event_class,
             event_id=uuid4(),
@@ -247,3 +279,13 @@ class Lead(Aggregate):
             causation=causation,
             **fields,
         )
+
+    def _check_time(self, event_class: type[ev.LeadEvent], occurred_at: datetime) -> None:
+        """Refuse an impossible history: an event before the lead's capture, or a stage change
+        before its latest one. Checked by the command only: applying (replay) never re-checks."""
+        rule = RULE_OF_EVENT.get(event_class) if issubclass(event_class, ev.StageChanged) else None
+        what = f"'{rule.trigger}'" if rule is not None else _WHAT.get(event_class, event_class.__name__)
+        if occurred_at < self.captured_at:
+            raise ImpossibleTime(self.id, what, occurred_at, "capture", self.captured_at)
+        if rule is not None and occurred_at < self.last_change_at:
+            raise ImpossibleTime(self.id, what, occurred_at, f"into '{self.stage.value}'", self.last_change_at)

@@ -49,6 +49,9 @@ Payload = Callable[[GuardContext], dict[str, Any]]
 
 BANT_FIELDS = ("budget", "authority", "need", "timeline")
 _CURRENCY = re.compile(r"[A-Za-z]{3}")
+#: The largest won amount accepted: anything above is a typo or a unit error (and two wins of
+#: 1.7e308 would make revenue infinite).
+MAX_AMOUNT = 1e12
 
 
 def _blank(value: str | None) -> bool:
@@ -97,8 +100,9 @@ def bant_complete(ctx: GuardContext) -> str | None:
 
 def won_amount(ctx: GuardContext) -> str | None:
     problems = []
-    if ctx.amount is None or not ctx.amount > 0:
-        problems.append("an amount > 0 (--amount)")
+    if ctx.amount is None or not 0 < ctx.amount <= MAX_AMOUNT:
+        got = f", got {ctx.amount:g}" if ctx.amount is not None else ""
+        problems.append(f"an amount > 0 and at most {MAX_AMOUNT:,.0f} (--amount){got}")
     if ctx.currency is None or not _CURRENCY.fullmatch(ctx.currency.strip()):
         got = f", got {ctx.currency!r}" if ctx.currency is not None else ""
         problems.append(f"a 3-letter ISO 4217 currency code like EUR (--currency){got}")
@@ -152,7 +156,7 @@ class Rule:
 
 _ALL_BUT_DISQUALIFIED = tuple(s for s in Stage if s is not Stage.DISQUALIFIED)
 
-#: The stage table (SPEC §2). `capture` creates a lead and so is not a trigger here.
+#: The stage table (docs/contract.md). `capture` creates a lead and so is not a trigger here.
 TABLE: tuple[Rule, ...] = (
     Rule("nurture", (Stage.CAPTURED, Stage.RECYCLED), Stage.NURTURED, ev.LeadNurtured),
     Rule("qualify_mql", (Stage.CAPTURED, Stage.NURTURED, Stage.RECYCLED), Stage.MQL, ev.LeadQualifiedAsMQL,

@@ -21,14 +21,19 @@ from lifecycle.simulate.world import Event
 from schemas.codec import format_time
 
 
-def generate(*, leads: int, seed: int, start: datetime, days: int,
-             mql_threshold: int = DEFAULT_MQL_THRESHOLD) -> Iterator[dict[str, Any]]:
+def generate(*, leads: int, seed: int, start: datetime, days: int, mql_threshold: int = DEFAULT_MQL_THRESHOLD,
+             until: datetime | None = None) -> Iterator[dict[str, Any]]:
     """Yield inbound messages (CloudEvents dicts) for `leads` leads captured over `days` from `start`.
 
     The stream is in non-decreasing `time` order across all leads, and the same
     arguments always give the same messages. Every message is accepted by a
-    ledger whose MQL threshold is `mql_threshold`; about 0.5 % are re-delivered
-    (same id and source) right after the original, and count as duplicates.
+    ledger whose MQL threshold is `mql_threshold`: per lead, nothing comes before its
+    capture and every time is later than the one before (so no stage change goes back
+    in time); channel and campaign names are lower-case, amounts far below the bound.
+    About 0.5 % are re-delivered (same id and source) right after the original, and
+    count as duplicates. With `until` (e.g. now: a ledger refuses events from the
+    future) the stream stops before the first message after it: a prefix of the same
+    traffic.
     """
     if leads < 0:
         raise ValueError(f"leads must be >= 0, got {leads}")
@@ -37,10 +42,14 @@ def generate(*, leads: int, seed: int, start: datetime, days: int,
     if not 0 <= mql_threshold <= 100:
         raise ValueError(f"mql_threshold must be 0-100, got {mql_threshold}")
     origin = (start if start.tzinfo is not None else start.replace(tzinfo=UTC)).astimezone(UTC)
-    return _stream(leads, seed, origin, days, mql_threshold)
+    if until is not None and until.tzinfo is None:
+        raise ValueError(f"until {until.isoformat()} has no time zone")
+    stop = None if until is None else (until - origin) // timedelta(microseconds=1)
+    return _stream(leads, seed, origin, days, mql_threshold, stop)
 
 
-def _stream(leads: int, seed: int, origin: datetime, days: int, mql_threshold: int) -> Iterator[dict[str, Any]]:
+def _stream(leads: int, seed: int, origin: datetime, days: int, mql_threshold: int,
+            stop: int | None) -> Iterator[dict[str, Any]]:
     rng = random.Random(seed)
     if leads == 0:
         return
@@ -63,6 +72,8 @@ def _stream(leads: int, seed: int, origin: datetime, days: int, mql_threshold: i
         if not heap:
             return
         _, index, life = heap[0]
+        if stop is not None and life[-1][0] > stop:
+            return  # every later message is later still
         at, kind, source, data, redelivered = life.pop()
         if life:
             heapq.heapreplace(heap, (life[-1][0], index, life))

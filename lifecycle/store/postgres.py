@@ -13,7 +13,17 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg.sql import SQL, Identifier
 
-from lifecycle.store.sqlite import HeadRow, InboundRow, LogFile, LogRow, RawRow
+from lifecycle.store.sqlite import (
+    APPLIED,
+    AppliedRow,
+    EmailRow,
+    HeadRow,
+    InboundRow,
+    LogFile,
+    LogRow,
+    MessageOutcome,
+    RawRow,
+)
 
 
 class PostgresLeadRecorder(PostgresApplicationRecorder):
@@ -27,14 +37,22 @@ class PostgresLeadRecorder(PostgresApplicationRecorder):
         self._events = SQL("{}.{}").format(schema, Identifier(self.events_table_name))
         self._heads = SQL("{}.leadledger_heads").format(schema)
         self._relay = SQL("{}.leadledger_relay").format(schema)
+        self._emails = SQL("{}.leadledger_email_index").format(schema)
+        self._meta = SQL("{}.leadledger_meta").format(schema)
         self.sql_create_statements += [
             SQL(
                 "CREATE TABLE IF NOT EXISTS {} (lead_id uuid PRIMARY KEY, wrapped_key bytea NOT NULL)"
             ).format(self._keys),
             SQL(
                 "CREATE TABLE IF NOT EXISTS {} (source text NOT NULL, message_id text NOT NULL, "
-                "lead_id uuid NOT NULL, version bigint NOT NULL, PRIMARY KEY (source, message_id))"
+                "lead_id uuid, version bigint, outcome text NOT NULL DEFAULT 'applied', digest text, "
+                "reason text, PRIMARY KEY (source, message_id))"
             ).format(self._inbound),
+            SQL("CREATE TABLE IF NOT EXISTS {} (email_hmac text PRIMARY KEY, lead_id uuid NOT NULL)").format(
+                self._emails
+            ),
+            SQL("CREATE INDEX IF NOT EXISTS leadledger_email_index_lead ON {} (lead_id)").format(self._emails),
+            SQL("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, value text NOT NULL)").format(self._meta),
             SQL(
                 "CREATE TABLE IF NOT EXISTS {} (lead_id uuid PRIMARY KEY, version bigint NOT NULL, "
                 "hash text NOT NULL)"
@@ -54,14 +72,74 @@ class PostgresLeadRecorder(PostgresApplicationRecorder):
             try:
                 conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(self.datastore.schema)))
                 super().create_table()
+                self._migrate_inbound(conn)
             finally:
                 conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+
+    def _migrate_inbound(self, conn: Any) -> None:
+        """Stores of old kept only applied messages (lead id and version NOT NULL, no outcome):
+        add the columns once (existing rows read as applied). Checked first, so a store in the
+        current shape takes no table lock."""
+        row = conn.execute(
+            "SELECT 1 FROM information_schema.columns WHERE table_schema = %s "
+            "AND table_name = 'leadledger_inbound' AND column_name = 'outcome'",
+            (self.datastore.schema,),
+        ).fetchone()
+        if row is not None:
+            return
+        with conn.transaction():
+            conn.execute(SQL(
+                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS outcome text NOT NULL DEFAULT 'applied', "
+                "ADD COLUMN IF NOT EXISTS digest text, ADD COLUMN IF NOT EXISTS reason text, "
+                "ALTER COLUMN lead_id DROP NOT NULL, ALTER COLUMN version DROP NOT NULL"
+            ).format(self._inbound))
+
+    def _has_table(self, curs: Any, name: str) -> bool:
+        curs.execute("SELECT to_regclass(%s) AS t", (f'"{self.datastore.schema}".{name}',))
+        row = curs.fetchone()
+        return row is not None and row["t"] is not None
+
+    def read_meta(self) -> dict[str, str]:
+        """The store's identity rows ({} for a store this version never opened, or no store yet)."""
+        with self.datastore.transaction(commit=False) as curs:
+            if not self._has_table(curs, "leadledger_meta"):
+                return {}
+            curs.execute(SQL("SELECT name, value FROM {}").format(self._meta))
+            return {r["name"]: r["value"] for r in curs.fetchall()}
+
+    def claim_meta(self, values: dict[str, str]) -> dict[str, str]:
+        """Record each value unless one is recorded already; returns what is recorded."""
+        with self.datastore.transaction(commit=True) as curs:
+            curs.executemany(
+                SQL("INSERT INTO {} VALUES (%s, %s) ON CONFLICT (name) DO NOTHING").format(self._meta),
+                list(values.items()),
+            )
+            curs.execute(SQL("SELECT name, value FROM {}").format(self._meta))
+            return {r["name"]: r["value"] for r in curs.fetchall()}
+
+    def has_events(self) -> bool:
+        with self.datastore.transaction(commit=False) as curs:
+            if not self._has_table(curs, self.events_table_name):
+                return False
+            curs.execute(SQL("SELECT 1 AS one FROM {} LIMIT 1").format(self._events))
+            return curs.fetchone() is not None
+
+    def any_wrapped_key(self) -> tuple[UUID, bytes] | None:
+        """One lead's wrapped data key (to check a secret against a store that has no fingerprint)."""
+        with self.datastore.transaction(commit=False) as curs:
+            if not self._has_table(curs, "leadledger_lead_keys"):
+                return None
+            curs.execute(SQL("SELECT lead_id, wrapped_key FROM {} LIMIT 1").format(self._keys))
+            row = curs.fetchone()
+            return None if row is None else (row["lead_id"], bytes(row["wrapped_key"]))
 
     def _insert_events(self, curs: Any, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
         lead_keys: Sequence[tuple[UUID, bytes]] = kwargs.get("lead_keys", ())
         inbound: Sequence[InboundRow] = kwargs.get("inbound", ())
         erase: Sequence[UUID] = kwargs.get("erase", ())
         heads: Sequence[HeadRow] = kwargs.get("heads", ())
+        emails: Sequence[EmailRow] = kwargs.get("emails", ())
+        unindex: Sequence[EmailRow] = kwargs.get("unindex", ())
         if heads:
             curs.executemany(
                 SQL(
@@ -74,12 +152,23 @@ class PostgresLeadRecorder(PostgresApplicationRecorder):
             curs.executemany(SQL("INSERT INTO {} VALUES (%s, %s)").format(self._keys), list(lead_keys))
         if inbound:
             curs.executemany(
-                SQL("INSERT INTO {} VALUES (%s, %s, %s, %s)").format(self._inbound), list(inbound)
+                SQL("INSERT INTO {} (source, message_id, outcome, digest, reason, lead_id, version) "
+                    "VALUES (%s, %s, %s, %s, %s, %s, %s)").format(self._inbound),
+                list(inbound),
             )
         if erase:
             curs.executemany(
                 SQL("DELETE FROM {} WHERE lead_id = %s").format(self._keys), [(e,) for e in erase]
             )
+            curs.executemany(
+                SQL("DELETE FROM {} WHERE lead_id = %s").format(self._emails), [(e,) for e in erase]
+            )
+        if unindex:
+            curs.executemany(
+                SQL("DELETE FROM {} WHERE email_hmac = %s AND lead_id = %s").format(self._emails), list(unindex)
+            )
+        if emails:
+            curs.executemany(SQL("INSERT INTO {} VALUES (%s, %s)").format(self._emails), list(emails))
 
     def select_raw(self, after: int, limit: int) -> list[RawRow]:
         with self.datastore.transaction(commit=False) as curs:
@@ -131,18 +220,44 @@ class PostgresLeadRecorder(PostgresApplicationRecorder):
             return {r["lead_id"]: bytes(r["wrapped_key"]) for r in curs.fetchall()}
 
     def seen_messages(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-        pairs = list(keys)
+        return set(self.message_outcomes(keys))
+
+    def message_outcomes(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], MessageOutcome]:
+        """The records of those of these messages that were recorded before."""
+        pairs = list(dict.fromkeys(keys))
         if not pairs:
-            return set()
+            return {}
         with self.datastore.transaction(commit=False) as curs:
             curs.execute(
                 SQL(
-                    "SELECT source, message_id FROM {} WHERE (source, message_id) IN "
-                    "(SELECT * FROM unnest(%s::text[], %s::text[]))"
+                    "SELECT source, message_id, outcome, digest, reason, lead_id, version FROM {} "
+                    "WHERE (source, message_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
                 ).format(self._inbound),
                 ([s for s, _ in pairs], [m for _, m in pairs]),
             )
-            return {(r["source"], r["message_id"]) for r in curs.fetchall()}
+            return {(r["source"], r["message_id"]): (r["outcome"], r["digest"], r["reason"], r["lead_id"],
+                                                     r["version"]) for r in curs.fetchall()}
+
+    def applied_messages(self, lead_id: UUID | None = None) -> list[AppliedRow]:
+        """The records of applied messages (one lead's, or all), for verify."""
+        where = SQL(" AND lead_id = %s") if lead_id is not None else SQL("")
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(
+                SQL("SELECT source, message_id, lead_id, version FROM {} WHERE outcome = %s{}").format(
+                    self._inbound, where),
+                (APPLIED, lead_id) if lead_id is not None else (APPLIED,),
+            )
+            return [(r["source"], r["message_id"], r["lead_id"], r["version"]) for r in curs.fetchall()]
+
+    def lookup_emails(self, keys: Iterable[str]) -> dict[str, UUID]:
+        """The lead each of these e-mail keys (HMACs) is indexed to, where one is."""
+        wanted = list(set(keys))
+        if not wanted:
+            return {}
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(SQL("SELECT email_hmac, lead_id FROM {} WHERE email_hmac = ANY(%s)").format(self._emails),
+                         (wanted,))
+            return {r["email_hmac"]: r["lead_id"] for r in curs.fetchall()}
 
     def lead_ids(self) -> list[UUID]:
         with self.datastore.transaction(commit=False) as curs:
@@ -177,6 +292,9 @@ class PostgresLeadRecorder(PostgresApplicationRecorder):
             curs.executemany(
                 SQL("DELETE FROM {} WHERE lead_id = %s").format(self._keys), [(e,) for e in lead_ids]
             )
+            curs.executemany(
+                SQL("DELETE FROM {} WHERE lead_id = %s").format(self._emails), [(e,) for e in lead_ids]
+            )
 
     def scrub_after_erase(self) -> None:
         """Rewrite the key table so deleted keys do not survive as dead tuples.
@@ -189,6 +307,7 @@ class PostgresLeadRecorder(PostgresApplicationRecorder):
             conn.autocommit = True
             try:
                 conn.execute(SQL("VACUUM FULL {}").format(self._keys))
+                conn.execute(SQL("VACUUM FULL {}").format(self._emails))  # the erased e-mail's HMAC too
             finally:
                 conn.autocommit = False
 

@@ -14,7 +14,18 @@ from eventsourcing.persistence import IntegrityError
 from lifecycle.domain.events import LeadEvent
 from lifecycle.domain.lead import Lead
 from lifecycle.privacy import Secrets
-from lifecycle.store.sqlite import EVERY_LEAD, InboundRow, LeadRange, LeadRecorder, LogFile, LogRow, RawRow
+from lifecycle.store.sqlite import (
+    EVERY_LEAD,
+    AppliedRow,
+    EmailRow,
+    InboundRow,
+    LeadRange,
+    LeadRecorder,
+    LogFile,
+    LogRow,
+    MessageOutcome,
+    RawRow,
+)
 from schemas import codec
 from schemas.codec import EventRecord
 
@@ -37,16 +48,26 @@ class Changes:
 
     leads: list[Loaded] = field(default_factory=list)
     new_keys: dict[UUID, tuple[bytes, bytes]] = field(default_factory=dict)  # data key, wrapped
-    inbound: list[InboundRow] = field(default_factory=list)
+    inbound: list[InboundRow] = field(default_factory=list)  # every keyed message's outcome
     erase: list[UUID] = field(default_factory=list)
+    emails: list[EmailRow] = field(default_factory=list)  # e-mail index rows of new leads
+    unindex: list[EmailRow] = field(default_factory=list)  # index rows naming an erased lead
+    #: stored leads that may have events to seal (a re-capture's statement): their keys are read
+    sealing: set[UUID] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.leads or self.inbound or self.erase or self.emails or self.unindex)
 
 
 class LeadStore:
     """Aggregates in, aggregates out; the recorder below is SQLite or PostgreSQL."""
 
-    def __init__(self, recorder: LeadRecorder, secrets: Secrets) -> None:
+    def __init__(self, recorder: LeadRecorder, secrets: Secrets, legacy_ids: bool = False) -> None:
         self.recorder = recorder
         self.secrets = secrets
+        #: the store holds leads whose id is an HMAC of their e-mail (written before the e-mail
+        #: index): an e-mail the index does not know is also looked up by that id
+        self.legacy_ids = legacy_ids
 
     # ---- reading --------------------------------------------------------------
 
@@ -87,6 +108,17 @@ class LeadStore:
 
     def seen(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
         return self.recorder.seen_messages(keys)
+
+    def outcomes(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], MessageOutcome]:
+        """What became of those of these messages that were recorded before."""
+        return self.recorder.message_outcomes(keys)
+
+    def applied_messages(self, lead_id: UUID | None = None) -> list[AppliedRow]:
+        return self.recorder.applied_messages(lead_id)
+
+    def lookup_emails(self, keys: Iterable[str]) -> dict[str, UUID]:
+        """The lead indexed under each e-mail key (`Secrets.email_key`), where there is one."""
+        return self.recorder.lookup_emails(keys)
 
     def raw(self, after: int = 0, limit: int = 5000) -> list[RawRow]:
         """Stored rows in notification order, after the given notification id."""
@@ -164,20 +196,29 @@ class LeadStore:
         Raises StoreConflict if another writer got there first; then nothing was
         written and every lead in `changes` must be reloaded.
         """
+        keys = {lead: key for lead, (key, _) in changes.new_keys.items()}
+        stated = {loaded.lead.id: loaded.lead.pending_events for loaded in changes.leads
+                  if loaded.lead.id in changes.sealing and loaded.lead.id not in keys}
+        sealing = {lead for lead, events in stated.items()
+                   if any(codec.needs_data_key(cast("LeadEvent", e)) for e in events)}
+        if sealing:  # a re-capture's statement about the person is sealed with the lead's own key
+            found = self.data_keys(sealing)
+            if sealing - found.keys():  # erased since it was loaded: decide again on fresh state
+                raise StoreConflict(f"the data key of lead {min(sealing - found.keys())} is gone (erased)")
+            keys.update(found)
         stored = []
         heads: list[tuple[Loaded, str]] = []
         for loaded in changes.leads:
             pending = cast("list[LeadEvent]", loaded.lead.collect_events())
             if not pending:
                 continue
-            lead_id = loaded.lead.id
-            key = changes.new_keys.get(lead_id, (None, b""))[0]
+            key = keys.get(loaded.lead.id)
             head = loaded.head
             for event in pending:
                 row, head = codec.encode(event, head, key)
                 stored.append(row)
             heads.append((loaded, head))
-        if not stored and not changes.erase:
+        if not stored and not changes.erase and not changes.inbound:
             return 0
         try:
             self.recorder.insert_events(
@@ -186,6 +227,8 @@ class LeadStore:
                 inbound=changes.inbound,
                 erase=changes.erase,
                 heads=[(loaded.lead.id, loaded.lead.version, head) for loaded, head in heads],
+                emails=changes.emails,
+                unindex=changes.unindex,
             )
         except IntegrityError as exc:
             raise StoreConflict(str(exc)) from exc

@@ -1,15 +1,23 @@
 """The library's recorders, extended with leadledger's side tables.
 
-Besides the events, two small tables live in the store of record and are written
-in the SAME transaction as the events they belong to:
+Besides the events, small tables live in the store of record and are written in the
+SAME transaction as the events they belong to:
 
 * `leadledger_lead_keys`: each lead's wrapped data key (deleted on erasure);
-* `leadledger_inbound`: the idempotency keys (source, id) of applied messages;
+* `leadledger_inbound`: every inbound message's idempotency key (source, id) with its
+  outcome (applied: the lead and version it produced; refused: the reason) and the digest
+  of its content, so a redelivery is a duplicate whatever its first outcome was and a key
+  reused with other content is told apart;
+* `leadledger_email_index`: the HMAC of each lead's normalized e-mail -> its (random) lead
+  id; the primary key makes two captures of one new e-mail a conflict (one lead wins), and
+  erasure deletes the row;
 * `leadledger_heads`: each lead's last version and hash (verify's anchor against a
   stream whose latest events were removed or rewritten).
 
-One more, written on its own: `leadledger_relay`, the notification id up to which the
-outbox relay (consumers/relay.py) has published the log to Kafka, per relay name.
+Two more, written on their own: `leadledger_relay`, the notification id up to which the
+outbox relay (consumers/relay.py) has published the log to Kafka, per relay name; and
+`leadledger_meta`, the store's identity (the fingerprint of its secret, how its lead ids
+were made), recorded once when the store is first opened by this version.
 
 Everything here is SQL; nothing above this module knows the dialect. The PostgreSQL
 recorder lives in lifecycle/store/postgres.py so the embedded CLI never imports psycopg.
@@ -36,8 +44,19 @@ from eventsourcing.sqlite import (
     SQLiteDatastore,
 )
 
-#: (source, message id, lead id, version the message produced)
-InboundRow = tuple[str, str, UUID, int]
+#: An inbound message's record: (source, message id, outcome "applied" | "refused", digest of its
+#: content (None: recorded before digests were), the refusal's reason, the lead id and version
+#: it produced (an applied one; a refused one names the lead when it was known, version None))
+InboundRow = tuple[str, str, str, str | None, str | None, UUID | None, int | None]
+#: What a message's record says: (outcome, digest, reason, lead id, version)
+MessageOutcome = tuple[str, str | None, str | None, UUID | None, int | None]
+#: An applied message's record as verify reads it: (source, message id, lead id, version)
+AppliedRow = tuple[str, str, UUID, int]
+#: (HMAC of the normalized e-mail, lead id): a row of the e-mail index
+EmailRow = tuple[str, UUID]
+APPLIED, REFUSED = "applied", "refused"
+#: leadledger_meta names
+FINGERPRINT, LEAD_IDS = "secret_fingerprint", "lead_ids"
 #: (lead id, last version, hash of the last event)
 HeadRow = tuple[UUID, int, str]
 #: (notification id, lead id, version, state)
@@ -62,6 +81,14 @@ class LeadRecorder(Protocol):
     def log_file(self) -> LogFile | None: ...
     def wrapped_keys(self, lead_ids: Iterable[UUID]) -> dict[UUID, bytes]: ...
     def seen_messages(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]: ...
+    def message_outcomes(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], MessageOutcome]: ...
+    def applied_messages(self, lead_id: UUID | None = None) -> list[AppliedRow]: ...
+    def lookup_emails(self, keys: Iterable[str]) -> dict[str, UUID]: ...
+    def read_meta(self) -> dict[str, str]: ...
+    def claim_meta(self, values: dict[str, str]) -> dict[str, str]: ...
+    def has_events(self) -> bool: ...
+    def any_wrapped_key(self) -> tuple[UUID, bytes] | None: ...
+    def create_table(self) -> None: ...
     def lead_ids(self) -> list[UUID]: ...
     def heads(self, lead_id: UUID | None = None) -> dict[UUID, tuple[int, str]]: ...
     def max_versions(self, lead_ids: Iterable[UUID]) -> dict[UUID, int]: ...
@@ -170,17 +197,94 @@ class LogReader:
         return bounds
 
 
+_INBOUND_DDL = (
+    "CREATE TABLE IF NOT EXISTS {table} ("
+    "source TEXT NOT NULL, message_id TEXT NOT NULL, outcome TEXT NOT NULL, digest TEXT, reason TEXT, "
+    "lead_id TEXT, version INTEGER, PRIMARY KEY (source, message_id)) WITHOUT ROWID"
+)
+_INBOUND_INSERT = ("INSERT INTO leadledger_inbound (source, message_id, outcome, digest, reason, lead_id, version) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?)")
+
+
 class SQLiteLeadRecorder(SQLiteApplicationRecorder):
     """Embedded store of record: one SQLite file (WAL, secure_delete)."""
+
+    def create_table(self) -> None:
+        super().create_table()
+        self._migrate_inbound()
+
+    def _migrate_inbound(self) -> None:
+        """Stores of old kept only applied messages (lead id and version NOT NULL, no outcome):
+        rebuild that table in the current shape once, every row kept as applied, in one
+        IMMEDIATE transaction (a second process opening the store meanwhile waits, then sees
+        the new shape and does nothing)."""
+        with self.datastore.get_connection(commit=True) as conn:
+            raw: sqlite3.Connection = conn._sqlite_conn
+            if self._inbound_is_current(raw):
+                return
+            raw.execute("BEGIN IMMEDIATE")
+            try:
+                if not self._inbound_is_current(raw):
+                    raw.execute(_INBOUND_DDL.format(table="leadledger_inbound_v2"))
+                    raw.execute("INSERT INTO leadledger_inbound_v2 (source, message_id, outcome, lead_id, version) "
+                                f"SELECT source, message_id, '{APPLIED}', lead_id, version FROM leadledger_inbound")
+                    raw.execute("DROP TABLE leadledger_inbound")
+                    raw.execute("ALTER TABLE leadledger_inbound_v2 RENAME TO leadledger_inbound")
+                raw.execute("COMMIT")
+            except BaseException:
+                raw.execute("ROLLBACK")
+                raise
+
+    @staticmethod
+    def _inbound_is_current(raw: sqlite3.Connection) -> bool:
+        return "outcome" in {row[1] for row in raw.execute("PRAGMA table_info(leadledger_inbound)")}
+
+    def _has_table(self, c: SQLiteCursor, name: str) -> bool:
+        c.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+        return c.fetchone() is not None
+
+    def read_meta(self) -> dict[str, str]:
+        """The store's identity rows ({} for a store this version never opened, or no store yet)."""
+        with self.datastore.transaction(commit=False) as c:
+            if not self._has_table(c, "leadledger_meta"):
+                return {}
+            c.execute("SELECT name, value FROM leadledger_meta")
+            return {r[0]: r[1] for r in c.fetchall()}
+
+    def claim_meta(self, values: dict[str, str]) -> dict[str, str]:
+        """Record each value unless one is recorded already; returns what is recorded."""
+        with self.datastore.transaction(commit=True) as c:
+            c.executemany("INSERT INTO leadledger_meta VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                          list(values.items()))
+            c.execute("SELECT name, value FROM leadledger_meta")
+            return {r[0]: r[1] for r in c.fetchall()}
+
+    def has_events(self) -> bool:
+        with self.datastore.transaction(commit=False) as c:
+            if not self._has_table(c, self.events_table_name):
+                return False
+            c.execute(f"SELECT 1 FROM {self.events_table_name} LIMIT 1")
+            return c.fetchone() is not None
+
+    def any_wrapped_key(self) -> tuple[UUID, bytes] | None:
+        """One lead's wrapped data key (to check a secret against a store that has no fingerprint)."""
+        with self.datastore.transaction(commit=False) as c:
+            if not self._has_table(c, "leadledger_lead_keys"):
+                return None
+            c.execute("SELECT lead_id, wrapped_key FROM leadledger_lead_keys LIMIT 1")
+            row = c.fetchone()
+            return None if row is None else (UUID(row[0]), bytes(row[1]))
 
     def construct_create_table_statements(self) -> list[str]:
         return [
             *super().construct_create_table_statements(),
             "CREATE TABLE IF NOT EXISTS leadledger_lead_keys ("
             "lead_id TEXT PRIMARY KEY, wrapped_key BLOB NOT NULL)",
-            "CREATE TABLE IF NOT EXISTS leadledger_inbound ("
-            "source TEXT NOT NULL, message_id TEXT NOT NULL, lead_id TEXT NOT NULL, "
-            "version INTEGER NOT NULL, PRIMARY KEY (source, message_id)) WITHOUT ROWID",
+            _INBOUND_DDL.format(table="leadledger_inbound"),
+            "CREATE TABLE IF NOT EXISTS leadledger_email_index ("
+            "email_hmac TEXT PRIMARY KEY, lead_id TEXT NOT NULL) WITHOUT ROWID",
+            "CREATE INDEX IF NOT EXISTS leadledger_email_index_lead ON leadledger_email_index (lead_id)",
+            "CREATE TABLE IF NOT EXISTS leadledger_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS leadledger_heads ("
             "lead_id TEXT PRIMARY KEY, version INTEGER NOT NULL, hash TEXT NOT NULL) WITHOUT ROWID",
             "CREATE TABLE IF NOT EXISTS leadledger_relay (name TEXT PRIMARY KEY, position INTEGER NOT NULL)",
@@ -193,6 +297,8 @@ class SQLiteLeadRecorder(SQLiteApplicationRecorder):
         inbound: Sequence[InboundRow] = kwargs.get("inbound", ())
         erase: Sequence[UUID] = kwargs.get("erase", ())
         heads: Sequence[HeadRow] = kwargs.get("heads", ())
+        emails: Sequence[EmailRow] = kwargs.get("emails", ())
+        unindex: Sequence[EmailRow] = kwargs.get("unindex", ())
         if heads:
             c.executemany(
                 "INSERT INTO leadledger_heads VALUES (?, ?, ?) ON CONFLICT (lead_id) "
@@ -206,13 +312,22 @@ class SQLiteLeadRecorder(SQLiteApplicationRecorder):
             )
         if inbound:
             c.executemany(
-                "INSERT INTO leadledger_inbound VALUES (?, ?, ?, ?)",
-                [(s, m, lead.hex, v) for s, m, lead, v in inbound],
+                _INBOUND_INSERT,
+                [(s, m, o, d, r, lead.hex if lead else None, v) for s, m, o, d, r, lead, v in inbound],
             )
         if erase:
             c.executemany(
                 "DELETE FROM leadledger_lead_keys WHERE lead_id = ?", [(lead.hex,) for lead in erase]
             )
+            c.executemany(
+                "DELETE FROM leadledger_email_index WHERE lead_id = ?", [(lead.hex,) for lead in erase]
+            )
+        if unindex:  # rows naming an erased lead (deleted before the new rows of their e-mails)
+            c.executemany("DELETE FROM leadledger_email_index WHERE email_hmac = ? AND lead_id = ?",
+                          [(key, lead.hex) for key, lead in unindex])
+        if emails:  # a plain INSERT: a second lead for one e-mail fails the whole transaction
+            c.executemany("INSERT INTO leadledger_email_index VALUES (?, ?)",
+                          [(key, lead.hex) for key, lead in emails])
         return super()._insert_events(c, stored_events)
 
     def select_log(self, after: int, limit: int) -> list[LogRow]:
@@ -259,16 +374,47 @@ class SQLiteLeadRecorder(SQLiteApplicationRecorder):
         return found
 
     def seen_messages(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
-        seen: set[tuple[str, str]] = set()
+        return set(self.message_outcomes(keys))
+
+    def message_outcomes(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], MessageOutcome]:
+        """The records of those of these messages that were recorded before."""
+        found: dict[tuple[str, str], MessageOutcome] = {}
         with self.datastore.transaction(commit=False) as c:
-            for source, message_id in keys:
+            for chunk in _chunks(list(dict.fromkeys(keys)), 400):
+                marks = ",".join(["(?, ?)"] * len(chunk))
+                # the keys first, then each looked up by the primary key (a row-value IN list would
+                # make SQLite scan the table)
                 c.execute(
-                    "SELECT 1 FROM leadledger_inbound WHERE source = ? AND message_id = ?",
-                    (source, message_id),
+                    "SELECT i.source, i.message_id, i.outcome, i.digest, i.reason, i.lead_id, i.version "
+                    f"FROM (VALUES {marks}) AS k CROSS JOIN leadledger_inbound AS i "
+                    "ON i.source = k.column1 AND i.message_id = k.column2",
+                    [part for key in chunk for part in key],
                 )
-                if c.fetchone() is not None:
-                    seen.add((source, message_id))
-        return seen
+                for s, m, outcome, digest, reason, lead, version in c.fetchall():
+                    found[(s, m)] = (outcome, digest, reason, UUID(lead) if lead else None, version)
+        return found
+
+    def applied_messages(self, lead_id: UUID | None = None) -> list[AppliedRow]:
+        """The records of applied messages (one lead's, or all), for verify."""
+        sql = ("SELECT source, message_id, lead_id, version FROM leadledger_inbound "
+               f"WHERE outcome = '{APPLIED}'")
+        params: tuple[str, ...] = ()
+        if lead_id is not None:
+            sql, params = sql + " AND lead_id = ?", (lead_id.hex,)
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(sql, params)
+            return [(r[0], r[1], UUID(r[2]), r[3]) for r in c.fetchall()]
+
+    def lookup_emails(self, keys: Iterable[str]) -> dict[str, UUID]:
+        """The lead each of these e-mail keys (HMACs) is indexed to, where one is."""
+        found: dict[str, UUID] = {}
+        with self.datastore.transaction(commit=False) as c:
+            for chunk in _chunks(list(set(keys))):
+                marks = ",".join("?" * len(chunk))
+                c.execute(f"SELECT email_hmac, lead_id FROM leadledger_email_index WHERE email_hmac IN ({marks})",
+                          chunk)
+                found.update({r[0]: UUID(r[1]) for r in c.fetchall()})
+        return found
 
     def lead_ids(self) -> list[UUID]:
         with self.datastore.transaction(commit=False) as c:
@@ -303,6 +449,9 @@ class SQLiteLeadRecorder(SQLiteApplicationRecorder):
             c.executemany(
                 "DELETE FROM leadledger_lead_keys WHERE lead_id = ?", [(lead.hex,) for lead in lead_ids]
             )
+            c.executemany(
+                "DELETE FROM leadledger_email_index WHERE lead_id = ?", [(lead.hex,) for lead in lead_ids]
+            )
 
     def scrub_after_erase(self) -> None:
         """Deleted keys were zeroed in place (secure_delete); now empty the WAL too."""
@@ -313,8 +462,9 @@ class SQLiteLeadRecorder(SQLiteApplicationRecorder):
                 raise ScrubIncomplete(
                     "the SQLite WAL could not be checkpointed because another process is reading "
                     "the store, so the erased key may still sit in the -wal file until the next "
-                    "checkpoint; stop other leadledger processes and run 'leadledger erase' again "
-                    "(erasing an erased lead only repeats this scrub)"
+                    "checkpoint; stop other leadledger processes and run 'leadledger erase LEAD_ID' again "
+                    "with the lead's id (its e-mail no longer finds it; erasing an erased lead only "
+                    "repeats this scrub)"
                 )
 
     def relay_position(self, name: str) -> int:

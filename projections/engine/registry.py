@@ -1,5 +1,6 @@
 """Every read model, in the order they are folded, and `rm_projections`: the version of each
-definition the stored tables were built with (a changed one is rebuilt)."""
+definition the stored tables were built with (a changed one is rebuilt), and of the engine's own
+tables (`ENGINE`: read models built by an older engine are dropped and rebuilt from the source)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterable
 
 from projections.attribution import Attribution
 from projections.base import Projection, Table
-from projections.engine.checkpoints import CHECKPOINTS
+from projections.engine.checkpoints import CHECKPOINTS, MARKS
 from projections.engine.db import ReadModelDB
 from projections.engine.timeline import TIMELINE
 from projections.funnel import Funnel
@@ -23,7 +24,11 @@ REGISTRY = Table(
     upsert=True,
 )
 #: The engine's own tables, next to the projections'.
-ENGINE_TABLES = (TIMELINE, CHECKPOINTS, REGISTRY)
+ENGINE_TABLES = (TIMELINE, CHECKPOINTS, REGISTRY, MARKS)
+#: The row of `rm_projections` that holds the version of the engine's tables (2: each lead's hash
+#: chain in the timeline, the marks beside the checkpoints).
+ENGINE = "#engine"
+ENGINE_VERSION = 2
 
 #: Every read model, in the order they are folded.
 PROJECTIONS: tuple[Projection, ...] = (Funnel(), Velocity(), Attribution(), Speed(), Leads())
@@ -52,5 +57,9 @@ class Registry:
         return {str(name): int(version) for name, version in self.db.query(f"SELECT name, version FROM {self._table}")}
 
     def record(self, projections: Iterable[Projection]) -> None:
-        """The tables of `projections` are now built with their current definitions."""
-        self.db.executemany(self._upsert, [(p.name, p.version) for p in projections])
+        """The tables of `projections` (and the engine's) are now built with their current definitions."""
+        self.db.executemany(self._upsert, [(ENGINE, ENGINE_VERSION), *((p.name, p.version) for p in projections)])
+
+    def engine_current(self) -> bool:
+        """The engine's tables were built by this version of the engine."""
+        return self.versions().get(ENGINE) == ENGINE_VERSION

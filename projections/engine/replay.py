@@ -13,13 +13,16 @@ from multiprocessing.connection import Connection
 from operator import itemgetter
 from typing import Any
 
+from lifecycle.store.sqlite import LogRow
 from projections.base import Lead, Projection, Table
+from projections.engine import chains
 from projections.engine.checkpoints import Checkpoints
 from projections.engine.db import ReadModelDB
 from projections.engine.forked import Child, can_fork, recv_in_child, send_from_child
 from projections.engine.registry import Registry, tables_of
-from projections.engine.sources import EmbeddedSource, LeadRange
+from projections.engine.sources import EmbeddedSource, LeadRange, decode
 from projections.engine.timeline import TIMELINE
+from schemas.codec import GENESIS, check_link
 from schemas.facts import Fact, pack
 
 #: A test hook called at each step; raising there simulates a crash.
@@ -59,7 +62,9 @@ class Replay:
     numbered in order of first appearance, as the batches would), loads the rows into tables
     created without their secondary indexes, builds the indexes, and commits everything, the
     checkpoint at the head included, at once. On a SQLite store forked workers read, decode
-    and fold partitions of the leads while this process writes."""
+    and fold partitions of the leads while this process writes. Every event's hash and its link
+    to the lead's previous event are checked as it is read (a lead's events come in version
+    order); a broken one fails the replay (CorruptEvent), which leaves the read models as they were."""
 
     def __init__(self, db: ReadModelDB, projections: Sequence[Projection], fault: Fault) -> None:
         self.db = db
@@ -100,7 +105,11 @@ class Replay:
                         self.db.execute(stmt)
                 self.fault("replay:checkpoint")
                 if head:
-                    Checkpoints(self.db).set(source.name, 0, head)
+                    checkpoints = Checkpoints(self.db)
+                    checkpoints.set(source.name, 0, head)
+                    digest = source.event_hash(head)
+                    if digest is not None:  # the fingerprint a later catch-up checks the store against
+                        checkpoints.mark_many([(source.name, 0, head, digest)])
                 self.fault("replay:commit")
         finally:
             if collecting:
@@ -109,23 +118,18 @@ class Replay:
 
     def _inline(self, source: EmbeddedSource, head: int, tick: ReplayProgress) -> tuple[int, int]:
         """Read the snapshot, then fold and write the leads in order of first appearance."""
-        by_lead: dict[str, list[Fact]] = {}
+        by_lead: dict[str, _Stream] = {}
         events = 0
         for batch in source.scan(head):
-            for _, lead_id, fact in batch:
-                facts = by_lead.get(lead_id)
-                if facts is None:
-                    by_lead[lead_id] = [fact]
-                else:
-                    facts.append(fact)
+            _group(batch, by_lead, None)
             events += len(batch)
             tick("read", events)
         deriver = Deriver(self.projections)
         out = deriver.empty()
         written = pending = 0
         chunk = _chunk_size(len(by_lead))
-        for lead_no, (lead_id, facts) in enumerate(by_lead.items(), start=1):
-            pending += deriver.add(lead_no, lead_id, facts, out)
+        for lead_no, (lead_id, (facts, last_hash)) in enumerate(by_lead.items(), start=1):
+            pending += deriver.add(lead_no, lead_id, facts, out, last_hash)
             if lead_no % chunk == 0 or lead_no == len(by_lead):
                 self.fault("replay:write")
                 for table, rows in zip(deriver.tables, out, strict=True):
@@ -183,11 +187,13 @@ class Deriver:
     def empty(self) -> list[list[tuple[Any, ...]]]:
         return [[] for _ in self.tables]
 
-    def add(self, lead_no: int, lead_id: str, facts: list[Fact], out: list[list[tuple[Any, ...]]]) -> int:
+    def add(self, lead_no: int, lead_id: str, facts: list[Fact], out: list[list[tuple[Any, ...]]],
+            last_hash: str) -> int:
         """Append the lead's rows (timeline first) to `out`, per table; returns its events.
-        `facts`: each version once (the store's key is (lead, version)), in any order."""
+        `facts`: versions 1..n, each once (their links checked), in any order; `last_hash`: the
+        hash of version n."""
         facts.sort()  # metric order
-        out[0].append((lead_no, lead_id, pack(facts)))
+        out[0].append((lead_no, lead_id, pack(facts), chains.whole(len(facts), last_hash)))
         lead = Lead(lead_no, lead_id)
         slot = self._slot
         for projection, handles in self._folds:
@@ -196,6 +202,33 @@ class Deriver:
                 for table, rows in projection.fold(lead, [], seen).rows.items():
                     out[slot[table]].extend(rows)
         return len(facts)
+
+
+# ---------------------------------------------------------------- reading a snapshot
+
+#: one lead's events read so far: [its facts (versions 1..n, in order), the hash of version n]
+_Stream = list[Any]
+
+
+def _group(batch: list[LogRow], by_lead: dict[str, _Stream], firsts: list[int] | None) -> None:
+    """Decode a scanned batch (position order, so each lead's events in version order) into
+    `by_lead`, checking each event's hash and row, and its link to the lead's previous one;
+    `firsts` gets each new lead's position."""
+    for position, lead_id, version, state in batch:
+        fact, digest, prev = decode(lead_id, position, version, state)
+        stream = by_lead.get(lead_id)
+        if stream is None:
+            if version != 1 or prev != GENESIS:
+                check_link(lead_id, version, prev, 0, GENESIS, f"notification {position}")
+            by_lead[lead_id] = [[fact], digest]
+            if firsts is not None:
+                firsts.append(position)
+        else:
+            facts = stream[0]
+            if prev != stream[1] or version != len(facts) + 1:
+                check_link(lead_id, version, prev, len(facts), stream[1], f"notification {position}")
+            facts.append(fact)
+            stream[1] = digest
 
 
 # ---------------------------------------------------------------- the forked workers
@@ -249,17 +282,11 @@ def _replay_worker(conn: Connection, source: EmbeddedSource, head: int, leads: L
     them by lead; send each lead's first position; get the lead numbers back; then fold and send
     the rows chunk by chunk (the leads numbered in chunk k, for every k, so the writer can merge)."""
     gc.disable()
-    by_lead: dict[str, list[Fact]] = {}
+    by_lead: dict[str, _Stream] = {}
     firsts: list[int] = []
     events = 0
     for batch in source.scan(head, leads):
-        for position, lead_id, fact in batch:
-            facts = by_lead.get(lead_id)
-            if facts is None:
-                by_lead[lead_id] = [fact]
-                firsts.append(position)
-            else:
-                facts.append(fact)
+        _group(batch, by_lead, firsts)
         events += len(batch)
         scanned.value = events
     fault("replay:scanned")
@@ -276,8 +303,8 @@ def _replay_worker(conn: Connection, source: EmbeddedSource, head: int, leads: L
         out = deriver.empty()
         n = 0
         while i < len(numbers) and numbers[i] <= top:
-            lead_id, facts = next(todo)
-            n += deriver.add(numbers[i], lead_id, facts, out)
+            lead_id, (facts, last_hash) = next(todo)
+            n += deriver.add(numbers[i], lead_id, facts, out, last_hash)
             i += 1
         fault("replay:folded")
         send_from_child(conn, (n, out))

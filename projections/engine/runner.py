@@ -9,12 +9,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from projections.base import Changes, Lead, Projection, Table
-from projections.engine.checkpoints import Checkpoints
+from projections.engine import chains
+from projections.engine.chains import Chain
+from projections.engine.checkpoints import MARKS, Checkpoints
 from projections.engine.db import ReadModelDB
-from projections.engine.registry import PROJECTIONS, Registry, tables_of
+from projections.engine.registry import PROJECTIONS, REGISTRY, Registry, tables_of
 from projections.engine.replay import REPLAY_WORKERS, Fault, Replay, ReplayProgress, ReplayResult
 from projections.engine.sources import EmbeddedSource, Source, SourceEvent
 from projections.engine.timeline import Timelines
+from schemas.codec import CorruptEvent, corrupt_event
 from schemas.facts import Fact, pack
 
 #: Leads whose timelines the runner keeps in memory between batches (a cache; the table is the truth).
@@ -39,10 +42,12 @@ class BatchResult:
 class Runner:
     """Owns reading, batching, the transaction and the checkpoint; projections stay pure.
 
-    Per batch: read events after the checkpoint (one position per source partition), group
-    them by lead, load those leads' timelines (their facts so far, `projections.engine.timeline`),
-    let every projection fold the new facts, then write the timeline rows, the projections' rows
-    and the new checkpoint together. A crash anywhere rolls the whole batch back; a restart
+    Per batch: check the source is still the one the read models were built from (the hash of
+    the event at the checkpoint, `Source.check_mark`), read events after the checkpoint (one
+    position per source partition), group them by lead, load those leads' timelines (their facts
+    and hash chain so far, `projections.engine.timeline`), check each new event's link to the
+    lead's previous one (`projections.engine.chains`), let every projection fold the new facts,
+    then write the timeline rows, the projections' rows and the new checkpoint together. A crash anywhere rolls the whole batch back; a restart
     resumes after the last committed checkpoint. A re-delivered event (same lead and version)
     is already in the timeline, so it changes nothing. A copy of recently used timelines stays
     in memory while no other writer commits.
@@ -59,7 +64,7 @@ class Runner:
         self._checkpoints = Checkpoints(db)
         self._registry = Registry(db)
         self._timelines = Timelines(db)
-        self._cache: dict[str, tuple[int, list[Fact]]] = {}
+        self._cache: dict[str, tuple[int, list[Fact], Chain]] = {}
         self._cache_mark: list[tuple[str, int, int]] | None = None  # checkpoints when the cache was valid
         self._next_no: int | None = None
         self._complete = False  # the cache holds every lead's timeline (rebuilt from zero by us)
@@ -68,14 +73,24 @@ class Runner:
 
     def setup(self) -> list[str]:
         """Create missing tables; rebuild (from the timelines) projections whose definition changed.
+        Read models built by an older engine (its tables differ) are dropped: the next catch-up
+        reads the source from zero (`leadledger replay` does it faster).
 
         Returns the names rebuilt."""
         with self.db.transaction(lock_key="runner"):
-            self.db.create(self.all_tables)
+            if not (self.db.exists(REGISTRY.name) and self._registry.engine_current()):
+                self._invalidate()
+                self.db.drop(self.all_tables)
+                self.db.create(self.all_tables)
+                self._registry.record(self.projections)
+                return []
             stored = self._registry.versions()
             stale = [p.name for p in self.projections if stored.get(p.name) != p.version]
+            # a changed definition may index columns its old table lacks: create only the others
+            rebuilt = {t.name for p in self.projections if p.name in stale for t in p.tables}
+            self.db.create([t for t in self.all_tables if t.name not in rebuilt])
             if stale and self._timelines.empty():
-                self._registry.record(self.projections)
+                self._rebuild_from_timelines(stale)  # nothing to fold: new empty tables
                 return []
             if stale:
                 self._rebuild_from_timelines(stale)
@@ -142,10 +157,17 @@ class Runner:
     # ---- running -------------------------------------------------------------
 
     def run_batch(self, source: Source, limit: int = 5000) -> BatchResult:
-        """Fold the next batch (at most `limit` events) and commit it; 0 events when caught up."""
-        # Nothing new (a query's catch-up, a follow-mode poll): found out with two reads, without
+        """Fold the next batch (at most `limit` events) and commit it; 0 events when caught up.
+
+        Raises `StoreMismatch` when the source is not the one the read models were built from
+        (`leadledger replay` rebuilds them), CorruptEvent for an event whose hash or link is wrong."""
+        # Nothing new (a query's catch-up, a follow-mode poll): found out with a few reads, without
         # queueing on the read models' write lock behind other runners and readers' catch-ups
-        if source.remaining(self.checkpoints(source.name)) == 0:
+        marked = self._checkpoints.marked(source.name)
+        for partition, (position, digest) in marked.items():
+            if digest is not None:
+                source.check_mark(partition, position, digest)
+        if source.remaining({p: pos for p, (pos, _) in marked.items()}) == 0:
             return BatchResult(0, 0, 0)
         # A batch allocates many small objects and no cycles; the cyclic collector would only
         # re-scan the timeline cache again and again (a third of the time of a replay).
@@ -168,13 +190,17 @@ class Runner:
                 if not events:
                     self._cache_mark = marks
                     return BatchResult(0, 0, 0)
-                result, updates = self._apply(events)
+                result, updates = self._apply(events, source)
                 self.fault("checkpoint")
                 positions = dict(after)
+                at: dict[int, SourceEvent] = {}
                 for e in events:
                     if e.position > positions.get(e.partition, -1):
                         positions[e.partition] = e.position
+                        at[e.partition] = e
                 self._checkpoints.set_many([(source.name, part, pos) for part, pos in sorted(positions.items())])
+                self._checkpoints.mark_many([(source.name, part, e.position, e.digest)
+                                             for part, e in sorted(at.items())])
                 self.fault("commit")
         except BaseException:
             self._invalidate()
@@ -217,8 +243,8 @@ class Runner:
 
     # ---- the fold of one batch -----------------------------------------------
 
-    def _load_timelines(self, lead_ids: list[str]) -> dict[str, tuple[int, list[Fact]]]:
-        found: dict[str, tuple[int, list[Fact]]] = {}
+    def _load_timelines(self, lead_ids: list[str]) -> dict[str, tuple[int, list[Fact], Chain]]:
+        found: dict[str, tuple[int, list[Fact], Chain]] = {}
         missing = []
         for lead_id in lead_ids:
             cached = self._cache.get(lead_id)
@@ -230,10 +256,12 @@ class Runner:
             found.update(self._timelines.find(missing))
         return found
 
-    def _apply(self, events: list[SourceEvent]) -> tuple[BatchResult, dict[str, tuple[int, list[Fact]]]]:
-        by_lead: dict[str, list[Fact]] = {}
+    def _apply(self, events: list[SourceEvent],
+               source: Source) -> tuple[BatchResult, dict[str, tuple[int, list[Fact], Chain]]]:
+        by_lead: dict[str, list[SourceEvent]] = {}
         for e in events:
-            by_lead.setdefault(e.lead_id, []).append(e.fact)
+            by_lead.setdefault(e.lead_id, []).append(e)
+        gapless, where, link = source.gapless, source.where, chains.link
         self.fault("load")
         stored = self._load_timelines(list(by_lead))
         if self._next_no is None:
@@ -244,26 +272,33 @@ class Runner:
         rows: dict[str, list[tuple[Any, ...]]] = {}
         replaced: dict[str, list[int]] = {}
         timeline_rows: list[tuple[Any, ...]] = []
-        updates: dict[str, tuple[int, list[Fact]]] = {}
+        updates: dict[str, tuple[int, list[Fact], Chain]] = {}
         duplicates = 0
         for lead_id, batch in by_lead.items():
             found = stored.get(lead_id)
+            chain: Chain
             if found is None:
-                lead_no, timeline = next_no, list[Fact]()
+                lead_no, timeline, chain = next_no, list[Fact](), ()
                 next_no += 1
                 top = 0
             else:
-                lead_no, timeline = found
+                lead_no, timeline, chain = found
                 top = max(f.version for f in timeline) if timeline else 0
             fresh: list[Fact] = []
             known: set[int] | None = None
             ordered = True  # the merged timeline stays sorted by appending
             last = timeline[-1] if timeline else None
-            for f in batch:
+            for e in batch:
+                f = e.fact
                 if f.version <= top:  # seen before (re-delivered), or a late gap-filler: check
                     if known is None:
                         known = {g.version for g in timeline} | {g.version for g in fresh}
                     if f.version in known:
+                        seen = chains.known_hash(chain, f.version)
+                        if seen is not None and seen != e.digest:
+                            raise corrupt_event(lead_id, f.version, "it differs from the event of that version "
+                                                "the read models hold (was the source replaced?)",
+                                                where(e.partition, e.position))
                         duplicates += 1
                         continue
                     known.add(f.version)
@@ -271,6 +306,11 @@ class Runner:
                     top = f.version
                     if known is not None:
                         known.add(f.version)
+                try:
+                    chain = link(chain, lead_id, f.version, e.prev, e.digest, gapless)
+                except CorruptEvent:  # again, to name where it was read
+                    link(chain, lead_id, f.version, e.prev, e.digest, gapless, where(e.partition, e.position))
+                    raise
                 # distinct events of one lead never tie on (occurred, version): tuple order is metric order
                 if last is not None and f < last:
                     ordered = False
@@ -297,8 +337,8 @@ class Runner:
             merged = timeline + fresh
             if not ordered:
                 merged.sort()
-            updates[lead_id] = (lead_no, merged)
-            timeline_rows.append((lead_no, lead_id, pack(merged)))
+            updates[lead_id] = (lead_no, merged, chain)
+            timeline_rows.append((lead_no, lead_id, pack(merged), chains.encode(chain)))
         self._write(rows, replaced, timeline_rows)
         self._next_no = next_no
         return BatchResult(len(events), duplicates, len(by_lead)), updates
@@ -327,7 +367,9 @@ class Runner:
     # ---- reading back --------------------------------------------------------
 
     def dump(self) -> dict[str, list[tuple[Any, ...]]]:
-        return self.db.dump(self.all_tables)
+        """Every table's rows (for comparisons in tests), but the marks: they fingerprint the
+        source, and runs over different sources of the same events compare equal."""
+        return self.db.dump([t for t in self.all_tables if t is not MARKS])
 
     def timelines(self) -> Iterable[tuple[Lead, list[Fact]]]:
         """Every lead's facts (metric order), for rebuilds and the exact known-at path."""

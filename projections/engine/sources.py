@@ -4,6 +4,12 @@ The embedded source reads the store's notification log (`LeadStore.log`,
 partition 0, position = notification id). A Kafka source (one partition per
 topic partition, position = offset) fits the same Protocol: `read` returns the
 events after the given positions, each partition in its own order.
+
+Every source checks each event's own hash and row as it decodes it, and hands over its hash
+and previous-hash link: the runner checks the link to the lead's previous event (which it may
+have folded long before). The embedded source also tells whether the store is still the one
+the read models were built from (`check_mark`): the hash of the event at the checkpoint is
+kept with it, and a store restored from an older backup, or replaced, no longer has that event.
 """
 
 from __future__ import annotations
@@ -14,10 +20,10 @@ from multiprocessing.connection import Connection
 from typing import NamedTuple, Protocol
 
 from lifecycle.store.repository import LeadStore
-from lifecycle.store.sqlite import EVERY_LEAD, LeadRange, LogFile
+from lifecycle.store.sqlite import EVERY_LEAD, LeadRange, LogFile, LogRow
 from projections.engine.forked import Child, ChildFailed, recv_in_child, send_from_child
-from schemas.codec import CorruptEvent
-from schemas.facts import Fact, decode_state
+from schemas.codec import CorruptEvent, checked_envelope
+from schemas.facts import Fact, decode_checked
 
 
 class SourceEvent(NamedTuple):
@@ -25,6 +31,13 @@ class SourceEvent(NamedTuple):
     position: int
     lead_id: str  # 32 lower-case hex digits (UUID.hex)
     fact: Fact
+    digest: str  # the event's hash (checked against its content)
+    prev: str  # the hash it states for the lead's previous event (the runner checks the link)
+
+
+class StoreMismatch(Exception):
+    """The read models were built from another event store than this one (a store restored from an
+    older backup, or replaced): nothing new would ever be projected right. `leadledger replay`."""
 
 
 class Source(Protocol):
@@ -42,9 +55,22 @@ class Source(Protocol):
         would return nothing: the runner then skips the batch without taking the write lock."""
         ...
 
+    @property
+    def gapless(self) -> bool:
+        """Each lead's events arrive in version order without gaps (a gap is a missing event)."""
+        ...
 
-#: (position, lead id, fact): one event of a snapshot scan
-Scanned = tuple[int, str, Fact]
+    def where(self, partition: int, position: int) -> str:
+        """Where an event was read, for messages ("notification 17")."""
+        ...
+
+    def check_mark(self, partition: int, position: int, digest: str) -> None:
+        """Raise `StoreMismatch` if the event at `position` is not the one of hash `digest` the read
+        models recorded with their checkpoint (a source that cannot tell does nothing)."""
+        ...
+
+
+
 
 
 class EmbeddedSource:
@@ -75,12 +101,44 @@ class EmbeddedSource:
     def read(self, after: Mapping[int, int], limit: int) -> list[SourceEvent]:
         if self._reader is not None:
             return self._reader.read(after.get(0, 0), limit)
-        return [SourceEvent(0, position, lead_hex, _decode(lead_hex, position, version, state))
+        return [SourceEvent(0, position, lead_hex, *decode(lead_hex, position, version, state))
                 for position, lead_hex, version, state in self.store.log(after.get(0, 0), limit)]
 
     def remaining(self, after: Mapping[int, int]) -> int | None:
         # notification ids are gap-free in SQLite; PostgreSQL may skip ids (rolled-back inserts)
         return max(0, self.store.head_position() - after.get(0, 0))
+
+    @property
+    def gapless(self) -> bool:
+        return True  # a lead's versions are stored (and numbered) in order
+
+    def where(self, partition: int, position: int) -> str:
+        return f"notification {position}"
+
+    def event_hash(self, position: int) -> str | None:
+        """The hash of the event at notification `position` (checked), None if there is none."""
+        rows = self.store.log(position - 1, 1) if position > 0 else []
+        if not rows or rows[0][0] != position:
+            return None
+        _, lead_hex, version, state = rows[0]
+        return str(checked_envelope(lead_hex, version, state, f"notification {position}")["hash"])
+
+    def check_mark(self, partition: int, position: int, digest: str) -> None:
+        found = self.event_hash(position)
+        if found == digest:
+            return
+        if found is None:
+            head = self.store.head_position()
+            what = (f"the store ends at notification {head}" if head < position
+                    else f"the store has no event {position}")
+            raise StoreMismatch(
+                f"the read models are ahead of the event store: they were built from its events up to "
+                f"notification {position}, but {what} (was the store restored from an older backup, or "
+                "replaced?); run `leadledger replay` to rebuild the read models from this store")
+        raise StoreMismatch(
+            f"the read models were built from another event store: the event at notification {position} is "
+            "not the one they were built with (was the store restored from a backup, or replaced?); run "
+            "`leadledger replay` to rebuild the read models from this store")
 
     # ---- snapshots, for a replay from zero -------------------------------------
 
@@ -97,19 +155,21 @@ class EmbeddedSource:
         """Lead-id ranges with about the same number of events each (at most `parts`)."""
         return self.store.split(head, parts)
 
-    def scan(self, head: int, leads: LeadRange = EVERY_LEAD, batch: int = 20_000) -> Iterator[list[Scanned]]:
-        """Batches of the events at or before `head` whose lead id is in `leads`, in position
-        order, decoded."""
-        for rows in self.store.scan(head, leads, batch):
-            yield [(position, lead, _decode(lead, position, version, state))
-                   for position, lead, version, state in rows]
+    def scan(self, head: int, leads: LeadRange = EVERY_LEAD, batch: int = 20_000) -> Iterator[list[LogRow]]:
+        """Batches of the stored rows at or before `head` whose lead id is in `leads`, in position
+        order (so each lead's in version order), as stored: the caller decodes them with `decode`,
+        which checks each event's hash and row, and checks the links (the replay does both)."""
+        yield from self.store.scan(head, leads, batch)
 
 
-def _decode(lead_hex: str, position: int, version: int, state: bytes) -> Fact:
+def decode(lead_hex: str, position: int, version: int, state: bytes) -> tuple[Fact, str, str]:
+    """A stored row's (Fact, hash, prevhash), its hash and row checked (`decode_checked`); a
+    CorruptEvent names the lead, the version and the notification."""
     try:
-        return decode_state(version, state)
-    except CorruptEvent as exc:
-        raise CorruptEvent(f"lead {lead_hex} notification {position}: {exc}") from exc
+        return decode_checked(lead_hex, version, state)
+    except CorruptEvent:
+        decode_checked(lead_hex, version, state, f"notification {position}")  # the same error, located
+        raise
 
 
 class ListSource:
@@ -135,6 +195,17 @@ class ListSource:
     def remaining(self, after: Mapping[int, int]) -> int | None:
         return sum(1 for e in self.events if e.position > after.get(e.partition, 0))
 
+    @property
+    def gapless(self) -> bool:
+        return False  # tests split, repeat and reorder logs
+
+    def where(self, partition: int, position: int) -> str:
+        return f"{self._name} partition {partition} position {position}"
+
+    def check_mark(self, partition: int, position: int, digest: str) -> None:
+        if not any(e.partition == partition and e.position == position and e.digest == digest for e in self.events):
+            raise StoreMismatch(f"{self._name} has no event {digest} at partition {partition} position {position}")
+
 
 # ---------------------------------------------------------------- prefetching
 
@@ -144,8 +215,11 @@ def _prefetch_main(conn: Connection, log_file: LogFile) -> None:
     with log_file.open() as log:
         while (request := recv_in_child(conn)) is not None:
             after, limit = request
-            send_from_child(conn, [(position, lead, *_decode(lead, position, version, state))
-                                   for position, lead, version, state in log.after(after, limit)])
+            out = []
+            for position, lead, version, state in log.after(after, limit):
+                fact, digest, prev = decode(lead, position, version, state)
+                out.append((position, lead, digest, prev, *fact))
+            send_from_child(conn, out)
 
 
 class _Prefetcher:
@@ -161,7 +235,7 @@ class _Prefetcher:
 
     def _answer(self) -> list[SourceEvent]:
         self._pending = None
-        return [SourceEvent(0, item[0], item[1], Fact(*item[2:])) for item in self._child.recv()]
+        return [SourceEvent(0, item[0], item[1], Fact(*item[4:]), item[2], item[3]) for item in self._child.recv()]
 
     def read(self, after: int, limit: int) -> list[SourceEvent]:
         if self._pending != (after, limit):

@@ -1,17 +1,20 @@
 """The timeline table `rm_timeline`: every lead's facts folded so far (metric order), under the
-dense number the runner gave the lead at its first event."""
+dense number the runner gave the lead at its first event, and its hash chain so far
+(`projections.engine.chains`: what the next event's link is checked against)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
 from projections.base import Lead, Table
+from projections.engine import chains
+from projections.engine.chains import Chain
 from projections.engine.db import ReadModelDB
 from schemas.facts import Fact, unpack
 
 TIMELINE = Table(
     "rm_timeline",
-    (("lead_no", "int"), ("lead_id", "text"), ("facts", "blob")),
+    (("lead_no", "int"), ("lead_id", "text"), ("facts", "blob"), ("chain", "text")),
     key=("lead_no",),
     indexes=(("lead_id",),),
     upsert=True,
@@ -31,13 +34,13 @@ class Timelines:
     def __init__(self, db: ReadModelDB) -> None:
         self.db = db
         self._table = db.name(TIMELINE.name)
-        #: writes one (lead_no, lead_id, packed facts) row, replacing the lead's previous one
+        #: writes one (lead_no, lead_id, packed facts, chain) row, replacing the lead's previous one
         self.upsert_sql = db.insert_sql(TIMELINE)
 
-    def find(self, lead_ids: Sequence[str]) -> dict[str, tuple[int, list[Fact]]]:
-        """lead id -> (lead number, facts) of the leads stored; unknown ids are left out."""
-        return {lead_id: (int(no), unpack(facts)) for no, lead_id, facts in self.db.query_in(
-            f"SELECT lead_no, lead_id, facts FROM {self._table}", "lead_id", lead_ids)}
+    def find(self, lead_ids: Sequence[str]) -> dict[str, tuple[int, list[Fact], Chain]]:
+        """lead id -> (lead number, facts, hash chain) of the leads stored; unknown ids are left out."""
+        return {lead_id: (int(no), unpack(facts), chains.decode(chain)) for no, lead_id, facts, chain in
+                self.db.query_in(f"SELECT lead_no, lead_id, facts, chain FROM {self._table}", "lead_id", lead_ids)}
 
     def last_lead_no(self) -> int:
         """The highest lead number given so far (0: none)."""

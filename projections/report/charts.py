@@ -269,9 +269,10 @@ def funnel_chart(
     *,
     title: str,
     width: float = 560,
+    rate_word: str = "continue",
 ) -> str:
     """Centred bars, widest first, with the count on each bar and the stage-to-stage
-    conversion rate between consecutive bars."""
+    rate between consecutive bars ("↓ 40.0 % continue"; a period funnel says "ratio")."""
     bar_h = 40.0
     gap = 30.0
     label_w = max(text_width(name, 14, bold=True) for name, _ in stages) + 24
@@ -282,7 +283,7 @@ def funnel_chart(
     height = top + len(stages) * bar_h + (len(stages) - 1) * gap + 8
     maximum = max((n for _, n in stages), default=0) or 1
     desc = "; ".join(f"{name}: {n:,}" for name, n in stages)
-    desc += ". Conversion: " + ", ".join(
+    desc += (". Conversion: " if rate_word == "continue" else ". Ratio to the stage before: ") + ", ".join(
         f"{stages[i][0]} to {stages[i + 1][0]} {fmt_percent(c)}" for i, c in enumerate(conversions)
     )
     head, tail = _svg_open(width, height, title, desc)
@@ -303,8 +304,8 @@ def funnel_chart(
         if i < len(conversions):
             rate = conversions[i]
             cy = y + bar_h + gap / 2 + 5
-            out.append(_text(centre, cy, f"↓ {fmt_percent(rate)} continue", anchor="middle", size=12,
-                             fill=MUTED))
+            label = f"↓ {fmt_percent(rate)} continue" if rate_word == "continue" else f"↓ ratio {fmt_percent(rate)}"
+            out.append(_text(centre, cy, label, anchor="middle", size=12, fill=MUTED))
         y += bar_h + gap
     out.append(tail)
     return "".join(out)

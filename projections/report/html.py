@@ -12,7 +12,14 @@ from typing import TYPE_CHECKING
 from projections.query import Query
 from projections.report.charts import fmt_duration, fmt_int, fmt_money, fmt_percent
 from projections.report.markup import CONVERSION_NAMES, MODEL_NAMES, esc, kpi, period, ratio, when
-from projections.report.sections import attribution_section, funnel_section, speed_section, velocity_section
+from projections.report.sections import (
+    attribution_section,
+    fmt_amounts,
+    funnel_section,
+    speed_section,
+    unconverted_total,
+    velocity_section,
+)
 
 if TYPE_CHECKING:
     from projections.service import Analytics
@@ -52,6 +59,7 @@ dl.params dd { margin: 0; font-weight: 600; }
 .kpi .label { display: block; font-size: 13px; color: var(--muted); }
 section { margin: 0 0 28px; break-inside: avoid; page-break-inside: avoid; min-width: 0; }
 .share { color: var(--muted); }
+.caution { color: #8A4B00; font-size: 13px; }
 h2 { font-size: 21px; margin: 0 0 6px; }
 h3 { font-size: 16px; margin: 20px 0 6px; }
 p.lede { margin: 0 0 14px; font-size: 15px; }
@@ -102,10 +110,15 @@ def render_report(analytics: Analytics, query: Query, *, generated_at: datetime 
     to_won = (velocity["groups"][0]["time_to_stage"].get("won") or {}) if velocity["groups"] else {}
     sp = speed_all["groups"][0] if speed_all["groups"] else {}
     kpis = [kpi(fmt_int(captured), "leads captured"),
-            kpi(fmt_int(won), f"won ({fmt_percent(ratio(won, captured))} of captured)")]
+            kpi(fmt_int(won), f"won ({fmt_percent(ratio(won, captured))} of captured)" if query.mode == "cohort"
+                else f"won in the period (ratio to captured {fmt_percent(ratio(won, captured))})")]
     if query.conversion == "won":
+        # in the reporting currency; amounts without a rate are named apart, never added in
+        currency = str(attribution.get("currency") or "")
         revenue = sum(g.get("revenue") or 0 for g in attribution["groups"])
-        kpis.append(kpi(fmt_money(revenue), "won revenue"))
+        unconverted = unconverted_total(attribution)
+        label = f"won revenue ({currency})" + (f"; not converted: {fmt_amounts(unconverted)}" if unconverted else "")
+        kpis.append(kpi(esc(f"{fmt_money(revenue)} {currency}"), label))
     kpis.append(kpi(fmt_duration(to_won.get("p50_s")), "median capture → won"))
     kpis.append(kpi(fmt_percent(ratio(sp.get("within_5m"), sp.get("assignments")), 0),
                      "of assignments contacted within 5 min"))

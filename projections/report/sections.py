@@ -20,12 +20,24 @@ TERMINAL_STAGES = (Stage.WON, Stage.LOST, Stage.DISQUALIFIED)
 OPEN_STAGES = tuple(s.value for s in FUNNEL_ORDER if s not in TERMINAL_STAGES)
 
 
+#: below this many leads a share is shown with a caution: one lead more or less moves it a lot
+SMALL_SAMPLE = 20
+
+
+def caution(n: float | None, what: str = "leads") -> str:
+    """A muted warning for a figure that rests on fewer than SMALL_SAMPLE leads (or assignments)."""
+    if n is None or n <= 0 or n >= SMALL_SAMPLE:
+        return ""
+    return f' <span class="caution">(only {fmt_int(n)} {esc(what)}: read with care)</span>'
+
+
 def funnel_section(funnel: dict[str, Any], mode: str) -> str:
     group = funnel["groups"][0] if funnel["groups"] else {"stages": {}, "conversion": {}}
     stages: dict[str, int] = group["stages"]
     conversion: dict[str, float | None] = group["conversion"]
     captured = stages.get("captured", 0)
-    scope = ("of the leads captured in the period, how many ever reached each stage" if mode == "cohort"
+    period = mode == "period"
+    scope = ("of the leads captured in the period, how many ever reached each stage" if not period
              else "distinct leads entering each stage during the period")
     out = ['<section id="funnel"><h2>Funnel: where leads get stuck</h2>']
     if not captured and not any(stages.values()):
@@ -35,21 +47,39 @@ def funnel_section(funnel: dict[str, Any], mode: str) -> str:
     rates = [conversion.get(step) for step in steps]
     known = [(r, s) for r, s in zip(rates, steps, strict=True) if r is not None]
     won = stages.get("won", 0)
-    lede = (f"{fmt_int(captured)} leads captured, {fmt_int(won)} won "
-            f"({fmt_percent(ratio(won, captured))} end to end).")
-    if known:
-        worst_rate, worst = min(known)
-        a, b = worst.split("->")
-        lede += (f" The biggest drop is <strong>{esc(stage_name(a))} → {esc(stage_name(b))}</strong>: "
-                 f"only {fmt_percent(worst_rate)} continue.")
+    if not period:
+        lede = (f"{fmt_int(captured)} leads captured, {fmt_int(won)} won "
+                f"({fmt_percent(ratio(won, captured))} end to end).{caution(captured)}")
+        if known:
+            worst_rate, worst = min(known)
+            a, b = worst.split("->")
+            lede += (f" The biggest drop is <strong>{esc(stage_name(a))} → {esc(stage_name(b))}</strong>: "
+                     f"of the {fmt_int(stages.get(a, 0))} leads that reached {esc(stage_name(a))}, "
+                     f"{fmt_percent(worst_rate)} went on to {esc(stage_name(b))}.{caution(stages.get(a, 0))}")
+    else:
+        lede = (f"During the period {fmt_int(captured)} leads were captured and {fmt_int(won)} won. Each count "
+                "is the distinct leads that entered that stage in the period, so a ratio between two stages "
+                "compares different groups of leads (a deal won now may have been captured months ago), not "
+                "the share of one group that moved on.")
+        if known:
+            worst_rate, worst = min(known)
+            a, b = worst.split("->")
+            lede += (f" The lowest ratio is <strong>{esc(stage_name(b))} to {esc(stage_name(a))}</strong>: "
+                     f"{fmt_int(stages.get(b, 0))} entered {esc(stage_name(b))} against "
+                     f"{fmt_int(stages.get(a, 0))} entering {esc(stage_name(a))} "
+                     f"({fmt_percent(worst_rate)}).{caution(stages.get(a, 0))}")
     out.append(f'<p class="lede">{lede}</p>')
+    title = ("Main path: leads per stage, share continuing to the next" if not period else
+             "Main path: leads entering each stage in the period, ratio to the stage before")
     out.append(figure(charts.funnel_chart([(stage_name(s), int(stages.get(s, 0))) for s in MAIN_PATH], rates,
-                                   title="Main path: leads per stage, share continuing to the next")))
+                                          title=title, rate_word="ratio" if period else "continue")))
     rows = [[esc(stage_name(s)), fmt_int(stages.get(s, 0)), fmt_percent(ratio(stages.get(s, 0), captured))]
             for s in DETOURS]
-    out.append(table([("Detour or exit", False), ("Leads", True), ("Share of captured", True)], rows))
-    out.append(f'<p class="note">Counts are distinct leads: {esc(scope)}. Conversion a → b is '
-               "reached(b) / reached(a).</p></section>")
+    share = "Ratio to captured" if period else "Share of captured"
+    out.append(table([("Detour or exit", False), ("Leads", True), (share, True)], rows))
+    formula = ("Ratio a → b is entered(b) / entered(a) within the period." if period else
+               "Conversion a → b is reached(b) / reached(a).")
+    out.append(f'<p class="note">Counts are distinct leads: {esc(scope)}. {formula}</p></section>')
     return "".join(out)
 
 
@@ -66,7 +96,7 @@ def velocity_section(velocity: dict[str, Any]) -> str:
     st = in_stage[slowest]
     out.append(f'<p class="lede">Leads wait longest in <strong>{esc(stage_name(slowest))}</strong>: half of them '
                f"move on within {fmt_duration(st.get('p50_s'))}, but one in ten stays longer than "
-               f"{fmt_duration(st.get('p90_s'))}.</p>")
+               f"{fmt_duration(st.get('p90_s'))}.{caution(st.get('count'), 'completed stays')}</p>")
     out.append(figure(charts.bar_chart(
         [stage_name(s) for s in order],
         [Series("median (p50)", charts.BLUE, [in_stage[s].get("p50_s") for s in order]),
@@ -89,13 +119,29 @@ def velocity_section(velocity: dict[str, Any]) -> str:
     return "".join(out)
 
 
+def unconverted_total(attribution: dict[str, Any]) -> dict[str, float]:
+    """Per currency, the credited amounts of all groups that had no rate (never added to revenue)."""
+    total: dict[str, float] = {}
+    for g in attribution["groups"]:
+        for currency, amount in (g.get("unconverted") or {}).items():
+            total[currency] = total.get(currency, 0.0) + amount
+    return dict(sorted(total.items()))
+
+
+def fmt_amounts(amounts: dict[str, float]) -> str:
+    """`USD 12 k · SGD 900`: amounts in their own currencies, never added together."""
+    return " · ".join(f"{currency} {fmt_money(amount)}" for currency, amount in amounts.items()) or "–"
+
+
 def attribution_section(attribution: dict[str, Any], by_channel: dict[str, Any]) -> str:
     model, conversion = attribution["model"], attribution["conversion"]
+    currency = str(attribution.get("currency") or "")
     credited = {g["key"]: g for g in attribution["groups"]}
     sources = {g["key"]: g["stages"] for g in by_channel["groups"] if any(g["stages"].values())}
     with_revenue = conversion == "won"
     total_conv = sum(g.get("conversions") or 0 for g in credited.values())
     total_rev = sum(g.get("revenue") or 0 for g in credited.values()) if with_revenue else None
+    unconverted = unconverted_total(attribution) if with_revenue else {}
     metric = "revenue" if with_revenue else "conversions"
     keys = sorted(credited.keys() | sources.keys(), key=lambda k: (
         -((credited.get(k) or {}).get(metric) or 0), -(sources.get(k) or {}).get("captured", 0), str(k)))
@@ -110,18 +156,18 @@ def attribution_section(attribution: dict[str, Any], by_channel: dict[str, Any])
         if with_revenue:
             lede = (f"Under the <strong>{esc(model)}</strong> model, <strong>{esc(top['key'])}</strong> earns "
                     f"the most credit: {fmt_percent(ratio(top.get('revenue'), total_rev))} of won revenue "
-                    f"({fmt_money(top.get('revenue'))} of {fmt_money(total_rev)}).")
+                    f"({fmt_money(top.get('revenue'))} of {fmt_money(total_rev)} {esc(currency)}).")
         else:
             lede = (f"Under the <strong>{esc(model)}</strong> model, <strong>{esc(top['key'])}</strong> earns "
                     f"the most credit: {fmt_percent(ratio(top.get('conversions'), total_conv))} of "
                     f"{fmt_number(total_conv)} {esc(what)}.")
-        out.append(f'<p class="lede">{lede}</p>')
+        out.append(f'<p class="lede">{lede}{caution(total_conv, what)}</p>')
         if with_revenue:
             out.append(figure(charts.bar_chart(
                 [str(k) for k in charted],
                 [Series("attributed revenue", charts.GREEN, [credited[k].get("revenue") for k in charted])],
-                title=f"Attributed revenue by channel ({model} model)", value_label=fmt_money,
-                axis_label="deal amount × credit", ticks=lambda m: (charts.nice_ticks(m), fmt_money),
+                title=f"Attributed revenue by channel ({model} model, {currency})", value_label=fmt_money,
+                axis_label=f"deal amount × credit, {currency}", ticks=lambda m: (charts.nice_ticks(m), fmt_money),
             )))
         else:
             out.append(figure(charts.bar_chart(
@@ -132,10 +178,15 @@ def attribution_section(attribution: dict[str, Any], by_channel: dict[str, Any])
             )))
     else:
         out.append(f'<p class="lede">No {esc(what)} yet: nothing to credit.</p>')
+    if unconverted:
+        out.append(f'<p class="lede">Not converted (no {esc(currency)} rate on the won date): '
+                   f"<strong>{esc(fmt_amounts(unconverted))}</strong>, not in the revenue above.</p>")
     headers = [("Channel", False), ("Captured", True), ("Won", True), ("Win rate", True),
                (f"{CONVERSION_NAMES_SHORT.get(conversion, conversion)} credit", True)]
     if with_revenue:
-        headers += [("Revenue", True), ("Share", True)]
+        headers += [(f"Revenue ({currency})", True), ("Share", True)]
+    if unconverted:
+        headers += [("Not converted", True)]
     rows = []
     for k in keys:
         st, cr = sources.get(k) or {}, credited.get(k) or {}
@@ -144,12 +195,17 @@ def attribution_section(attribution: dict[str, Any], by_channel: dict[str, Any])
                fmt_number(cr.get("conversions"), 1) if cr else "0"]
         if with_revenue:
             row += [fmt_money(cr.get("revenue")) if cr else "0", fmt_percent(ratio(cr.get("revenue"), total_rev))]
+        if unconverted:
+            row += [esc(fmt_amounts(cr.get("unconverted") or {}))]
         rows.append(row)
     out.append(table(headers, rows))
     out.append(f'<p class="note">Captured, won and win rate count leads by their source (first touch). '
                f"Credit: {esc(MODEL_NAMES.get(model, model))}, over the touches since the lead's previous "
-               "conversion; credits sum to the number of conversions. Revenue is deal amount × credit, "
-               "summed as recorded (currencies are not converted).</p></section>")
+               "conversion; credits sum to the number of conversions. "
+               + (f"Revenue is deal amount × credit in {esc(currency)}, each amount converted at the rate "
+                  "in effect on its won date; an amount in a currency with no rate then is listed as not "
+                  "converted, in its own currency, and never added." if with_revenue else "")
+               + "</p></section>")
     return "".join(out)
 
 
@@ -165,7 +221,7 @@ def speed_section(speed: dict[str, Any], overall: dict[str, Any]) -> str:
                f"of {fmt_int(total['assignments'])} assignments, "
                f"<strong>{fmt_percent(ratio(total['within_5m'], total['assignments']))} within 5 minutes</strong>. "
                f"Median response {fmt_duration(total.get('p50_s'))}; one in ten waited longer than "
-               f"{fmt_duration(total.get('p90_s'))}.</p>")
+               f"{fmt_duration(total.get('p90_s'))}.{caution(total['assignments'], 'assignments')}</p>")
     out.append(figure(charts.bar_chart(
         [str(g["key"]) for g in groups],
         [Series("contacted within 5 minutes", charts.BLUE,

@@ -22,11 +22,11 @@ from consumers.kafka.settings import KafkaSettings
 from consumers.relay import partition_for
 from leadledger.bootstrap import bootstrap
 from lifecycle.application import LeadLedger
-from lifecycle.audit import export_envelopes
 from lifecycle.inbound import InboundHandler, Tally
 from lifecycle.settings import Settings
 from lifecycle.simulate import generate
 from lifecycle.store.repository import LeadStore
+from tests.support.snapshots import by_capture
 
 START = datetime(2026, 1, 5, tzinfo=UTC)
 TEST_SECRET = b"leadledger-test-secret"  # tests/conftest.py, so lead ids agree across stores
@@ -37,7 +37,7 @@ FAST_GROUP = ConsumeOptions(batch=500, poll_timeout_ms=200, log_every_s=2.0, onc
 
 Record = tuple[bytes | None, bytes | None]  # (key, value)
 #: envelope fields that differ between two stores holding the same history
-VOLATILE = frozenset({"id", "recordedat", "hash", "prevhash"})
+
 
 
 def simulated(leads: int, seed: int, days: int = 30) -> list[dict[str, Any]]:
@@ -103,15 +103,9 @@ def read_topic(bootstrap_servers: str, topic: str, *, at_least: int = 0, timeout
 
 
 def snapshot(store: LeadStore) -> dict[str, list[dict[str, Any]]]:
-    """Each lead's events (personal data opened) minus what differs between stores: ids, record times, hashes."""
-    leads: dict[str, list[dict[str, Any]]] = {}
-    for envelope in export_envelopes(store, decrypt=True):
-        leads.setdefault(envelope["subject"], []).append(
-            {k: v for k, v in envelope.items() if k not in VOLATILE}
-        )
-    for events in leads.values():
-        assert [e["sequence"] for e in events] == list(range(1, len(events) + 1)), "versions must be 1..n"
-    return leads
+    """Each lead's events (personal data opened), keyed by its e-mail (lead ids are random), minus
+    what differs between stores: ids, subjects, record times, hashes."""
+    return by_capture(store)
 
 
 def ingested(home: Path, values: Iterable[bytes]) -> tuple[dict[str, list[dict[str, Any]]], Tally]:

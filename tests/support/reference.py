@@ -2,7 +2,9 @@
 
 The reference computes every SPEC §4 metric in plain Python straight from the
 exported CloudEvents envelopes (`lifecycle.audit.export_envelopes`); it shares no
-code with `projections/`, so agreement means something.
+code with `projections/`, so agreement means something. Revenue is converted here
+too, by its own reading of the contract: the rate of the won amount's currency in
+effect on the won date (UTC), the reporting currency at 1, anything else unconverted.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import random
 from collections import Counter, defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
 from itertools import pairwise
 from math import ceil
@@ -30,19 +32,55 @@ STAGES = ("captured", "nurtured", "mql", "sal", "sql", "won", "recycled", "lost"
 MAIN = ("captured", "mql", "sal", "sql", "won")
 
 
-def simulated_app(settings: Settings, leads: int, seed: int, late_share: float = 0.08) -> LeadLedger:
+def simulated_app(settings: Settings, leads: int, seed: int, late_share: float = 0.08, deals: int = 0) -> LeadLedger:
     """A store filled through the inbound handler; `late_share` of the touches arrive at the
-    end (late, out of occurred_at order), so recorded order and occurred order disagree."""
+    end (late, out of occurred_at order), so recorded order and occurred order disagree.
+    `deals` more leads (`currency_deals`) are won in many currencies over four months."""
     app = bootstrap(settings)
     messages = list(generate(leads=leads, seed=seed, start=START, days=30))
     rng = random.Random(seed)
     late = [m for m in messages if m["type"].endswith(".touch.v1") and rng.random() < late_share]
     late_ids = {id(m) for m in late}
-    ordered = [m for m in messages if id(m) not in late_ids] + late
+    ordered = [m for m in messages if id(m) not in late_ids] + late + currency_deals(deals, seed)
     handler = InboundHandler(app, batch_size=200)
     results = list(handler.handle_stream((i, orjson.dumps(m)) for i, m in enumerate(ordered, start=1)))
     assert sum(r.status == "applied" for r in results) > leads
     return app
+
+
+#: The currencies `currency_deals` cycles through (one written in lower case: stored upper-case).
+DEAL_CURRENCIES = ("USD", "GBP", "SGD", "EUR", "usd", "CHF")
+_DEAL_CHANNELS = ("webinar", "Paid_Search ", "referral", " Event")
+
+
+def currency_deals(count: int, seed: int) -> list[dict[str, Any]]:
+    """Inbound messages of `count` leads, each captured, touched, qualified and won within a week,
+    the wins spread over ~4 months from START and cycling through DEAL_CURRENCIES (channel names
+    in mixed case, as upstream systems send them)."""
+    rng = random.Random(seed * 7919)
+    out: list[dict[str, Any]] = []
+    bant = {"budget": "approved", "authority": "CFO", "need": "reporting", "timeline": "Q3"}
+    for i in range(count):
+        t0 = START + timedelta(days=3 + i * 120 / max(1, count), hours=rng.randint(0, 6))
+        email = f"fx-deal-{seed}-{i}@example.org"
+
+        def msg(message: str, after: timedelta, email: str = email, t0: datetime = t0, **data: Any) -> None:
+            out.append({"specversion": "1.0", "id": f"fx-{seed}-{len(out)}", "source": "fx-deals",
+                        "type": f"leadledger.inbound.{message}.v1", "time": fmt(t0 + after),
+                        "data": {"email": email, **data}})
+
+        hour = timedelta(hours=1)
+        msg("capture", 0 * hour, channel=_DEAL_CHANNELS[i % 4], campaign="FX-Test")
+        msg("touch", hour, channel=_DEAL_CHANNELS[(i + 1) % 4], campaign="retarget", kind="ad_click")
+        msg("score", 2 * hour, total=90)
+        msg("transition", 3 * hour, trigger="qualify_mql")
+        msg("assign", 4 * hour, owner="fx.owner")
+        msg("transition", 5 * hour, trigger="accept")
+        msg("touch", 24 * hour, channel="email", kind="email_open")
+        msg("transition", 48 * hour, trigger="qualify_sql", bant=bant)
+        msg("transition", 120 * hour, trigger="win", amount=round(rng.uniform(1_000, 90_000), 2),
+            currency=DEAL_CURRENCIES[i % len(DEAL_CURRENCIES)])
+    return out
 
 
 # ---------------------------------------------------------------- the reference
@@ -219,17 +257,39 @@ def conversions(evs: list[Ev], p: Params) -> list[tuple[Ev, Ev, list[tuple[Ev, f
     return out
 
 
-def ref_attribution(evs: list[Ev], p: Params) -> list[dict[str, Any]]:
+#: An `[fx]` table as the reference reads it: currency -> [(first day, rate)], any order.
+Rates = dict[str, list[tuple[date, float]]]
+
+
+def ref_rate(rates: Rates, reporting: str, currency: str, won: datetime) -> float | None:
+    """The rate in effect on the won day: the latest whose first day is on or before it."""
+    if currency == reporting:
+        return 1.0
+    day = won.astimezone(UTC).date()
+    in_effect = [(start, rate) for start, rate in rates.get(currency, []) if start <= day]
+    return max(in_effect)[1] if in_effect else None
+
+
+def ref_attribution(evs: list[Ev], p: Params, rates: Rates | None = None,
+                    reporting: str = "EUR") -> list[dict[str, Any]]:
     credit: dict[str | None, float] = defaultdict(float)
     revenue: dict[str | None, float] = defaultdict(float)
+    unconverted: dict[str | None, dict[str, float]] = defaultdict(dict)
     for _, conv, credited in conversions(evs, p):
         for t, w in credited:
             k = touch_key(t, p.by)
             credit[k] += w
             if p.conversion == "won":
-                revenue[k] += w * float(conv.data["amount"])
+                amount, currency = float(conv.data["amount"]), str(conv.data["currency"])
+                rate = ref_rate(rates or {}, reporting, currency, conv.at)
+                if rate is None:
+                    unconverted[k][currency] = unconverted[k].get(currency, 0.0) + w * amount
+                else:
+                    revenue[k] += w * amount * rate
     keys = sorted(credit, key=lambda k: k or "") if p.by else [None]
-    return [{"key": k, "conversions": credit[k], "revenue": revenue[k] if p.conversion == "won" else None}
+    won = p.conversion == "won"
+    return [{"key": k, "conversions": credit[k], "revenue": revenue[k] if won else None,
+             "unconverted": dict(sorted(unconverted[k].items())) if won else None}
             for k in keys]
 
 

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from leadledger.cli import cli
 from leadledger.http.app import create_app
+from leadledger.http.routes import seal_personal
 from lifecycle.settings import Settings
 from projections.service import Analytics
 
@@ -104,13 +105,16 @@ def test_every_query_answers_what_the_cli_prints(client: TestClient, home: Path,
     assert response.json() == cli_json(home, *args)
 
 
-def test_a_leads_history_is_the_clis_history(client: TestClient, home: Path, some_lead: str) -> None:
+def test_a_leads_history_is_the_clis_history_with_personal_data_sealed(client: TestClient, home: Path,
+                                                                      some_lead: str) -> None:
     body = client.get(f"/leads/{some_lead}/history").json()
-    assert body == cli_json(home, "history", some_lead)
+    assert body == seal_personal(cli_json(home, "history", some_lead))
+    assert body != cli_json(home, "history", some_lead)  # the CLI (the operator) sees the e-mail
+    assert body["events"][0]["data"]["email"] == "[sealed]"
     assert body["stage"] == "won" and body["events"]
     early = client.get(f"/leads/{some_lead}/history", params={"as_of": "2026-01-01"})
     assert early.status_code == 200
-    assert early.json() == cli_json(home, "history", some_lead, "--as-of", "2026-01-01")
+    assert early.json() == seal_personal(cli_json(home, "history", some_lead, "--as-of", "2026-01-01"))
 
 
 def test_a_plus_that_became_a_space_in_the_query_string_still_means_plus(client: TestClient, home: Path) -> None:

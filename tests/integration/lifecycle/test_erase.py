@@ -18,6 +18,7 @@ from schemas.sealing import ERASED, DecryptionFailed, unseal
 from tests.support.cli import T0, sqlite_files
 
 EMAIL = "ada.lovelace@example.com"
+COMPANY = "Lovelace Difference Engines"  # a one-person company names a person
 
 
 def raw_sqlite(home: Path) -> dict[str, bytes]:
@@ -60,8 +61,12 @@ def test_erase_removes_the_wrapped_key_from_every_sqlite_file(app: LeadLedger, t
                                                              position: str) -> None:
     before_ids = capture_many(app, 30) if position != "first" else []
     lead_id = app.execute(cmd.Capture(occurred_at=T0, actor="t", message_key=None, email=EMAIL,
-                                      channel="webinar", name="Ada Lovelace", phone="+41 44 000 00 00")).lead_id
+                                      channel="webinar", name="Ada Lovelace", phone="+41 44 000 00 00",
+                                      company=COMPANY)).lead_id
     assert lead_id is not None
+    # a re-capture's statement (sealed with the same key) goes with it
+    app.execute(cmd.Capture(occurred_at=T0, actor="t", message_key=None, email=EMAIL, channel="events",
+                            name="Augusta Ada King", company=COMPANY + " II", consent=True))
     after_ids = capture_many(app, 30) if position != "last" else []
     app.execute(cmd.Score(occurred_at=T0, actor="t", message_key=None, lead=cmd.LeadRef(lead_id=lead_id),
                           total=80))
@@ -86,11 +91,16 @@ def test_erase_removes_the_wrapped_key_from_every_sqlite_file(app: LeadLedger, t
     assert app.store.recorder.wrapped_keys([lead_id]) == {}
     # the e-mail cannot be recovered: no key, no clear text anywhere
     for name, data in files.items():
-        assert EMAIL.encode() not in data, name
-        assert b"Ada Lovelace" not in data, name
+        for text in (EMAIL, "Ada Lovelace", COMPANY, "Augusta Ada King"):
+            assert text.encode() not in data, (name, text)
     result = history(app.store, lead_id)
     assert result is not None
     assert result["events"][0]["data"]["email"] == ERASED
+    assert result["events"][0]["data"]["company"] == ERASED
+    assert result["events"][1]["data"]["name"] == ERASED
+    # the e-mail index row is gone with the key: the e-mail no longer finds the lead
+    assert app.store.lookup_emails([app.store.secrets.email_key(EMAIL)]) == {}
+    assert b"leadledger" in files["events.sqlite"]  # (the files are real)
     # every other lead keeps its key and its readable data
     assert app.store.recorder.wrapped_keys(before_ids + after_ids) == others
     for other in (before_ids + after_ids)[:3]:

@@ -22,7 +22,7 @@ START = datetime(2026, 1, 5, tzinfo=UTC)
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[LeadLedger]:
-    ledger = bootstrap(Settings(home=tmp_path, secret=b"test-secret"))
+    ledger = bootstrap(Settings(home=tmp_path, secret=b"test-secret-of-16-bytes"))
     yield ledger
     ledger.store.close()
 
@@ -84,5 +84,5 @@ def test_feeding_the_same_traffic_again_changes_nothing(app: LeadLedger) -> None
     for result in handler.handle_stream(enumerate(messages)):
         second.add(result)
     assert first.dead_lettered == 0
-    assert second.as_json() == {"applied": 0, "duplicates": len(messages), "dead_lettered": 0}
+    assert second.as_json() == {"applied": 0, "duplicates": len(messages), "dead_lettered": 0, "skipped": 0}
     assert app.store.head_position() == head

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -19,7 +20,7 @@ from lifecycle.domain import commands as cmd
 from lifecycle.domain.lead import Lead
 from lifecycle.domain.stages import Stage
 from lifecycle.privacy import Secrets
-from lifecycle.settings import Settings
+from lifecycle.settings import Settings, SettingsError
 from lifecycle.store.repository import Changes, StoreConflict
 from schemas.sealing import ERASED
 from tests.support.cli import T0, contains, postgres_rows, raw_bytes_of_files
@@ -144,7 +145,10 @@ class TestLeadStore:
         lead_id = first.lead_id
         assert lead_id is not None
         assert app.execute(score(lead_id, 40, key=("scoring", "s-1"))).status == "applied"
-        assert app.execute(score(lead_id, 99, key=("scoring", "s-1"))).status == "duplicate"
+        assert app.execute(score(lead_id, 40, key=("scoring", "s-1"))).status == "duplicate"
+        # the same key with other content is no duplicate: refused, and nothing changes
+        reused = app.execute(score(lead_id, 99, key=("scoring", "s-1")))
+        assert reused.status == "refused" and "idempotency key reused with different content" in (reused.error or "")
         # the key is (source, id): the same id from another source is another message
         assert app.execute(score(lead_id, 41, key=("crm", "s-1"))).status == "applied"
         assert names(app, lead_id) == ["LeadCaptured", "LeadScored", "LeadScored"]
@@ -185,36 +189,38 @@ class TestLeadStore:
         assert (again.lead_id, again.event) == (lead_id, "LeadTouched")
         assert names(app, lead_id) == ["LeadCaptured", "LeadDisqualified", "LeadTouched"]
 
-    def test_the_lead_id_is_a_keyed_hash_of_the_normalized_email(self, app: LeadLedger) -> None:
+    def test_lead_ids_are_random_and_the_email_index_is_keyed_by_an_hmac(self, app: LeadLedger) -> None:
         lead_id = app.execute(capture()).lead_id
-        assert lead_id is not None
+        assert lead_id is not None and lead_id.version == 4  # uuid4: nothing of the e-mail in it
         normalized = EMAIL.strip().lower()
-        assert lead_id == Secrets.from_secret(TEST_SECRET).lead_id_for_email(normalized)
-        assert lead_id != Secrets.from_secret(b"another-secret").lead_id_for_email(normalized)
+        key = Secrets.from_secret(TEST_SECRET).email_key(normalized)
+        assert app.store.lookup_emails([key]) == {key: lead_id}
+        assert key != Secrets.from_secret(b"another-secret-of-16+").email_key(normalized)
 
-        plain: set[UUID] = set()
+        plain: set[str] = set()
         for text in {EMAIL, normalized}:
             raw = text.encode()
-            for digest in (hashlib.sha256(raw).digest(), hashlib.md5(raw).digest(), hashlib.sha1(raw).digest()):
-                plain.add(UUID(bytes=digest[:16]))
-                versioned = bytearray(digest[:16])
-                versioned[6] = (versioned[6] & 0x0F) | 0x80
-                versioned[8] = (versioned[8] & 0x3F) | 0x80
-                plain.add(UUID(bytes=bytes(versioned)))
-            plain.add(uuid.uuid3(uuid.NAMESPACE_DNS, text))
-            plain.add(uuid.uuid5(uuid.NAMESPACE_DNS, text))
-            plain.add(uuid.uuid3(uuid.NAMESPACE_URL, f"mailto:{text}"))
-            plain.add(uuid.uuid5(uuid.NAMESPACE_URL, f"mailto:{text}"))
-        assert lead_id not in plain
+            plain.update(h(raw).hexdigest() for h in (hashlib.sha256, hashlib.md5, hashlib.sha1))
+        assert key not in plain and lead_id.hex not in {p[:32] for p in plain}
+        legacy = Secrets.from_secret(TEST_SECRET).legacy_lead_id(normalized)
+        assert lead_id != legacy and app.load(legacy) is None
 
-    def test_another_secret_gives_the_same_person_another_lead_id(self, backend_settings: Settings) -> None:
-        apps = [bootstrap(backend_settings), bootstrap(backend_settings.with_overrides(secret=b"rotated"))]
+    def test_another_secret_is_refused_before_anything_is_written(self, backend_settings: Settings) -> None:
+        app = bootstrap(backend_settings)
         try:
-            ids = [a.execute(capture()).lead_id for a in apps]
+            first = app.execute(capture()).lead_id
+            rows = len(list(app.store.iter_raw()))
         finally:
-            for a in apps:
-                a.store.close()
-        assert ids[0] != ids[1]
+            app.store.close()
+        with pytest.raises(SettingsError, match="different secret") as refused:
+            bootstrap(backend_settings.with_overrides(secret=b"rotated-but-long-enough"))
+        assert "LEADLEDGER_SECRET" in str(refused.value)
+        again = bootstrap(backend_settings)
+        try:
+            assert len(list(again.store.iter_raw())) == rows
+            assert again.execute(capture(minute=9)).lead_id == first  # the same lead, not a second one
+        finally:
+            again.store.close()
 
     # ---- optimistic concurrency ------------------------------------------------------
 
@@ -277,7 +283,7 @@ class TestLeadStore:
         changes = Changes(
             leads=[Loaded(other_lead), stale],
             new_keys={stranger: (b"k" * 32, wrapped)},
-            inbound=[("crm", "stale-1", lead_id, 2)],
+            inbound=[("crm", "stale-1", "applied", None, None, lead_id, 2)],
         )
         with pytest.raises(StoreConflict):
             app.store.commit(changes)
@@ -296,7 +302,7 @@ class TestLeadStore:
     ) -> None:
         known = app.execute(capture("grace@example.com", key=("web", "m-0"))).lead_id
         assert known is not None
-        bob_id = app.store.secrets.lead_id_for_email("bob@example.com")
+        bob = cmd.LeadRef(email="bob@example.com")  # a new lead: its (random) id is not known yet
 
         calls: list[int] = []
         real_insert = app.store.recorder.insert_events
@@ -309,10 +315,10 @@ class TestLeadStore:
         batch: list[cmd.LeadCommand] = [
             capture("bob@example.com", key=("web", "m-1")),                         # applied
             capture("grace@example.com", key=("web", "m-0")),                       # duplicate (stored)
-            score(bob_id, 85, key=("scoring", "m-2")),                              # applied
+            replace(score(known, 85, key=("scoring", "m-2")), lead=bob),            # applied
             capture("bob@example.com", key=("web", "m-1")),                         # duplicate (batch)
-            transition(bob_id, "qualify_mql"),                                      # applied
-            transition(bob_id, "accept"),                                           # refused: no owner
+            replace(transition(known, "qualify_mql"), lead=bob),                    # applied
+            replace(transition(known, "accept"), lead=bob),                         # refused: no owner
             score(uuid.uuid4(), 50),                                                # refused: unknown
             transition(known, "win", amount=10.0, currency="EUR"),                  # refused: stage
             capture("BOB@example.com", minute=5, channel="events"),                 # applied: touch
@@ -327,6 +333,8 @@ class TestLeadStore:
         assert "no owner" in (outcomes[5].error or "") and "'mql'" in (outcomes[5].error or "")
         assert "'sql'" not in (outcomes[7].error or "") and "'captured'" in (outcomes[7].error or "")
         assert calls == [4]  # one write for the whole batch
+        bob_id = outcomes[0].lead_id
+        assert bob_id is not None and all(o.lead_id == bob_id for o in outcomes[2:6:2])
         assert names(app, bob_id) == ["LeadCaptured", "LeadScored", "LeadQualifiedAsMQL", "LeadTouched"]
         assert names(app, known) == ["LeadCaptured"]
         assert app.store.seen([("web", "m-1"), ("scoring", "m-2")]) == {("web", "m-1"), ("scoring", "m-2")}
@@ -339,7 +347,7 @@ class TestLeadStore:
         assert lead_id is not None
         app.execute(score(lead_id, 90))
         app.execute(capture(EMAIL.lower(), minute=9, channel="events", name="Ada L."))
-        secrets = [EMAIL, EMAIL.lower(), NAME, PHONE, "Ada L."]
+        secrets = [EMAIL, EMAIL.lower(), NAME, PHONE, "Ada L.", "Analytical Engines"]
         self._assert_nowhere_in_clear(app, backend_settings, secrets, control="webinar-zz9")
         # and the application can still read them back
         result = history(app.store, lead_id)
@@ -386,9 +394,9 @@ class TestLeadStore:
         after = history(app.store, lead_id)
         assert after is not None
         captured = after["events"][0]["data"]
-        assert (captured["email"], captured["name"], captured["phone"]) == (ERASED, ERASED, ERASED)
-        assert (captured["channel"], captured["campaign"], captured["company"]) == (
-            "webinar", "q1-cloud", "Analytical Engines")
+        assert (captured["email"], captured["name"], captured["phone"], captured["company"]) == (
+            ERASED, ERASED, ERASED, ERASED)  # a one-person company names a person: sealed too
+        assert (captured["channel"], captured["campaign"]) == ("webinar", "q1-cloud")
         won = after["events"][-2]["data"]
         assert (won["to_stage"], won["amount"], won["currency"]) == ("won", 4200.0, "EUR")
         assert after["stage"] == "won"

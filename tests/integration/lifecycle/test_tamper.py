@@ -14,16 +14,14 @@ from uuid import UUID
 
 import pytest
 from click.testing import CliRunner
-from conftest import TEST_SECRET, sqlite_settings
+from conftest import sqlite_settings
 
 from leadledger.bootstrap import bootstrap
 from leadledger.cli import cli
 from lifecycle.audit import verify
 from lifecycle.domain import commands as cmd
-from lifecycle.privacy import Secrets
 from tests.support.cli import T0, runner_env
 
-SECRETS = Secrets.from_secret(TEST_SECRET)
 BANT = {"budget": "50k", "authority": "VP", "need": "yes", "timeline": "Q2"}
 
 
@@ -44,7 +42,8 @@ def _walk(email: str, steps: int) -> list[dict[str, Any]]:
 
 #: lead e-mail -> number of events it ends with (capture + steps)
 LEADS = {f"lead{i}@tamper.test": 1 + steps for i, steps in enumerate([8, 5, 3, 8, 2, 6])}
-LEAD_IDS = {email: SECRETS.lead_id_for_email(email) for email in LEADS}
+#: lead e-mail -> its (random) lead id, filled by the `template` fixture
+LEAD_IDS: dict[str, UUID] = {}
 
 
 def _command(step: dict[str, Any], minute: int) -> cmd.LeadCommand:
@@ -69,8 +68,10 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     try:
         minute = 0
         for email in LEADS:
-            assert app.execute(cmd.Capture(occurred_at=T0, actor="t", message_key=None, email=email,
-                                           channel="webinar", name="Some One")).status == "applied"
+            captured = app.execute(cmd.Capture(occurred_at=T0, actor="t", message_key=None, email=email,
+                                               channel="webinar", name="Some One"))
+            assert captured.status == "applied" and captured.lead_id is not None
+            LEAD_IDS[email] = captured.lead_id
         walks = [_walk(email, n - 1) for email, n in LEADS.items()]
         for round_ in range(max(len(w) for w in walks)):
             for walk in walks:
@@ -246,12 +247,15 @@ def test_dropping_the_last_events_written_by_inbound_messages_is_detected(tmp_pa
                                                        email=email, channel="events")
             else:
                 command = replace(_command(step, i), message_key=key)
-            assert app.execute(command).status == "applied"
+            outcome = app.execute(command)
+            assert outcome.status == "applied"
+            if i == 0:
+                assert outcome.lead_id is not None
+                lead = outcome.lead_id
         other = app.execute(cmd.Capture(occurred_at=T0, actor="t", message_key=("crm", "other"),
                                         email="other@tamper.test", channel="ads")).lead_id
     finally:
         app.store.close()
-    lead = SECRETS.lead_id_for_email(email)
     sql(tmp_path, "DELETE FROM stored_events WHERE originator_id = ? "
         "AND originator_version >= 4", (lead.hex,))
 
@@ -312,3 +316,115 @@ def _no_leftover_wal(template: Path) -> Iterator[None]:
     wal = template / "events.sqlite-wal"
     assert not wal.exists() or wal.stat().st_size == 0
     yield
+
+
+# ---------------------------------------------------------------- verify against an outside anchor
+
+
+def _root(home: Path) -> str:
+    result = run_cli(home, "verify", "--json")
+    assert result.exit_code == 0, result.output
+    import orjson
+
+    return str(orjson.loads(result.stdout)["root"])
+
+
+def _rewrite_chain(home: Path, lead: UUID, change: dict[str, Any]) -> None:
+    """A consistent forgery: one event changed and every hash after it, and the head, recomputed."""
+    import orjson
+
+    from schemas.codec import canonical, content_hash
+
+    rows = sql(home, "SELECT originator_version, state FROM stored_events WHERE originator_id = ? "
+                     "ORDER BY originator_version", (lead.hex,))
+    prev = "0" * 64
+    for version, state in rows:
+        envelope = orjson.loads(state)
+        if version == 2:
+            envelope["data"].update(change)
+        envelope["prevhash"] = prev
+        del envelope["hash"]
+        envelope["hash"] = prev = content_hash(envelope)
+        set_state(home, lead, version, canonical(envelope))
+    sql(home, "UPDATE leadledger_heads SET hash = ? WHERE lead_id = ?", (prev, lead.hex))
+
+
+def test_verify_expect_root_fails_when_the_root_differs(template: Path, tmp_path: Path) -> None:
+    home = fresh_copy(template, tmp_path)
+    published = _root(home)
+    same = run_cli(home, "verify", "--expect-root", published.upper())
+    assert same.exit_code == 0, same.output
+    lead = LEAD_IDS["lead3@tamper.test"]
+    _rewrite_chain(home, lead, {"total": 99})
+    assert run_cli(home, "verify").exit_code == 0  # each chain, and its head, is consistent: only the root tells
+    differs = run_cli(home, "verify", "--expect-root", published)
+    assert differs.exit_code != 0
+    assert published in differs.output and "not the expected" in differs.output, differs.output
+    as_json = run_cli(home, "verify", "--json", "--expect-root", published)
+    assert as_json.exit_code != 0
+    bad = run_cli(home, "verify", "--expect-root", "not-a-digest")
+    assert bad.exit_code == 2 and "64 hex digits" in bad.output
+
+
+def test_verify_of_an_unknown_lead_fails(template: Path, tmp_path: Path) -> None:
+    home = fresh_copy(template, tmp_path)
+    for lead in ("nobody@tamper.test", str(UUID(int=12345))):
+        result = run_cli(home, "verify", lead)
+        assert result.exit_code != 0, result.output
+        assert "unknown lead" in result.output and lead in result.output
+    known = run_cli(home, "verify", "lead0@tamper.test")
+    assert known.exit_code == 0, known.output
+
+
+def _export(home: Path, path: Path, *extra: str) -> list[bytes]:
+    result = run_cli(home, "export", "--output", str(path), *extra)
+    assert result.exit_code == 0, result.output
+    return path.read_bytes().splitlines()
+
+
+def test_verify_file_checks_an_export_without_the_store(template: Path, tmp_path: Path) -> None:
+    home = fresh_copy(template, tmp_path)
+    root = _root(home)
+    exported = tmp_path / "export.jsonl"
+    lines = _export(home, exported)
+    assert len(lines) == sum(LEADS.values())
+    elsewhere = tmp_path / "elsewhere"  # no store there: the file is all it reads
+    elsewhere.mkdir()
+    ok = run_cli(elsewhere, "verify", "--file", str(exported), "--expect-root", root)
+    assert ok.exit_code == 0, ok.output
+    assert f"{len(lines)} events of {len(LEADS)} leads" in ok.output
+    assert not (elsewhere / "events.sqlite").exists()
+
+    import orjson
+
+    lead = LEAD_IDS["lead1@tamper.test"]
+    by_lead = [i for i, line in enumerate(lines) if orjson.loads(line)["subject"] == str(lead)]
+    edited = list(lines)
+    edited[by_lead[2]] = edited[by_lead[2]].replace(b'"channel":"email"', b'"channel":"phone"')
+    assert edited != lines
+    cases = {
+        "edited": (edited, 3),
+        "dropped": ([line for i, line in enumerate(lines) if i != by_lead[1]], 2),
+        "reordered": ([*lines[:by_lead[1]], lines[by_lead[2]], lines[by_lead[1]], *lines[by_lead[2] + 1:]], 2),
+    }
+    for name, (content, version) in cases.items():
+        bad = tmp_path / f"{name}.jsonl"
+        bad.write_bytes(b"\n".join(content) + b"\n")
+        result = run_cli(elsewhere, "verify", "--file", str(bad))
+        assert result.exit_code != 0, (name, result.output)
+        assert str(lead) in result.output and f"version {version}" in result.output, (name, result.output)
+
+    # the latest event of a lead dropped: every chain in the file is whole, the root is not
+    last = tmp_path / "last.jsonl"
+    last.write_bytes(b"\n".join(line for i, line in enumerate(lines) if i != by_lead[-1]) + b"\n")
+    assert run_cli(elsewhere, "verify", "--file", str(last)).exit_code == 0
+    assert run_cli(elsewhere, "verify", "--file", str(last), "--expect-root", root).exit_code != 0
+
+    opened = _export(home, tmp_path / "opened.jsonl", "--decrypt")
+    assert opened
+    result = run_cli(elsewhere, "verify", "--file", str(tmp_path / "opened.jsonl"))
+    assert result.exit_code != 0 and "--decrypt" in result.output, result.output
+    junk = tmp_path / "junk.jsonl"
+    junk.write_bytes(lines[0] + b"\nnot json\n")
+    result = run_cli(elsewhere, "verify", "--file", str(junk))
+    assert result.exit_code != 0 and "line 2" in result.output and "Traceback" not in result.output

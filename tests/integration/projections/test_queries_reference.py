@@ -1,11 +1,13 @@
 """Every query agrees with an independent plain-Python reference over the exported envelopes,
 on simulated traffic of several seeds (with late, out-of-order touches), for as-of, known-at,
-from/to, by, mode and model variants; plus the metric invariants."""
+from/to, by, mode and model variants; plus the metric invariants. Revenue is converted with an
+`[fx]` table whose USD rate changes mid-traffic, whose GBP rate starts mid-traffic (earlier GBP
+wins stay unconverted) and which has no SGD rate at all."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +15,14 @@ import pytest
 
 from leadledger.bootstrap import open_read_models
 from lifecycle.settings import Settings
+from projections.money import FxTable, parse_fx
 from projections.query import MODELS, Query, QueryError
 from projections.service import Analytics
 from tests.support.env import sqlite_settings
 from tests.support.reference import (
     STAGES,
     Params,
+    Rates,
     approx_equal,
     conversions,
     exported,
@@ -32,18 +36,23 @@ from tests.support.reference import (
 )
 
 SEEDS = (11, 12, 13)
+#: hand-made leads won in USD, GBP, SGD, EUR, usd and CHF (tests.support.reference.currency_deals)
+DEALS = 12
+#: the day the USD rate changes and the GBP rate starts
+FX_CHANGE = date(2026, 3, 16)
 
 
 class World:
     """A simulated store, its read models, and its exported events."""
 
     def __init__(self, settings: Settings, leads: int, seed: int) -> None:
-        self.app = simulated_app(settings, leads, seed)
-        self.analytics = Analytics(open_read_models(settings), self.app.store)
+        self.app = simulated_app(settings, leads, seed, deals=DEALS)
         self.events = exported(self.app)
         occurred = sorted(e.at for e in self.events)
         recorded = sorted(e.recorded for e in self.events)
         self.mid = occurred[len(occurred) // 2]
+        self.rates, self.fx = fx_tables(FX_CHANGE)
+        self.analytics = Analytics(open_read_models(settings), self.app.store, fx=self.fx)
         self.late = occurred[(len(occurred) * 4) // 5]
         self.last = occurred[-1]
         self.known = recorded[(len(recorded) * 7) // 10]
@@ -66,6 +75,14 @@ class World:
 
     def query(self, p: Params, **extra: Any) -> Query:
         return Query(by=p.by, from_=p.start, to=p.end, mode=p.mode, as_of=p.as_of, known_at=p.known_at, **extra)
+
+
+def fx_tables(change: date) -> tuple[Rates, FxTable]:
+    """The same `[fx]` table for the reference (plain pairs) and for the service (as TOML decodes it)."""
+    rates: Rates = {"USD": [(date(2026, 1, 1), 0.92), (change, 0.87)], "GBP": [(change, 1.16)]}
+    toml = {cur: [{"from": start.isoformat(), "rate": rate} for start, rate in reversed(pairs)]
+            for cur, pairs in rates.items()}
+    return rates, parse_fx(toml, "EUR", "test")
 
 
 @pytest.fixture(scope="module", params=SEEDS)
@@ -97,8 +114,27 @@ def test_attribution_matches_reference_for_every_model_and_conversion(world: Wor
             for p in (variants[0], variants[1], variants[6], variants[7]):
                 q = Params(**{**p.__dict__, "model": model, "conversion": conversion})
                 got = world.analytics.attribution(world.query(q, model=model, conversion=conversion))
-                approx_equal(got["groups"], ref_attribution(world.events, q), f"attribution {q}")
-                assert (got["model"], got["conversion"]) == (model, conversion)
+                approx_equal(got["groups"], ref_attribution(world.events, q, world.rates), f"attribution {q}")
+                assert (got["model"], got["conversion"], got["currency"]) == (model, conversion, "EUR")
+
+
+def test_the_traffic_has_wins_converted_and_not(world: World) -> None:
+    """The FX case is exercised: USD at both rates, GBP before and after its first rate, SGD never."""
+    won = {(e.data["currency"], e.at.date() >= FX_CHANGE) for e in world.events if e.name == "LeadWon"}
+    assert {("USD", False), ("USD", True), ("GBP", False), ("GBP", True), ("SGD", True), ("EUR", True)} <= won
+    got = world.analytics.attribution(Query())["groups"][0]
+    assert got["revenue"] > 0 and set(got["unconverted"]) == {"CHF", "GBP", "SGD"}
+
+
+def test_without_rates_only_reporting_currency_amounts_are_revenue(world: World) -> None:
+    plain = Analytics(world.analytics.db, None, auto_refresh=False)  # no [fx] table: EUR only
+    for by in (None, "channel"):
+        p = Params(by=by)
+        approx_equal(plain.attribution(world.query(p))["groups"], ref_attribution(world.events, p, {}), f"{by}")
+    eur = sum(float(e.data["amount"]) for e in world.events if e.name == "LeadWon" and e.data["currency"] == "EUR")
+    total = plain.attribution(Query())["groups"][0]
+    assert abs(total["revenue"] - eur) < 1e-6 * eur
+    assert set(total["unconverted"]) == {e.data["currency"] for e in world.events if e.name == "LeadWon"} - {"EUR"}
 
 
 def test_speed_matches_reference(world: World) -> None:
@@ -135,6 +171,16 @@ def test_cohort_funnel_never_grows_along_the_main_path(world: World) -> None:
         for g in world.analytics.funnel(world.query(p))["groups"]:
             s = g["stages"]
             assert s["captured"] >= s["mql"] >= s["sal"] >= s["sql"] >= s["won"], (p, g)
+
+
+def test_no_duration_is_ever_negative(world: World) -> None:
+    """The time rules (nothing before the capture, stage changes in order) make every stay and
+    every time-to-stage >= 0, late touches notwithstanding."""
+    for p in world.variants():
+        for g in world.analytics.velocity(world.query(p))["groups"]:
+            for kind in ("time_in_stage", "time_to_stage"):
+                for st in g[kind].values():
+                    assert all(st[k] is None or st[k] >= 0 for k in ("mean_s", "p50_s", "p90_s")), (p, g)
 
 
 def test_credits_of_each_conversion_sum_to_one(world: World) -> None:
@@ -204,6 +250,9 @@ def test_reference_agreement_on_each_backend(backend_settings: Settings) -> None
             q = Params(**{**p.__dict__, "model": "time_decay", "conversion": "mql"})
             approx_equal(w.analytics.attribution(w.query(q, model="time_decay", conversion="mql"))["groups"],
                          ref_attribution(w.events, q), f"attribution {q}")
+            r = Params(**{**p.__dict__, "model": "u_shaped"})
+            approx_equal(w.analytics.attribution(w.query(r, model="u_shaped"))["groups"],
+                         ref_attribution(w.events, r, w.rates), f"attribution {r}")
             s = Params(**{**p.__dict__, "by": "owner"})
             approx_equal(w.analytics.speed(w.query(s))["groups"], ref_speed(w.events, s), f"speed {s}")
         approx_equal(w.analytics.leads(Query(as_of=w.mid, known_at=w.known))["leads"],

@@ -103,7 +103,8 @@ def ledger(backend_settings: Settings, tmp_path: Path) -> tuple[Settings, dateti
     (tmp_path / "first.jsonl").write_bytes(b"\n".join(first) + b"\n")
     (tmp_path / "late.jsonl").write_bytes(b"\n".join(late) + b"\n")
     s = backend_settings
-    assert orjson.loads(cli(s, "ingest", str(tmp_path / "first.jsonl"), "--json")) == {
+    tally = orjson.loads(cli(s, "ingest", str(tmp_path / "first.jsonl"), "--json"))
+    assert {k: tally[k] for k in ("applied", "duplicates", "dead_lettered")} == {
         "applied": len(first), "duplicates": 0, "dead_lettered": 0}
     time.sleep(0.01)
     known = datetime.now(UTC)

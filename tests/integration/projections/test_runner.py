@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,12 +66,25 @@ def clean_dump(s: Settings, source: Any) -> dict[str, list[tuple[Any, ...]]]:
         runner.db.close()
 
 
-def test_read_models_have_rows(world: tuple[Settings, LeadStore, list[SourceEvent]]) -> None:
+def test_read_model_rows_follow_the_events(world: tuple[Settings, LeadStore, list[SourceEvent]]) -> None:
+    """Each table's rows, counted independently from the events themselves (not from the folds)."""
     s, _, events = world
     dump = clean_dump(s, ListSource(events))
-    assert len(dump["rm_timeline"]) == 90
-    for table in ("rm_funnel_entries", "rm_velocity_stays", "rm_velocity_firsts", "rm_attribution_credits",
-                  "rm_speed_assignments", "rm_speed_responses", "rm_leads"):
+    by_lead: dict[str, list[Any]] = defaultdict(list)
+    for e in events:
+        by_lead[e.lead_id].append(e.fact)
+    facts = [f for fs in by_lead.values() for f in fs]
+    assert len(dump["rm_timeline"]) == len(by_lead) == 90
+    # one funnel row per stage entry, for the stage it entered
+    assert Counter(row[2] for row in dump["rm_funnel_entries"]) == Counter(f.stage for f in facts if f.stage)
+    # one assignment row per LeadAssigned, for its owner
+    assert Counter(row[2] for row in dump["rm_speed_assignments"]) == Counter(
+        f.owner for f in facts if f.name == "LeadAssigned")
+    # one lead row per lead, in the stage of its latest stage entry (metric order)
+    latest = {lead: max(f for f in fs if f.stage).stage for lead, fs in by_lead.items()}
+    assert {str(row[1]).replace("-", ""): row[2] for row in dump["rm_leads"]} == latest
+    # every other read model has rows for this history (credits, stays, first entries, responses)
+    for table in ("rm_velocity_stays", "rm_velocity_firsts", "rm_attribution_credits", "rm_speed_responses"):
         assert dump[table], table
     assert dump["rm_checkpoints"] == [("list", 0, events[-1].position)]
 

@@ -1,8 +1,9 @@
 """Stateful property test: random command sequences against the Lead and an independent model of SPEC §2.
 
 The model below is written from the specification alone (its own table, its own
-guards); it does not import lifecycle.domain.stages. After every step the Lead and the
-model agree on the stage, on whether the command was refused and on the version;
+guards, its own time rules: nothing before the capture, no stage change before the
+latest one); it does not import lifecycle.domain.stages. After every step the Lead and
+the model agree on the stage, on whether the command was refused and on the version;
 the Lead rebuilt from its own events, directly and through the wire codec,
 equals the live one.
 """
@@ -20,7 +21,13 @@ from hypothesis import event as event_note
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from lifecycle.domain.errors import GuardFailed, InvalidCommand, InvalidTransition, LifecycleError
+from lifecycle.domain.errors import (
+    GuardFailed,
+    ImpossibleTime,
+    InvalidCommand,
+    InvalidTransition,
+    LifecycleError,
+)
 from lifecycle.domain.events import LeadEvent
 from lifecycle.domain.lead import Lead
 from schemas import codec
@@ -68,6 +75,11 @@ def present(text: str | None) -> bool:
     return text is not None and text.strip() != ""
 
 
+def iso_4217(text: str | None) -> bool:
+    code = (text or "").strip()
+    return len(code) == 3 and code.isascii() and code.isalpha()
+
+
 class Model:
     """What SPEC §2 says a lead is, and whether it accepts a trigger."""
 
@@ -78,6 +90,14 @@ class Model:
         self.owner: str | None = None
         self.version = 1
         self.erased = False
+        self.captured_at = T0
+        self.last_change_at = T0  # the capture is the first stage change
+
+    def when(self, at: datetime, stage_change: bool) -> str:
+        """'ok', or 'time': before the capture, or a stage change before the latest one."""
+        if at < self.captured_at or (stage_change and at < self.last_change_at):
+            return "time"
+        return "ok"
 
     def verdict(self, trigger: str, data: dict[str, Any]) -> str:
         """'ok', 'not allowed' (table) or 'guard' (guard failed)."""
@@ -95,13 +115,14 @@ class Model:
             ok = all(present(bant.get(k)) for k in ("budget", "authority", "need", "timeline"))
         elif trigger == "win":
             amount = data.get("amount")
-            ok = amount is not None and amount > 0 and present(data.get("currency"))
+            ok = amount is not None and 0 < amount <= 1e12 and iso_4217(data.get("currency"))
         else:
             ok = True
         return "ok" if ok else "guard"
 
-    def apply(self, trigger: str) -> None:
+    def apply(self, trigger: str, at: datetime) -> None:
         self.stage = MODEL_DEST[trigger]
+        self.last_change_at = at
         if trigger in ("reject", "recycle"):
             self.owner = None  # handed back to marketing
         self.version += 1
@@ -110,8 +131,8 @@ class Model:
 # ---------------------------------------------------------------- strategies
 
 reasons = st.sampled_from([None, "", "   ", "not now", "  budget frozen "])
-amounts = st.sampled_from([None, 0.0, -1.0, 0.01, 1500.0, 250_000.0])
-currencies = st.sampled_from([None, "", " ", "eur", "USD"])
+amounts = st.sampled_from([None, 0.0, -1.0, 0.01, 1500.0, 250_000.0, 1e12, 1.0000001e12, 1.7e308])
+currencies = st.sampled_from([None, "", " ", "eur", "USD", " chf ", "EURO", "E1R"])
 bant_answer = st.sampled_from([None, "", "  ", "yes", "CFO", "Q3"])
 FULL_BANT = {"budget": "50k", "authority": "CFO", "need": "reporting", "timeline": "Q3"}
 bants = st.none() | st.just(FULL_BANT) | st.fixed_dictionaries(
@@ -147,7 +168,8 @@ class LeadVersusSpec(RuleBasedStateMachine):
             assert type(self.lead.pending_events[-1]).__name__ == expected_event
             self.step_kinds.append(expected_event or "?")
             return
-        error_type = {"not allowed": InvalidTransition, "guard": GuardFailed, "invalid": InvalidCommand}[verdict]
+        error_type = {"not allowed": InvalidTransition, "guard": GuardFailed, "invalid": InvalidCommand,
+                      "time": ImpossibleTime}[verdict]
         try:
             action()
         except LifecycleError as exc:
@@ -164,6 +186,8 @@ class LeadVersusSpec(RuleBasedStateMachine):
                    currency: str | None, bant: dict[str, str] | None, offset: int) -> None:
         data = {"reason": reason, "override": override, "amount": amount, "currency": currency, "bant": bant}
         verdict = self.model.verdict(trigger, data)
+        if verdict == "ok":
+            verdict = self.model.when(self._at(offset), stage_change=True)
         from_stage = self.model.stage
 
         def act() -> None:
@@ -174,7 +198,7 @@ class LeadVersusSpec(RuleBasedStateMachine):
         if verdict == "ok":
             event = self.lead.pending_events[-1]
             assert (event.from_stage.value, event.to_stage.value) == (from_stage, MODEL_DEST[trigger])  # type: ignore[attr-defined]
-            self.model.apply(trigger)
+            self.model.apply(trigger, self._at(offset))
             event_note(f"entered {self.model.stage}")
 
     @rule(data=st.data(), offset=minutes)
@@ -199,7 +223,7 @@ class LeadVersusSpec(RuleBasedStateMachine):
 
     @rule(total=st.integers(-5, 105), offset=minutes)
     def score(self, total: int, offset: int) -> None:
-        verdict = "ok" if 0 <= total <= 100 else "invalid"
+        verdict = self.model.when(self._at(offset), False) if 0 <= total <= 100 else "invalid"
         self._expect_ok_or(verdict, lambda: self.lead.record_score(total=total, occurred_at=self._at(offset),
                                                                    actor="prop"), "LeadScored")
         if verdict == "ok":
@@ -208,7 +232,7 @@ class LeadVersusSpec(RuleBasedStateMachine):
 
     @rule(owner=owners, offset=minutes)
     def assign(self, owner: str, offset: int) -> None:
-        verdict = "ok" if present(owner) else "invalid"
+        verdict = self.model.when(self._at(offset), False) if present(owner) else "invalid"
         self._expect_ok_or(verdict, lambda: self.lead.assign(owner=owner, occurred_at=self._at(offset),
                                                              actor="prop"), "LeadAssigned")
         if verdict == "ok":
@@ -217,26 +241,35 @@ class LeadVersusSpec(RuleBasedStateMachine):
 
     @rule(owner=st.none() | owners, offset=minutes)
     def contact(self, owner: str | None, offset: int) -> None:
-        verdict = "ok" if present(owner) or self.model.owner is not None else "invalid"
+        verdict = (self.model.when(self._at(offset), False) if present(owner) or self.model.owner is not None
+                   else "invalid")
         self._expect_ok_or(verdict, lambda: self.lead.contact(owner=owner, occurred_at=self._at(offset),
                                                               actor="prop"), "LeadContacted")
         if verdict == "ok":
             self.model.version += 1
 
-    @rule(channel=st.sampled_from(["email", "paid_search", "", " "]), offset=minutes)
-    def touch(self, channel: str, offset: int) -> None:
-        verdict = "ok" if present(channel) else "invalid"
-        self._expect_ok_or(verdict, lambda: self.lead.touch(channel=channel, occurred_at=self._at(offset),
-                                                            actor="prop", kind="page_view"), "LeadTouched")
+    @rule(channel=st.sampled_from(["email", "paid_search", "", " ", " Paid_Search ", "EMAIL"]),
+          campaign=st.sampled_from([None, "", "Q1-Cloud ", "q1-cloud"]), offset=minutes)
+    def touch(self, channel: str, campaign: str | None, offset: int) -> None:
+        verdict = self.model.when(self._at(offset), False) if present(channel) else "invalid"
+        self._expect_ok_or(verdict, lambda: self.lead.touch(channel=channel, campaign=campaign,
+                                                            occurred_at=self._at(offset), actor="prop",
+                                                            kind="page_view"), "LeadTouched")
         if verdict == "ok":
             self.model.version += 1
+            touched = self.lead.pending_events[-1]
+            # keys are stored trimmed and lower-case
+            assert touched.channel == channel.strip().lower()  # type: ignore[attr-defined]
+            assert touched.campaign == (campaign.strip().lower() if present(campaign) else None)  # type: ignore[attr-defined]
 
     @rule(given=st.booleans(), offset=minutes)
     def consent(self, given: bool, offset: int) -> None:
         name = "LeadConsentGiven" if given else "LeadConsentWithdrawn"
-        self._expect_ok_or("ok", lambda: self.lead.set_consent(given=given, occurred_at=self._at(offset),
-                                                               actor="prop"), name)
-        self.model.version += 1
+        verdict = self.model.when(self._at(offset), False)
+        self._expect_ok_or(verdict, lambda: self.lead.set_consent(given=given, occurred_at=self._at(offset),
+                                                                  actor="prop"), name)
+        if verdict == "ok":
+            self.model.version += 1
 
     @precondition(lambda self: len(self.step_kinds) > 3)
     @rule()

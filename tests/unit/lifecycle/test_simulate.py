@@ -261,3 +261,29 @@ def test_some_customers_come_back_for_an_upsell_and_buy_again() -> None:
 
     replayed = lives(2000, 1)
     assert any(upsold_twice(lead) for lead in replayed.values())
+
+
+# ---- valid under the time, money and key rules -------------------------------------------
+
+
+def test_keys_are_normalized_and_amounts_within_the_bound() -> None:
+    for m in first_deliveries(stream(2000, 1)):
+        data = m["data"]
+        for key in ("channel", "campaign"):
+            if data.get(key) is not None:
+                assert data[key] == data[key].strip().lower(), m
+        if data.get("trigger") == "win":
+            assert 0 < data["amount"] <= 1e12 and data["currency"] in ("EUR", "GBP", "USD", "SGD"), m
+
+
+def test_until_stops_the_same_traffic_before_that_time() -> None:
+    until = START + timedelta(days=40, hours=3)
+    cut = list(generate(leads=300, seed=4, start=START, days=30, until=until))
+    everything = list(generate(leads=300, seed=4, start=START, days=30))
+    assert 0 < len(cut) < len(everything)
+    assert encoded(tuple(cut)) == encoded(tuple(everything[:len(cut)]))  # a prefix
+    assert all(parse_time(m["time"]) <= until for m in cut)
+    assert parse_time(everything[len(cut)]["time"]) > until
+    assert list(generate(leads=300, seed=4, start=START, days=30, until=START - timedelta(days=1))) == []
+    with pytest.raises(ValueError, match="until"):
+        generate(leads=3, seed=1, start=START, days=3, until=datetime(2026, 2, 1))
