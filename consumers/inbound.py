@@ -45,6 +45,7 @@ HEADER_TIMESTAMP = "leadledger.source.timestamp"
 HEADER_PREFIX = "leadledger."
 MAX_REASON_BYTES = 4096
 NULL_VALUE = "no value (a null record): send one CloudEvent as JSON per record"
+BLANK_VALUE = "not JSON: the record is empty or only white space; send one CloudEvents 1.0 JSON object (UTF-8) per record"
 
 #: (partition, offset) of a record: the position the handler reports back
 Position = tuple[int, int]
@@ -136,10 +137,17 @@ class InboundConsumer:
     def process(self, records: Sequence[ConsumerRecord]) -> None:
         """Apply one poll's records, dead-letter the bad ones (acknowledged), then commit."""
         results: list[Result[Position]] = []
-        messages = [((r.partition, r.offset), r.value) for r in records if r.value is not None]
+        # null and blank records never reach the handler (which skips blank lines of a file): on a
+        # topic, an empty record is a bad message, dead-lettered like any other
+        messages = [((r.partition, r.offset), r.value) for r in records if r.value is not None and r.value.strip()]
         applied = iter(self._apply(messages) if messages else [])
-        for r in records:  # the handler's results are in order; null records never reach it
-            results.append(Result((r.partition, r.offset), "dead", NULL_VALUE) if r.value is None else next(applied))
+        for r in records:  # the handler's results are in order
+            if r.value is None:
+                results.append(Result((r.partition, r.offset), "dead", NULL_VALUE))
+            elif not r.value.strip():
+                results.append(Result((r.partition, r.offset), "dead", BLANK_VALUE, r.value))
+            else:
+                results.append(next(applied))
         # a repeat of a message refused before is dead-lettered again: its first dead letter may have
         # been lost with a crash between the store commit and the dead letter's acknowledgement
         dead = [(record, reason) for record, result in zip(records, results, strict=True)

@@ -42,9 +42,11 @@ class TimeParam(click.ParamType):
 TIME = TimeParam()
 
 
-#: the commands that only read the store: in a folder without one they refuse instead of creating it
+#: the commands that only read the store: in a folder without one they refuse instead of creating it.
+#: The long-running roles `project` and `relay` are not among them: a pipeline starts them before the
+#: first event is stored, and they wait for it.
 READ_ONLY = frozenset({"funnel", "velocity", "attribution", "speed", "leads", "report", "history", "verify",
-                       "export", "status", "serve", "replay", "project", "relay"})
+                       "export", "status", "serve", "replay"})
 
 _UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.IGNORECASE)
 

@@ -62,7 +62,15 @@ def test_inbound_to_read_models_equals_ingest(tmp_path: Path, kafka_settings: Ka
         want, got = answers(reference), answers(projected)
         assert want[0]["groups"][0]["stages"]["captured"] > 100
         for (name, q), w, g in zip(QUERIES, want, got, strict=True):
+            if name == "leads":  # lead ids are random: two stores of one history differ only in them
+                w, g = without_lead_ids(w), without_lead_ids(g)
             approx_equal(g, w, f"{name} {q}")  # sums of fractions in another row order
     finally:
         reference.close()
         projected.close()
+
+
+def without_lead_ids(answer: dict[str, Any]) -> dict[str, Any]:
+    """The lead list with each lead's id left out, in an order that does not depend on the ids."""
+    items = [{k: v for k, v in item.items() if k != "lead_id"} for item in answer["leads"]]
+    return {**answer, "leads": sorted(items, key=lambda item: sorted((k, str(v)) for k, v in item.items()))}
