@@ -14,7 +14,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import orjson
 from kafka.consumer.fetcher import ConsumerRecord
@@ -30,30 +29,19 @@ from consumers.inbound import (
 from consumers.kafka.settings import KafkaSettings
 from consumers.kafka.topics import ensure_topics
 from leadledger.bootstrap import bootstrap
-from lifecycle.inbound import InboundHandler, Tally
+from lifecycle.inbound import InboundHandler
 from lifecycle.settings import Settings
 from tests.support.kafka_inbound import (
     FAST_GROUP,
     TEST_SECRET,
     header,
+    ingested,
     keyed,
     produce,
     read_topic,
     simulated,
 )
 from tests.support.snapshots import by_capture
-
-
-def ingested(home: Path, values: list[bytes]) -> tuple[dict[str, list[dict[str, Any]]], Tally]:
-    """What `ingest` makes of the same messages, in a separate embedded store."""
-    app = bootstrap(Settings(home=home, secret=TEST_SECRET))
-    try:
-        tally = Tally()
-        for result in InboundHandler(app).handle_stream(enumerate(values, start=1)):
-            tally.add(result)
-        return by_capture(app.store), tally
-    finally:
-        app.store.close()
 
 
 class Crash(BaseException):

@@ -6,7 +6,6 @@ the chain were whole: the command names the lead and version and exits non-zero.
 from __future__ import annotations
 
 import shutil
-import sqlite3
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -29,6 +28,7 @@ from tests.support.cli import runner_env
 from tests.support.env import TEST_SECRET, sqlite_settings
 from tests.support.kafka_projection import create_topic, publish_events
 from tests.support.reference import simulated_app
+from tests.support.store_file import sql
 
 FAST = ConsumerTuning(session_timeout_ms=6000, heartbeat_interval_ms=500, max_poll_interval_ms=10000)
 
@@ -49,16 +49,6 @@ def home(template: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "home"
     shutil.copytree(template, copy)
     return copy
-
-
-def sql(home: Path, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(home / "events.sqlite")
-    try:
-        rows = conn.execute(statement, params).fetchall()
-        conn.commit()
-        return rows
-    finally:
-        conn.close()
 
 
 def won_event(home: Path) -> tuple[UUID, int, bytes, int]:

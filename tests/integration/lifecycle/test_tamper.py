@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -21,6 +20,7 @@ from leadledger.cli import cli
 from lifecycle.audit import verify
 from lifecycle.domain import commands as cmd
 from tests.support.cli import T0, runner_env
+from tests.support.store_file import sql
 
 BANT = {"budget": "50k", "authority": "VP", "need": "yes", "timeline": "Q2"}
 
@@ -90,16 +90,6 @@ def fresh_copy(template: Path, dest: Path) -> Path:
     home = dest / "home"
     shutil.copytree(template, home)
     return home
-
-
-def sql(home: Path, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(home / "events.sqlite")
-    try:
-        rows = conn.execute(statement, params).fetchall()
-        conn.commit()
-        return rows
-    finally:
-        conn.close()
 
 
 def state(home: Path, lead: UUID, version: int) -> bytes:
