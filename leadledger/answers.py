@@ -3,7 +3,8 @@ which window it covers, and without float noise.
 
 Every aggregate answer (funnel, velocity, attribution, speed) starts with `mode`, `from`, `to`,
 `as_of` and `known_at`, so a saved answer says what it is an answer to; the lead list starts with
-`as_of` and `known_at`. Durations (`*_s`, seconds) are rounded to microseconds (the resolution of
+`as_of` and `known_at`; the SLA answer with `from`, `to`, `as_of`, `known_at` (it has no mode: its
+window is always on the clock's start). Durations (`*_s`, `*_seconds`) are rounded to microseconds (the resolution of
 every stored time), other fractions (shares, credits, money) to 9 decimals: `304.9999999999999`
 is `305.0`.
 """
@@ -30,7 +31,7 @@ def _time(value: datetime | None) -> str | None:
 def tidy(value: Any, key: str = "") -> Any:
     """`value` with every float rounded (seconds to µs, the rest to 9 decimals), recursively."""
     if isinstance(value, float):
-        return round(value, SECONDS_DIGITS if key.endswith("_s") else FRACTION_DIGITS)
+        return round(value, SECONDS_DIGITS if key.endswith(("_s", "_seconds")) else FRACTION_DIGITS)
     if isinstance(value, dict):
         return {k: tidy(v, str(k)) for k, v in value.items()}
     if isinstance(value, list):
@@ -51,3 +52,10 @@ def leads_answer(result: dict[str, Any], q: Query) -> dict[str, Any]:
     """The lead list with the instant it describes first."""
     head = {"as_of": result.get("as_of") or _time(q.as_of), "known_at": _time(q.known_at)}
     return tidy({**head, **{k: v for k, v in result.items() if k not in head}})
+
+
+def sla_answer(result: dict[str, Any], q: Query) -> dict[str, Any]:
+    """The SLA answer with its window first (no `mode`: the window is on each clock's start)."""
+    window = {"from": _time(q.from_), "to": _time(q.to), "as_of": _time(q.as_of), "known_at": _time(q.known_at)}
+    window.update({k: result[k] for k in window if result.get(k) is not None})
+    return tidy({**window, **{k: v for k, v in result.items() if k not in window}})

@@ -11,6 +11,7 @@ from eventsourcing.postgres import PostgresDatastore
 from psycopg.conninfo import conninfo_to_dict
 
 from lifecycle.application import LeadLedger
+from lifecycle.policies import PolicyStream
 from lifecycle.privacy import Secrets
 from lifecycle.settings import Settings, SettingsError, private_home
 from lifecycle.store.postgres import PostgresLeadRecorder
@@ -148,7 +149,9 @@ def read_models_exist(settings: Settings) -> bool:
 def open_analytics(settings: Settings, *, auto_refresh: bool = True, with_store: bool = True) -> Analytics:
     """The analyst API over the read models; with the store, queries catch up from it first.
     Revenue is in the reporting currency, at the rates of the `[fx]` table (a bad table is a
-    `SettingsError` naming its key path)."""
+    `SettingsError` naming its key path). With the store, the SLA and speed figures read the
+    published policy versions from it at each query."""
     fx = fx_table(settings)
     store = open_store(settings) if with_store else None
-    return Analytics(open_read_models(settings), store, auto_refresh=auto_refresh, fx=fx)
+    policies = PolicyStream(store).versions if store is not None else None
+    return Analytics(open_read_models(settings), store, auto_refresh=auto_refresh, fx=fx, policies=policies)

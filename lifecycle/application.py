@@ -17,12 +17,14 @@ import orjson
 
 from lifecycle.domain import commands as cmd
 from lifecycle.domain.errors import ConcurrencyConflict, InvalidCommand, LifecycleError, UnknownLead
+from lifecycle.domain.events import OPERATOR_ACTORS
 from lifecycle.domain.lead import Lead
 from lifecycle.privacy import InvalidEmail, normalize_email
 from lifecycle.settings import Settings
 from lifecycle.store.repository import Changes, LeadStore, Loaded, StoreConflict
 from lifecycle.store.sqlite import APPLIED, REFUSED, InboundRow, MessageOutcome, ScrubIncomplete
 from schemas.codec import format_time
+from schemas.firmographics import InvalidAttribute, clean_attributes, email_domain, email_domain_kind
 from schemas.inbound import DIGEST_HEX
 
 #: attempts of one command alone (after its batch kept conflicting)
@@ -33,6 +35,8 @@ BATCH_ATTEMPTS = 3
 FUTURE_TOLERANCE = timedelta(minutes=5)
 #: the dead-letter reason of a message whose key was applied or refused before with other content
 KEY_REUSED = "idempotency key reused with different content"
+#: what each actor reserved for leadledger's own decisions (OPERATOR_ACTORS) is
+RESERVED_FOR = {"router": "leadledger's router", "sla": "leadledger's SLA clocks", "scorer": "leadledger's scorer"}
 
 
 def command_digest(command: cmd.LeadCommand) -> str:
@@ -367,6 +371,7 @@ class LeadLedger:
         handler = _HANDLERS.get(type(command))
         if handler is None:  # pragma: no cover - the table covers every command type
             raise InvalidCommand(None, f"unknown command {type(command).__name__}")
+        _check_actor(command.actor)
         now = datetime.now(UTC)
         if command.occurred_at > now + FUTURE_TOLERANCE:
             raise InvalidCommand(
@@ -399,6 +404,7 @@ class LeadLedger:
 
     def _capture(self, command: cmd.Capture, attempt: _Attempt, at: _Stamp) -> Lead:
         email = self._normalized(command.email)
+        attributes = self._attributes(command, email)
         key = self.store.secrets.email_key(email)
         loaded = self._lead_for_email(email, attempt, key)
         if loaded is not None:
@@ -419,6 +425,7 @@ class LeadLedger:
             email=email,
             name=command.name,
             phone=command.phone,
+            attributes=attributes,
             **at,
         )
         attempt.changes.new_keys[lead_id] = self.store.secrets.new_data_key(lead_id)
@@ -426,6 +433,22 @@ class LeadLedger:
         attempt.leads[lead_id] = Loaded(lead)
         attempt.emails[key] = lead_id
         return lead
+
+    def _attributes(self, command: cmd.Capture, email: str) -> dict[str, Any]:
+        """A capture's firmographic attributes (those given, normalized) and what the normalized
+        e-mail's domain says: `email_domain_kind`, and for a business domain its `account_key`.
+        A bad value refuses the capture (even a re-capture, which records none of them)."""
+        try:
+            attributes = clean_attributes(country=command.country, industry=command.industry,
+                                          employees=command.employees, role=command.role,
+                                          language=command.language)
+        except InvalidAttribute as exc:
+            raise InvalidCommand(None, str(exc)) from None
+        domain = email_domain(email)
+        attributes["email_domain_kind"] = kind = email_domain_kind(domain)
+        if kind == "business":
+            attributes["account_key"] = self.store.secrets.account_key(domain)
+        return attributes
 
     def _touch(self, command: cmd.Touch, attempt: _Attempt, at: _Stamp) -> Lead:
         lead = self._lead(command.lead, attempt)
@@ -499,6 +522,17 @@ _HANDLERS: dict[type[cmd.Command], Callable[[LeadLedger, Any, _Attempt, _Stamp],
     cmd.Consent: LeadLedger._consent,
     cmd.Erase: LeadLedger._erase,
 }
+
+
+def _check_actor(actor: str) -> None:
+    """Refuse a command in the name of leadledger's own decisions (OPERATOR_ACTORS, any case):
+    what they record must have been decided by leadledger, never claimed by a caller."""
+    name = actor.strip().lower()
+    if name in OPERATOR_ACTORS:
+        raise InvalidCommand(None, (
+            f"actor {actor!r} is reserved for {RESERVED_FOR.get(name, 'leadledger itself')}, whose decisions "
+            "leadledger records itself: use another actor (the CLI: set LEADLEDGER_ACTOR; an inbound "
+            "message: another source)"))
 
 
 def _record(key: tuple[str, str], digest: str | None, outcome: Outcome) -> InboundRow:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,8 @@ from uuid import UUID
 import orjson
 
 from lifecycle.domain.stages import Stage
+from lifecycle.explain import explain
+from lifecycle.policies import PolicyStream
 from lifecycle.store.repository import LeadStore
 from schemas import codec
 from schemas.codec import GENESIS, CorruptEvent, EventRecord
@@ -42,10 +44,13 @@ class VerifyReport:
     problems: list[Problem] | None = None
     #: sha256 over every lead's (id, last version, head hash): publish it to anchor the store
     root: str = ""
+    #: the policy stream: how many versions, and what is wrong with it (hash, link, content)
+    policy_versions: int = 0
+    policy_problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and not self.policy_problems
 
 
 def _check_decodable(lead_id: UUID, version: int, state: bytes) -> str | None:
@@ -128,6 +133,8 @@ def verify(store: LeadStore, lead_id: UUID | None = None) -> VerifyReport:
     else:
         rows = ((lead, version, state) for _, lead, version, state in store.iter_raw())
     report = verify_rows(messages.watch(rows), heads)
+    if lead_id is None:
+        report.policy_versions, report.policy_problems = PolicyStream(store).problems()
     return messages.report(report)
 
 
@@ -291,7 +298,8 @@ def history(
     as_of: datetime | None = None,
     known_at: datetime | None = None,
 ) -> dict[str, Any] | None:
-    """The history of one lead (docs/contract.md): every event (store order) and the stage at `as_of`. Raises CorruptEvent
+    """The history of one lead (docs/contract.md): every event (store order) and the stage at `as_of`; each
+    decision of the router or an SLA clock also carries `why`, its reasons in one line. Raises CorruptEvent
     for a broken chain (`checked_records`) or personal data that does not decrypt."""
     records = checked_records(store, lead_id)
     if not records:
@@ -304,8 +312,14 @@ def history(
         "stage": stage.value if stage else None,
         "as_of": codec.format_time(as_of) if as_of else None,
         "known_at": codec.format_time(known_at) if known_at else None,
-        "events": [_opened(r, key_lookup) for r in visible],
+        "events": [_explained(r, _opened(r, key_lookup)) for r in visible],
     }
+
+
+def _explained(record: EventRecord, envelope: dict[str, Any]) -> dict[str, Any]:
+    """A decision event's envelope with `why`, its reasons in one line (lifecycle.explain)."""
+    why = explain(record.name, record.data)
+    return envelope if why is None else {**envelope, "why": why}
 
 
 def export_envelopes(

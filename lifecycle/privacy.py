@@ -3,7 +3,9 @@
 Keys are derived from `LEADLEDGER_SECRET` with HKDF: one keys the HMAC that turns a normalized
 e-mail into its lookup key (the primary key of the e-mail index; never a plain hash), one wraps
 each lead's random data key (AES-256-GCM; the field sealing itself is `schemas.sealing`), and
-one keys the HMAC that stores of old derived their lead ids from (read as a fallback only).
+one keys the HMAC that stores of old derived their lead ids from (read as a fallback only),
+and one keys the HMAC that turns a business e-mail domain into its `account_key` (the
+firmographic attribute that groups one company's leads without naming the domain).
 Destroying a lead's wrapped data key makes every copy of its personal data unreadable, wherever
 the ciphertext went. The store records `fingerprint` (an HMAC of a fixed label, never the
 secret) so a process started with another secret is refused before it writes anything.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from uuid import UUID
@@ -21,15 +24,19 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from idna import IDNAError
+from idna import encode as idna_encode
 
 from schemas.inbound import InvalidEmail
 from schemas.inbound import normalize_email as _normalize
 from schemas.sealing import NONCE_LEN, DecryptionFailed
 
-__all__ = ["InvalidEmail", "Secrets", "normalize_email"]
+__all__ = ["InvalidEmail", "Secrets", "normalize_domain", "normalize_email"]
 
 #: what the fingerprint is an HMAC of (under the secret itself)
 FINGERPRINT_LABEL = b"leadledger store fingerprint v1"
+#: hex digits of an account key kept (128 bits of HMAC-SHA256)
+ACCOUNT_KEY_HEX = 32
 
 
 def normalize_email(email: str) -> str:
@@ -41,6 +48,17 @@ def normalize_email(email: str) -> str:
 @lru_cache(maxsize=100_000)
 def _email_key(index_key: bytes, email: str) -> str:
     return hmac.digest(index_key, normalize_email(email).encode(), "sha256").hex()
+
+
+def normalize_domain(domain: str) -> str:
+    """A domain's one spelling: compatibility forms folded, trimmed, without the DNS root's dot,
+    lower-cased, in its IDNA (punycode) form, so `Bücher.DE` and `xn--bcher-kva.de` are one domain.
+    A name IDNA refuses is kept as folded (it still has one spelling)."""
+    text = unicodedata.normalize("NFKC", domain).strip().rstrip(".").lower()
+    try:
+        return idna_encode(text, uts46=True).decode("ascii")
+    except (IDNAError, UnicodeError):
+        return text
 
 
 def _derive(secret: bytes, purpose: bytes) -> bytes:
@@ -55,6 +73,7 @@ class Secrets:
     key_encryption_key: bytes
     email_index_key: bytes = b""
     fingerprint: str = ""
+    account_key_key: bytes = b""
 
     @classmethod
     def from_secret(cls, secret: bytes) -> Secrets:
@@ -63,11 +82,21 @@ class Secrets:
             key_encryption_key=_derive(secret, b"leadledger key-encryption v1"),
             email_index_key=_derive(secret, b"leadledger email-index v1"),
             fingerprint=hmac.digest(secret, FINGERPRINT_LABEL, "sha256").hex(),
+            account_key_key=_derive(secret, b"leadledger account-key v1"),
         )
 
     def email_key(self, email: str) -> str:
         """The e-mail index's key of an address: HMAC-SHA256 of its normalized form, hex."""
         return _email_key(self.email_index_key, email)
+
+    def account_key(self, domain: str) -> str:
+        """The `account_key` of a (business) e-mail domain: HMAC-SHA256 of its normalized form
+        (`normalize_domain`), the first 32 hex digits. One domain, one key in a store; without
+        the secret the key does not reveal the domain."""
+        if not self.account_key_key:
+            raise ValueError("these Secrets have no account key: make them with Secrets.from_secret")
+        digest = hmac.digest(self.account_key_key, normalize_domain(domain).encode(), "sha256")
+        return digest.hex()[:ACCOUNT_KEY_HEX]
 
     def legacy_lead_id(self, email: str) -> UUID:
         """The id stores of old gave a lead: HMAC-SHA256 of the normalized e-mail (as it was

@@ -11,16 +11,17 @@ facts visible at (T, K) into temporary tables and the same SQL runs on those.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from lifecycle.audit import history as lead_history
 from lifecycle.domain.stages import FUNNEL_ORDER
+from lifecycle.policies import PolicyTimeline, Published
 from lifecycle.store.repository import LeadStore
-from projections import attribution, funnel, leads, speed, velocity
+from projections import attribution, funnel, leads, sla, speed, velocity
 from projections.base import Lead, Projection
 from projections.engine.db import ReadModelDB
 from projections.engine.registry import BY_NAME
@@ -29,7 +30,7 @@ from projections.engine.sources import EmbeddedSource
 from projections.engine.timeline import TIMELINE
 from projections.money import FxTable
 from projections.query import Query, QueryError, Window, check, check_attribution, check_leads
-from schemas.facts import Fact, unpack
+from schemas.facts import Fact, dt_to_us, unpack
 
 __all__ = ["Analytics", "Query", "QueryError"]
 
@@ -47,9 +48,13 @@ class Analytics:
     """Read models plus (embedded) the event store they are caught up from."""
 
     def __init__(self, db: ReadModelDB, store: LeadStore | None, *, auto_refresh: bool = True,
-                 batch_size: int = DEFAULT_BATCH, fx: FxTable | None = None) -> None:
+                 batch_size: int = DEFAULT_BATCH, fx: FxTable | None = None,
+                 policies: Callable[[], Sequence[Published]] | None = None) -> None:
         self.db = db
         self.store = store
+        #: reads the published policy versions (each query: a version published meanwhile counts); None: none
+        self.policy_versions = policies
+        self._policies = PolicyTimeline([])
         #: the reporting currency and the rates revenue is converted at (default: EUR, no rates)
         self.fx = fx or FxTable()
         self.auto_refresh = auto_refresh
@@ -100,7 +105,25 @@ class Analytics:
     def speed(self, q: Query) -> dict[str, Any]:
         w = check(q, bys=("owner", "channel", "campaign"))
         tables = self._tables(w, BY_NAME["speed"])
-        return speed.compute(w, tables[speed.ASSIGNMENTS.name], tables[speed.RESPONSES.name], self.db.query)
+        known = [v for v in self.policies().versions if w.known_at is None or dt_to_us(v.recorded_at) <= w.known_at]
+        return speed.compute(w, tables[speed.ASSIGNMENTS.name], tables[speed.RESPONSES.name], self.db.query,
+                             tables[speed.WAITS.name], speed.routing_timeline(known))
+
+    def sla(self, q: Query, now: datetime | None = None) -> dict[str, Any]:
+        """SLA compliance per rule or owner, from every lead's timeline and the published policies
+        (`now`: the evaluation instant without --as-of / --known-at; default the current time)."""
+        w = sla.check_sla(q)
+        self._fresh()
+        return sla.compute(w, self.runner.timelines(), self.policies(), now or datetime.now(UTC))
+
+    def policies(self) -> PolicyTimeline:
+        """The published policy versions (parsed once per version while they stay the same)."""
+        if self.policy_versions is None:
+            return self._policies
+        versions = list(self.policy_versions())
+        if [v.hash for v in versions] != [v.hash for v in self._policies.versions]:
+            self._policies = PolicyTimeline(versions)
+        return self._policies
 
     def leads(self, q: Query) -> dict[str, Any]:
         w = check_leads(q)

@@ -136,7 +136,13 @@ def _payload_fields(cls: type) -> tuple[str, ...]:
 
 
 def _wire(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return format_time(value)
     return value.value if isinstance(value, Enum) else value
+
+
+#: Payload fields that are instants (RFC 3339 on the wire, like `time`)
+TIME_FIELDS = frozenset({"started_at", "deadline"})
 
 
 _PERSONAL_CACHE: dict[type, tuple[str, ...]] = {}
@@ -295,6 +301,8 @@ def to_domain(record: EventRecord, data_key: bytes | None) -> LeadEvent:
         value = data.get(name)
         if name in ("from_stage", "to_stage") and value is not None:
             value = Stage(value)
+        elif name in TIME_FIELDS and value is not None:
+            value = parse_time(value)
         kwargs[name] = value
     if cls is LeadCaptured:
         kwargs["originator_topic"] = LEAD_TOPIC

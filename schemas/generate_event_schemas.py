@@ -76,6 +76,60 @@ FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
     "fit": _percent("how well the lead fits the ideal customer profile"),
     "behaviour": _percent("how engaged the lead is"),
     "total": _percent("the score the MQL threshold is compared with"),
+    "attributes": {
+        "type": "object",
+        "description": "firmographic attributes stated at capture (not personal data), and the derived "
+        "email_domain_kind and account_key; routing and scoring match on them",
+        "additionalProperties": False,
+        "properties": {
+            "country": {"type": "string", "pattern": "^[A-Z]{2}$", "description": "ISO 3166-1 alpha-2"},
+            "industry": {"type": "string", "minLength": 1, "pattern": TRIMMED_PATTERN},
+            "employees": {"type": "integer", "minimum": 0},
+            "role": {"type": "string", "minLength": 1, "pattern": TRIMMED_PATTERN,
+                     "description": "a category such as executive, manager, practitioner"},
+            "language": {"type": "string", "pattern": "^[a-z]{2}$", "description": "ISO 639-1"},
+            "email_domain_kind": {"enum": ["free", "business"]},
+            "account_key": {"type": "string", "pattern": "^[0-9a-f]{32}$",
+                            "description": "HMAC of the e-mail's domain (business domains only)"},
+        },
+    },
+    "method": {"enum": ["round_robin", "sticky", "fallback"],
+               "description": "how the router chose; null: assigned by hand or upstream"},
+    "policy_version": {"type": "integer", "minimum": 1, "description": "the published policy the decision used"},
+    "candidates": {
+        "type": "array",
+        "description": "the reps who could take the lead at the decision instant",
+        "items": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "rep": {"type": "string", "minLength": 1},
+                "weight": {"type": "integer", "minimum": 1},
+                "current_before": {"type": "integer", "description": "the rep's round-robin value before"},
+                "open": {"type": "integer", "minimum": 0, "description": "the rep's open leads before"},
+                "capacity": {"type": ["integer", "null"], "minimum": 1},
+            },
+            "required": ["rep", "weight", "current_before", "open", "capacity"],
+        },
+    },
+    "excluded": {
+        "type": "array",
+        "description": "the pool's reps who could not, with the reason",
+        "items": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "rep": {"type": "string", "minLength": 1},
+                "reason": {"enum": ["absent", "outside_hours", "at_capacity", "breached"]},
+            },
+            "required": ["rep", "reason"],
+        },
+    },
+    "sla": {"type": "string", "minLength": 1, "description": "the SLA rule's id"},
+    "started_at": {"type": "string", "format": "date-time", "pattern": TIME_PATTERN,
+                   "description": "when the clock started"},
+    "deadline": {"type": "string", "format": "date-time", "pattern": TIME_PATTERN,
+                 "description": "the instant the counted time reaches the target"},
 }
 
 _ENVELOPE_BASE = frozenset(f.name for f in dataclasses.fields(LeadEvent)) | {"originator_topic"}
@@ -92,6 +146,8 @@ def _nullable(hint: Any) -> bool:
 
 
 def _or_null(schema: dict[str, Any]) -> dict[str, Any]:
+    if "enum" in schema:
+        return {**schema, "enum": [*schema["enum"], None]}
     kind = schema["type"]
     return {**schema, "type": [*([kind] if isinstance(kind, str) else kind), "null"]}
 

@@ -18,6 +18,8 @@ from email_validator import EmailNotValidError, validate_email
 
 from lifecycle.domain import commands as cmd
 from schemas.codec import canonical, parse_time
+from schemas.firmographics import FIELDS as ATTRIBUTE_FIELDS
+from schemas.firmographics import InvalidAttribute, clean_attributes
 
 MAX_MESSAGE_BYTES = 64 * 1024
 #: sane bounds for upstream times (a lead from year 1 is a broken clock, not a lead)
@@ -124,6 +126,8 @@ def parse(raw: bytes) -> tuple[str, dict[str, Any]]:
         raise BadMessage(f"unknown kind {kind!r} in type {message['type']!r}; known: {', '.join(KINDS)}")
     if version != "1":
         raise BadMessage(f"unsupported version v{version} of {kind!r}; this leadledger reads v1")
+    if kind == "capture":  # first, for a reason in words rather than the schema's pattern
+        _capture_attributes(message["data"])
     _check(f"inbound/{kind}.v1.json", message["data"], f"data of {kind}")
     if _has_nul(message):  # valid JSON, but no database stores it in text
         raise BadMessage("a string contains a NUL character (\\u0000): remove it; no store accepts it")
@@ -157,6 +161,7 @@ def to_command(kind: str, message: dict[str, Any], now: datetime | None = None) 
             company=data.get("company"),
             phone=data.get("phone"),
             consent=data.get("consent"),
+            **_capture_attributes(data),
         )
     lead = _lead_ref(message)
     if kind == "touch":
@@ -182,6 +187,19 @@ def to_command(kind: str, message: dict[str, Any], now: datetime | None = None) 
             bant=data.get("bant"),
         )
     return cmd.Consent(**common, lead=lead, given=data["given"], purpose=data.get("purpose"))
+
+
+def _capture_attributes(data: dict[str, Any]) -> dict[str, Any]:
+    """A capture's firmographic attributes (those given, not null), normalized; BadMessage naming
+    the field and what it expects. An integral number (1200.0) is an integer, as in JSON Schema."""
+    given = {name: data.get(name) for name in ATTRIBUTE_FIELDS}
+    employees = given["employees"]
+    if isinstance(employees, float) and employees.is_integer():
+        given["employees"] = int(employees)
+    try:
+        return clean_attributes(**given)
+    except InvalidAttribute as exc:
+        raise BadMessage(f"data.{exc}") from None
 
 
 def _lead_ref(message: dict[str, Any]) -> cmd.LeadRef:

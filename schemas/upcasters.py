@@ -56,3 +56,15 @@ def _captured_v1(data: dict[str, Any]) -> dict[str, Any]:
 def _touched_v1(data: dict[str, Any]) -> dict[str, Any]:
     """v2 adds what a re-capture said about the person: consent and the sealed statement."""
     return {**data, "consent": None, "personal": None}
+
+
+@upcaster("LeadCaptured", 2)
+def _captured_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """v3 adds the firmographic attributes; a lead captured before knows none."""
+    return {**data, "attributes": {}}
+
+
+@upcaster("LeadAssigned", 1)
+def _assigned_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """v2 adds the router's reasons; every v1 assignment was manual or upstream."""
+    return {**data, "method": None, "policy_version": None, "candidates": None, "excluded": None}

@@ -39,8 +39,12 @@ COMMANDS: dict[str, str] = {
     **{name: f"leadledger.cli.audit:{name}" for name in ("history", "verify", "export")},
     **{name: f"leadledger.cli.queries:{name}" for name in ("funnel", "velocity", "attribution", "speed", "report")},
     "leads": "leadledger.cli.queries:leads_command",
+    "sla": "leadledger.cli.queries:sla",
     **{name: f"leadledger.cli.projector:{name}" for name in ("project", "replay")},
     **{name: f"leadledger.cli.roles:{name}" for name in ("consume", "relay", "status", "serve")},
+    "alerts": "leadledger.cli.alerts:alerts",
+    "routing": "leadledger.cli.routing:routing",
+    **{name: f"leadledger.cli.operations:{name}" for name in ("policy", "operate")},
 }
 
 

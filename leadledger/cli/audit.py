@@ -91,9 +91,12 @@ def verify(ctx: Context, lead: str | None, expected_root: str | None, export_fil
         emit_json({"ok": result.ok and root_ok, "leads": result.leads, "events": result.events,
                    "root": result.root, **({"expected_root": expected} if expected else {}),
                    "problems": [{"lead_id": str(p.lead_id), "version": p.version, "reason": p.reason}
-                                for p in problems]})
+                                for p in problems],
+                   "policy_versions": result.policy_versions, "policy_problems": result.policy_problems})
     elif result.ok:
-        click.echo(f"ok: {result.events} events of {result.leads} leads verified (hash chains and versions intact)")
+        policies = f"; {result.policy_versions} policy version(s) intact" if result.policy_versions else ""
+        click.echo(f"ok: {result.events} events of {result.leads} leads verified (hash chains and versions "
+                   f"intact){policies}")
         if expected is None:
             click.echo(f"root {result.root}  (publish it: a later verify of the same store must match)")
         elif root_ok:
@@ -101,6 +104,11 @@ def verify(ctx: Context, lead: str | None, expected_root: str | None, export_fil
     if result.ok and not root_ok:
         fail(f"the root of {what} is {result.root}, not the expected {expected}: events were added, dropped or "
              "rewritten since that root was published (each chain on its own is intact)")
+    if result.policy_problems:
+        for problem in result.policy_problems:
+            click.echo(f"TAMPERED {problem}", err=True)
+        if not problems:
+            fail(f"verification failed: the policy stream is damaged; first: {result.policy_problems[0]}")
     if not result.ok:
         for p in problems[:20]:
             click.echo(f"TAMPERED {p}", err=True)

@@ -22,7 +22,9 @@ from psycopg.conninfo import conninfo_to_dict
 
 from leadledger.bootstrap import EVENTS_DB
 from lifecycle.domain.errors import LifecycleError
+from lifecycle.policies import CorruptPolicy
 from lifecycle.settings import Settings, SettingsError
+from lifecycle.store.repository import StoreConflict
 from projections.engine.forked import ChildFailed
 from projections.engine.sources import StoreMismatch
 from projections.engine.sqlite import READMODELS_DB
@@ -219,6 +221,11 @@ def explain(exc: BaseException, settings: Settings | None = None) -> Explained:
                              "store was written with; run `leadledger verify` and check the secret")
         if isinstance(e, StoreMismatch):  # the message says which store and to run `leadledger replay`
             return Explained(str(e))
+        if isinstance(e, CorruptPolicy):
+            return Explained(f"the policy stream is damaged ({e}); restore the store from a backup, or publish "
+                             "the policy again into a new store")
+        if isinstance(e, StoreConflict):
+            return Explained(f"{e} (another process wrote the same thing at the same moment)")
         if isinstance(e, CorruptEvent):
             return Explained(f"the store holds an event that cannot be read ({e}); run `leadledger verify` "
                              "to list every damaged event, and restore them from a backup or an export")

@@ -1,4 +1,4 @@
-"""The analyst's questions: `funnel`, `velocity`, `attribution`, `speed`, `leads` and the HTML `report`."""
+"""The analyst's questions: `funnel`, `velocity`, `attribution`, `speed`, `sla`, `leads` and the HTML `report`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import click
 from rich.text import Text
 
-from leadledger.answers import leads_answer, window_answer
+from leadledger.answers import leads_answer, sla_answer, window_answer
 from leadledger.bootstrap import open_analytics
 from leadledger.cli.common import TIME, Context, emit_json, fail, json_option, pass_ctx
 from leadledger.cli.tables import literal, literal_table, show
@@ -174,6 +174,37 @@ def render_speed(result: dict[str, Any]) -> None:
         table.add_row(_key(g), literal(g["assignments"]), literal(g["contacted"]), literal(g["within_5m"]),
                       literal(fmt_duration(g["p50_s"])), literal(fmt_duration(g["p90_s"])))
     _print(table)
+    split = literal_table(literal("system delay (capture or routing-stage entry -> assignment) and human delay "
+                                  "(assignment -> contact)"))
+    for col in (result["by"] or "", "waits", "system p50", "system p90", "contacted", "human p50", "human p90"):
+        split.add_column(literal(col), justify="left" if col == (result["by"] or "") else "right")
+    for g in result["groups"]:
+        system, human = g["system_delay"], g["human_delay"]
+        split.add_row(_key(g), literal(system["count"]), literal(fmt_duration(system["p50_s"])),
+                      literal(fmt_duration(system["p90_s"])), literal(human["count"]),
+                      literal(fmt_duration(human["p50_s"])), literal(fmt_duration(human["p90_s"])))
+    _print(split)
+
+
+def render_sla(result: dict[str, Any]) -> None:
+    if result.get("note"):
+        click.echo(result["note"])
+        return
+    by_owner = result["by"] == "owner"
+    title = _title(result, f"SLA clocks started in the window, by {result['by']}")
+    title.append(literal(f", judged at {_when(result['evaluated_at'], 'now')}"))
+    table = literal_table(title)
+    columns = ["sla", *(["owner"] if by_owner else []), "started", "met", "breached", "restarted", "open",
+               "at risk", "compliance", "p50", "p90"]
+    for col in columns:
+        table.add_column(literal(col), justify="left" if col in ("sla", "owner") else "right")
+    for row in result["rules"]:
+        owner = [literal("-" if row["group"] is None else row["group"])] if by_owner else []
+        table.add_row(literal(row["sla"]), *owner, *(literal(row[k]) for k in (
+            "started", "met", "breached", "restarted", "open", "at_risk")),
+            literal(fmt_percent(row["compliance"])), literal(fmt_duration(row["p50_seconds"])),
+            literal(fmt_duration(row["p90_seconds"])))
+    _print(table)
 
 
 def _leads_renderer(filters: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
@@ -261,9 +292,35 @@ def speed(ctx: Context, by: str | None, from_: datetime | None, to: datetime | N
     """Speed to lead: assignments, contacted, within 5 minutes (<= 300 s), p50/p90 response.
 
     A reassignment before any contact leaves the earlier assignment uncontacted.
-    Use --by owner for the table per sales rep."""
+    Use --by owner for the table per sales rep. A second table splits the system
+    delay (an ownerless lead's capture, or its entry into a routing stage while a
+    policy with [routing] is in force, -> its assignment) from the human delay
+    (assignment -> first contact)."""
     q = Query(by=by, from_=from_, to=to, mode=mode, as_of=as_of, known_at=known_at)
     _answer(lambda: _analytics(ctx).speed(q), as_json, render_speed, lambda r: window_answer(r, q))
+
+
+@click.command()
+@click.option("--by", type=click.Choice(("rule", "owner")), default="rule", show_default=True,
+              help="One row per rule, or per rule and owner (the owner at the deadline when breached, "
+                   "else at the clock's end).")
+@click.option("--from", "from_", type=TIME, help="Clocks started at or after this (date = 00:00 UTC).")
+@click.option("--to", "to", type=TIME, help="...and before this.")
+@click.option("--as-of", type=TIME, help="Only events that occurred at or before this time; clocks judged then.")
+@click.option("--known-at", type=TIME, help="...and were recorded at or before this time (and the policy "
+                                            "versions published by then).")
+@json_option
+@pass_ctx
+def sla(ctx: Context, by: str, from_: datetime | None, to: datetime | None, as_of: datetime | None,
+        known_at: datetime | None, as_json: bool) -> None:
+    """SLA compliance of the clocks started in [--from, --to): started, met, breached, restarted, open,
+    at risk (open and past the warning), compliance = met / (met + breached), and p50/p90 (nearest
+    rank) of the time a clock counted until its stop.
+
+    Each clock is judged with the policy version in force when its start was recorded, as of --as-of
+    (default: now); a business clock counts only working hours of its calendar."""
+    q = Query(by=by, from_=from_, to=to, as_of=as_of, known_at=known_at)
+    _answer(lambda: _analytics(ctx).sla(q), as_json, render_sla, lambda r: sla_answer(r, q))
 
 
 @click.command(name="leads")

@@ -81,6 +81,7 @@ def history_table(result: dict[str, Any]) -> None:
         if data.get("to_stage"):
             stage = f"{data.get('from_stage') or '-'} -> {data['to_stage']}"
         event_name, _ = parse_event_type(env["type"])
+        details = env.get("why") or _summary(data)  # a decision's reasons, in one line (lifecycle.explain)
         table.add_row(literal(env["sequence"]), literal(env["time"].replace("T", " ")[:19]), literal(event_name),
-                      literal(stage), literal(_summary(data)), literal(env.get("actor", "")))
+                      literal(stage), literal(details), literal(env.get("actor", "")))
     show(table, out)

@@ -10,6 +10,7 @@ from leadledger.cli.common import Context, at_option, common, fail, json_option,
 from lifecycle.domain import commands as cmd
 from lifecycle.domain import stages
 from lifecycle.domain.stages import BANT_FIELDS, RULES
+from schemas.firmographics import MAX_EMPLOYEES, MAX_TEXT, InvalidAttribute, clean_attributes
 
 #: the `transition` flags each trigger's event records, read off the stage table's payload builders
 FLAGS_OF_PAYLOAD: dict[object, tuple[str, ...]] = {
@@ -36,15 +37,31 @@ def flags_of(trigger: str) -> tuple[str, ...] | None:
 @click.option("--company", help="The person's company.")
 @click.option("--phone", help="The person's phone (personal data: sealed in the store).")
 @click.option("--consent/--no-consent", default=None, help="Marketing consent given with the capture.")
+@click.option("--country", help="Firmographic: the ISO 3166-1 alpha-2 country code, e.g. DE (any case).")
+@click.option("--industry", help=f"Firmographic: the company's industry, e.g. software (at most {MAX_TEXT} characters).")
+@click.option("--employees", type=int, help=f"Firmographic: the company's number of employees (0 to {MAX_EMPLOYEES}).")
+@click.option("--role", help="Firmographic: the person's role category, e.g. executive, manager, practitioner.")
+@click.option("--language", help="Firmographic: the ISO 639-1 language code, e.g. de (any case).")
 @at_option
 @json_option
 @pass_ctx
 def capture(ctx: Context, email: str, channel: str, campaign: str | None, name: str | None,
-            company: str | None, phone: str | None, consent: bool | None, at: datetime | None,
-            as_json: bool) -> None:
-    """Capture a lead (a known e-mail becomes a touch on its lead)."""
+            company: str | None, phone: str | None, consent: bool | None, country: str | None,
+            industry: str | None, employees: int | None, role: str | None, language: str | None,
+            at: datetime | None, as_json: bool) -> None:
+    """Capture a lead (a known e-mail becomes a touch on its lead).
+
+    The firmographic options are not personal data: they are stored in clear on the capture,
+    with whether the e-mail's domain is a free-mail one and, if not, an account key of the
+    domain (routing and scoring match on these). A re-capture records none of them."""
+    try:
+        attributes = clean_attributes(country=country, industry=industry, employees=employees, role=role,
+                                      language=language)
+    except InvalidAttribute as exc:
+        fail(f"--{exc}", 2)
     outcome = ctx.app.execute(cmd.Capture(**common(ctx, at), email=email, channel=channel, campaign=campaign,
-                                          name=name, company=company, phone=phone, consent=consent))
+                                          name=name, company=company, phone=phone, consent=consent,
+                                          **attributes))
     report(ctx, outcome, as_json)
 
 

@@ -113,6 +113,49 @@ class SpeedBody(Window):
     groups: list[SpeedGroup]
 
 
+class DelayStat(_Doc):
+    count: int
+    p50_s: float | None
+    p90_s: float | None
+
+
+class SpeedSplitGroup(SpeedGroup):
+    system_delay: DelayStat = Field(description="An ownerless lead's capture, or its entry into a routing stage "
+                                    "while a policy with [routing] is in force, to its first assignment after it.")
+    human_delay: DelayStat = Field(description="Assignment to the lead's first contact (the response times).")
+
+
+class SpeedSplitBody(Window):
+    by: str | None
+    groups: list[SpeedSplitGroup]
+
+
+class SlaRow(_Doc):
+    sla: str = Field(description="The SLA rule id.")
+    group: str | None = Field(description="The rule id (by=rule) or the clock's owner (by=owner; null: no owner).")
+    started: int
+    met: int = Field(description="Stopped at or before the deadline.")
+    breached: int = Field(description="The deadline passed without a stop (stopped later, or still running).")
+    restarted: int = Field(description="Restarted by a new start before the deadline.")
+    open: int = Field(description="Running at the evaluation instant, deadline not passed.")
+    at_risk: int = Field(description="Open and past the warning (warn_at × target).")
+    compliance: float | None = Field(description="met / (met + breached); null when both are 0.")
+    p50_seconds: float | None = Field(description="Nearest-rank median of the counted time of the stopped clocks.")
+    p90_seconds: float | None
+
+
+class SlaBody(_Doc):
+    from_: str | None = Field(alias="from", description="Clocks started at or after this; null: unbounded.")
+    to: str | None = Field(description="...and before this; null: unbounded.")
+    as_of: str | None = Field(description="Only events that occurred at or before this; null: now.")
+    known_at: str | None = Field(description="...and were recorded at or before this; null: whatever is stored.")
+    evaluated_at: str = Field(description="The instant the clocks were judged at (as_of, else known_at, else now).")
+    by: Literal["rule", "owner"]
+    policy_version: int | None = Field(description="The latest published policy version (its rules are listed).")
+    rules: list[SlaRow]
+    note: str | None = Field(description="Why there are no rules (no policy published, or no SLA rules).")
+
+
 class LeadRow(_Doc):
     lead_id: str
     stage: str

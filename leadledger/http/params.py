@@ -51,6 +51,11 @@ SpeedByParam = Annotated[str | None, Param(
     description="Group by the owner of the assignment, or the lead's capture channel or campaign.",
     json_schema_extra={"enum": list(SPEED_BYS)},
 )]
+SlaByParam = Annotated[str, Param(
+    description="One row per SLA rule (default), or per rule and owner (the owner at the deadline when "
+                "breached, else at the clock's end).",
+    json_schema_extra={"enum": ["rule", "owner"]},
+)]
 StageParam = Annotated[str | None, Param(description="Only leads now (at as_of) in this stage (any case).",
                                          json_schema_extra={"enum": [s.value for s in FUNNEL_ORDER]})]
 LimitParam = Annotated[int, Param(description=f"At most this many leads (1 to {MAX_LIMIT:,}), newest first.")]

@@ -10,7 +10,7 @@ from fastapi import Path as PathParam
 from fastapi import Query as Param
 from fastapi.responses import HTMLResponse, Response
 
-from leadledger.answers import leads_answer, window_answer
+from leadledger.answers import leads_answer, sla_answer, window_answer
 from leadledger.http.auth import token_check
 from leadledger.http.models import (
     AUTH_RESPONSES,
@@ -22,7 +22,8 @@ from leadledger.http.models import (
     HistoryBody,
     JSONBody,
     LeadsBody,
-    SpeedBody,
+    SlaBody,
+    SpeedSplitBody,
     VelocityBody,
     error,
 )
@@ -35,6 +36,7 @@ from leadledger.http.params import (
     LimitParam,
     ModelParam,
     ModeParam,
+    SlaByParam,
     SpeedByParam,
     StageParam,
     ToParam,
@@ -68,7 +70,10 @@ DESCRIPTIONS = {
     "funnel": "Distinct leads per stage and the conversion between main-path stages (the CLI's `funnel --json`).",
     "velocity": "Time in stage and time to stage: count, mean, p50, p90 in seconds (`velocity --json`).",
     "attribution": "Conversions and won revenue credited to channels or campaigns (`attribution --json`).",
-    "speed": "Assignments, contacted, within 5 minutes, p50 and p90 of time to first contact (`speed --json`).",
+    "speed": "Assignments, contacted, within 5 minutes, p50 and p90 of time to first contact, and the system "
+             "delay (to assignment) apart from the human delay (to contact) (`speed --json`).",
+    "sla": "SLA clocks started in the window per rule or owner: started, met, breached, restarted, open, "
+           "at_risk, compliance, p50/p90 of the counted time to stop (`sla --json`).",
     "leads": "The lead list, newest capture first (`leads --json`).",
     "history": "The lead's events as CloudEvents envelopes and its stage at `as_of` (`history --json`; "
                "personal data sealed unless served with --personal-data).",
@@ -124,13 +129,22 @@ def add_routes(app: FastAPI, worker: AnalyticsWorker, token: str | None, *, pers
         return JSONBody(window_answer(await worker.run(lambda a: a.attribution(q)), q))
 
     @router.get("/speed", response_model=None, summary="Speed to lead", tags=["queries"],
-                responses={200: {"model": SpeedBody, "description": DESCRIPTIONS["speed"]}})
+                responses={200: {"model": SpeedSplitBody, "description": DESCRIPTIONS["speed"]}})
     async def speed(by: SpeedByParam = None, from_: FromParam = None, to: ToParam = None,
                     mode: ModeParam = "cohort", as_of: AsOfParam = None, known_at: KnownAtParam = None
                     ) -> Response:
         """Per assignment, the time to the lead's first contact: assignments, contacted, within 5 minutes, p50, p90."""
         q = build_query(by=by, from_=from_, to=to, mode=mode, as_of=as_of, known_at=known_at)
         return JSONBody(window_answer(await worker.run(lambda a: a.speed(q)), q))
+
+    @router.get("/sla", response_model=None, summary="SLA compliance", tags=["queries"],
+                responses={200: {"model": SlaBody, "description": DESCRIPTIONS["sla"]}})
+    async def sla(by: SlaByParam = "rule", from_: FromParam = None, to: ToParam = None, as_of: AsOfParam = None,
+                  known_at: KnownAtParam = None) -> Response:
+        """Per SLA rule (or rule and owner), the clocks started in [from, to) judged at as_of (default now),
+        each with the policy version in force when its start was recorded."""
+        q = build_query(by=by, from_=from_, to=to, as_of=as_of, known_at=known_at)
+        return JSONBody(sla_answer(await worker.run(lambda a: a.sla(q)), q))
 
     @router.get("/leads", response_model=None, summary="Lead list", tags=["queries"],
                 responses={200: {"model": LeadsBody, "description": DESCRIPTIONS["leads"]}})

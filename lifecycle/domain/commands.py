@@ -37,6 +37,13 @@ class Capture(Command):
     company: str | None = None
     phone: str | None = None
     consent: bool | None = None
+    #: firmographic attributes (not personal data, stored in clear): ISO 3166-1 alpha-2 country,
+    #: industry, employees, role category, ISO 639-1 language
+    country: str | None = None
+    industry: str | None = None
+    employees: int | None = None
+    role: str | None = None
+    language: str | None = None
 
 
 @dataclass(frozen=True)

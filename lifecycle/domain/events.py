@@ -11,7 +11,7 @@ A stored event class's docstring is its description in its JSON Schema.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
@@ -56,7 +56,7 @@ class StageChanged(LeadEvent):
 
 
 class LeadCaptured(LeadEvent, Aggregate.Created):
-    """A new lead was captured. Name, e-mail, phone and company travel sealed in data.personal."""
+    """A new lead was captured. Name, e-mail, phone and company travel sealed in data.personal; the firmographic `attributes` (country, industry, employees, role, language, and the derived email_domain_kind and account_key) are in clear."""
 
     channel: str
     campaign: str | None
@@ -65,9 +65,11 @@ class LeadCaptured(LeadEvent, Aggregate.Created):
     email: str | None
     name: str | None
     phone: str | None
+    attributes: dict[str, Any]
 
-    #: v2: the company is personal data too (a one-person company names a person), sealed
-    SCHEMA_VERSION = 2
+    #: v2: the company is personal data too (a one-person company names a person), sealed;
+    #: v3: the firmographic attributes routing and scoring match on
+    SCHEMA_VERSION = 3
 
     def apply(self, aggregate: Lead) -> None:
         aggregate.stage = Stage.CAPTURED
@@ -75,6 +77,7 @@ class LeadCaptured(LeadEvent, Aggregate.Created):
         aggregate.campaign = self.campaign
         aggregate.consent = self.consent
         aggregate.captured_at = self.occurred_at
+        aggregate.attributes = dict(self.attributes)
         aggregate.stage_entered_at = self.occurred_at
         aggregate.last_change_at = self.occurred_at
         aggregate.last_event_at = self.occurred_at
@@ -180,14 +183,54 @@ class LeadScored(LeadEvent):
 
 
 class LeadAssigned(LeadEvent):
-    """An owner was assigned by a routing rule."""
+    """An owner was assigned: by hand or upstream (`method` null), or by leadledger's router (actor `router`), which records how it chose (`method`), the rule, the policy version, the candidates with their round-robin values and load, and the reps it excluded with the reason."""
 
     owner: str
     rule: str | None
+    method: str | None  # round_robin | sticky | fallback (router decisions); None: manual or upstream
+    policy_version: int | None
+    candidates: list[dict[str, Any]] | None  # [{rep, weight, current_before, open, capacity}]
+    excluded: list[dict[str, Any]] | None  # [{rep, reason}]
+
+    #: v2: the router's reasons (method, policy_version, candidates, excluded)
+    SCHEMA_VERSION = 2
 
     def apply(self, aggregate: Lead) -> None:
         super().apply(aggregate)
         aggregate.owner = self.owner
+        aggregate.queued = False
+
+
+class LeadRoutingQueued(LeadEvent):
+    """The router found no candidate for the lead (actor `router`): it waits in the queue of `rule` until a rep can take it; `excluded` names each pool rep's reason (absent, outside_hours, at_capacity, breached)."""
+
+    rule: str
+    policy_version: int
+    excluded: list[dict[str, Any]]  # [{rep, reason}]
+
+    def apply(self, aggregate: Lead) -> None:
+        super().apply(aggregate)
+        aggregate.queued = True
+
+
+class LeadSLAWarned(LeadEvent):
+    """An SLA clock reached its warning point (actor `sla`); `occurred_at` is that instant."""
+
+    sla: str
+    started_at: datetime
+    deadline: datetime
+    owner: str | None
+    policy_version: int
+
+
+class LeadSLABreached(LeadEvent):
+    """An SLA clock reached its deadline without a stop (actor `sla`); `occurred_at` is the deadline."""
+
+    sla: str
+    started_at: datetime
+    deadline: datetime
+    owner: str | None
+    policy_version: int
 
 
 class LeadContacted(LeadEvent):
@@ -232,6 +275,11 @@ def _stored_classes(base: type[LeadEvent]) -> list[type[LeadEvent]]:
     for cls in base.__subclasses__():
         found.extend(_stored_classes(cls) if cls.__subclasses__() else [cls])
     return found
+
+
+#: The actors of leadledger's own decisions (the operator's router, SLA clocks and scorer): no
+#: command or inbound message may name them.
+OPERATOR_ACTORS = frozenset({"router", "sla", "scorer"})
 
 
 #: Every stored event class, by its wire name (a new class above is one automatically).

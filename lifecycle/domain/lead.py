@@ -42,6 +42,8 @@ _WHAT: dict[type[ev.LeadEvent], str] = {
     ev.LeadTouched: "a touch", ev.LeadScored: "a score", ev.LeadAssigned: "an assignment",
     ev.LeadContacted: "a contact", ev.LeadConsentGiven: "a consent change",
     ev.LeadConsentWithdrawn: "a consent change", ev.LeadPersonalDataErased: "an erasure",
+    ev.LeadRoutingQueued: "a routing decision", ev.LeadSLAWarned: "an SLA warning",
+    ev.LeadSLABreached: "an SLA breach",
 }
 
 
@@ -55,6 +57,8 @@ class Lead(Aggregate):
     campaign: str | None
     consent: bool | None
     erased: bool
+    attributes: dict[str, Any]
+    queued: bool
     captured_at: datetime
     stage_entered_at: datetime
     last_change_at: datetime
@@ -64,6 +68,8 @@ class Lead(Aggregate):
         self.score = None
         self.owner = None
         self.erased = False
+        self.attributes = {}
+        self.queued = False
 
     # ---- creation -------------------------------------------------------------
 
@@ -82,6 +88,7 @@ class Lead(Aggregate):
         name: str | None = None,
         phone: str | None = None,
         causation: str | None = None,
+        attributes: Mapping[str, Any] | None = None,
     ) -> Lead:
         channel_clean = channel_key(channel)
         if channel_clean is None:
@@ -100,6 +107,7 @@ class Lead(Aggregate):
             email=email,
             name=_clean(name),
             phone=_clean(phone),
+            attributes=dict(attributes or {}),
         )
 
     # ---- stage changes --------------------------------------------------------
@@ -223,8 +231,45 @@ class Lead(Aggregate):
         if owner_clean is None:
             raise InvalidCommand(self.id, "an assignment needs an owner (--owner)")
         self._record(
-            ev.LeadAssigned, occurred_at, actor, causation, owner=owner_clean, rule=_clean(rule)
+            ev.LeadAssigned, occurred_at, actor, causation, owner=owner_clean, rule=_clean(rule),
+            method=None, policy_version=None, candidates=None, excluded=None,
         )
+
+    # ---- the operator's decisions (recorded as decided: the operator checked them) ----
+
+    def route_to(
+        self,
+        *,
+        owner: str,
+        rule: str,
+        method: str,
+        policy_version: int,
+        candidates: list[dict[str, Any]],
+        excluded: list[dict[str, Any]],
+        occurred_at: datetime,
+        causation: str | None,
+    ) -> None:
+        """The router's assignment, with its reasons."""
+        self._record(
+            ev.LeadAssigned, occurred_at, "router", causation, owner=owner, rule=rule, method=method,
+            policy_version=policy_version, candidates=candidates, excluded=excluded,
+        )
+
+    def queue_for_routing(
+        self, *, rule: str, policy_version: int, excluded: list[dict[str, Any]], occurred_at: datetime,
+        causation: str | None,
+    ) -> None:
+        self._record(ev.LeadRoutingQueued, occurred_at, "router", causation, rule=rule,
+                     policy_version=policy_version, excluded=excluded)
+
+    def sla_timer(
+        self, *, breached: bool, sla: str, started_at: datetime, deadline: datetime, owner: str | None,
+        policy_version: int, occurred_at: datetime,
+    ) -> None:
+        """An SLA warning (`breached` False) or breach, occurring at its computed instant."""
+        self._record(ev.LeadSLABreached if breached else ev.LeadSLAWarned, occurred_at, "sla", None,
+                     sla=sla, started_at=started_at, deadline=deadline, owner=owner,
+                     policy_version=policy_version)
 
     def contact(
         self,

@@ -116,6 +116,53 @@ def timers(policy: Policy, rule: SlaRule, events: Iterable[ClockEvent], before: 
     return tuple(out)
 
 
+@dataclass(frozen=True)
+class Run:
+    """One run of a rule's clock without its accumulated time: what the operator arms timers from."""
+
+    started_at: datetime
+    warn_at: datetime | None
+    deadline: datetime
+    ended_at: datetime | None
+    owners: tuple[tuple[datetime, str | None], ...]
+
+
+def runs(policy: Policy, rule: SlaRule, events: Sequence[ClockEvent]) -> tuple[Run, ...]:
+    """Every run of `rule`'s clock over the lead's events (UTC, sorted by `at`, stably): start, warning,
+    deadline, end — as `clocks` computes them, without counting accumulated time up to an as-of instant."""
+    out: list[Run] = []
+    open_at: int | None = None
+
+    def run(start: int, end: int | None) -> Run:
+        started = events[start].at
+        segments = [(started, events[start].owner)]
+        for event in events[start + 1:end]:
+            if event.owner != segments[-1][1]:
+                segments.append((event.at, event.owner))
+        deadline = _reach(policy, rule, segments, rule.target)
+        warn_at = None
+        if rule.warn_at is not None:
+            warn_at = _reach(policy, rule, segments, timedelta(microseconds=round(rule.target / _US * rule.warn_at)))
+        return Run(started, warn_at, deadline, events[end].at if end is not None else None, tuple(segments))
+
+    for i, event in enumerate(events):
+        if open_at is not None and event.kinds & rule.stop:
+            out.append(run(open_at, i))
+            open_at = None
+        if rule.start in event.kinds:
+            if open_at is not None:
+                out.append(run(open_at, i))
+            open_at = i
+    if open_at is not None:
+        out.append(run(open_at, None))
+    return tuple(out)
+
+
+def owner_at(segments: Segments, at: datetime) -> str | None:
+    """The owner of a run's (from, owner) changes at `at`."""
+    return _owner_at(segments, at)
+
+
 # ---------------------------------------------------------------------------------------------- internals
 
 

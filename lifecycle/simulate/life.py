@@ -10,18 +10,18 @@ from typing import Any
 
 from lifecycle.domain.stages import RULES, GuardContext, Stage
 from lifecycle.simulate.world import (
+    ASSIGN_SOURCE,
     BANT,
     BY_TERRITORY,
     CHANNEL_WEIGHTS,
     CHANNELS,
-    COMPANY_A,
-    COMPANY_B,
-    COMPANY_C,
     CONSENT_PURPOSES,
     CURRENCIES,
     DAY,
     EMAIL,
     FIRST,
+    FREE_MAIL,
+    FREE_MAIL_SMALL,
     HORIZON,
     HOUR,
     HOUR_WEIGHT,
@@ -31,9 +31,9 @@ from lifecycle.simulate.world import (
     MAX_CYCLES,
     OVERRIDE_REASONS,
     OWNERS,
-    PHONE_PREFIX,
     REDELIVERY_RATE,
     REJECT_REASONS,
+    ROLES,
     SAL_REJECT_REASONS,
     SECOND,
     SPAM_REASONS,
@@ -42,6 +42,7 @@ from lifecycle.simulate.world import (
     Channel,
     Event,
     Owner,
+    company,
 )
 
 
@@ -88,14 +89,22 @@ class LeadLife:
         self.owner: str | None = None
         self.account_owner: Owner | None = None
         self.channel = rng.choices(CHANNELS, cum_weights=CHANNEL_WEIGHTS)[0]
-        company = rng.randrange(companies)
-        self.company_no = company
-        self.territory = ("emea", "emea", "emea", "emea", "emea", "na", "na", "na", "na", "apac")[company % 10]
+        self.company = company(rng.randrange(companies))
+        country = self.company.country
+        self.territory = country.territory
         first, last = rng.choice(FIRST), rng.choice(LAST)
         self.name = f"{first.title()} {last.title()}"
-        self.email = f"{first}.{last}.{index + 1}@example-{company}.com"
         self.fit = clamp(round(rng.gauss(self.channel.fit, 16)), 3, 98)
         self.behaviour = rng.randint(5, 30)
+        # the person: their role, language, and whether they sign up with a free-mail address
+        small = self.company.small
+        self.role = rng.choices(ROLES, weights=(0.35, 0.30, 0.35) if small else (0.12, 0.40, 0.48))[0]
+        self.language = rng.choices([code for code, _ in country.languages],
+                                    weights=[w for _, w in country.languages])[0]
+        if rng.random() < (FREE_MAIL_SMALL if small else FREE_MAIL):
+            self.email = f"{first}.{last}.{index + 1}@{rng.choice(country.free_mail)}"
+        else:
+            self.email = f"{first}.{last}.{index + 1}@{self.company.domain}"
 
     # ---- the life -------------------------------------------------------------
 
@@ -114,19 +123,33 @@ class LeadLife:
         campaign = self._campaign(ch)
         if campaign is not None:
             data["campaign"] = campaign
-        c = self.company_no
         data["name"] = self.name
-        data["company"] = (f"{COMPANY_A[c % 20]}{COMPANY_B[(c // 20) % 20]} "
-                           f"{COMPANY_C[(c // 400) % len(COMPANY_C)]}")
+        data["company"] = self.company.name
         if rng.random() < 0.6:
-            data["phone"] = f"{rng.choice(PHONE_PREFIX[self.territory])} {rng.randint(1_000_000, 9_999_999)}"
+            data["phone"] = f"{rng.choice(self.company.country.phone)} {rng.randint(1_000_000, 9_999_999)}"
         r = rng.random()
         if r < 0.86:
             data["consent"] = True
         elif r < 0.95:
             data["consent"] = False
+        data.update(self._firmographics())
         self._emit(0, "capture", ch.capture_source, data, exact=True)
         self.stage = Stage.CAPTURED
+
+    def _firmographics(self) -> dict[str, Any]:
+        """What a capture form says of the company and the person (a form leaves some fields out)."""
+        rng, found = self.rng, self.company
+        data: dict[str, Any] = {}
+        if rng.random() < 0.97:
+            data["country"] = found.country.code
+        if rng.random() < 0.9:
+            data["industry"] = found.industry
+        if rng.random() < 0.85:
+            data["employees"] = found.employees
+        if rng.random() < 0.8:
+            data["role"] = self.role
+        data["language"] = self.language
+        return data
 
     def _journey(self) -> None:
         rng, ch = self.rng, self.channel
@@ -317,7 +340,8 @@ class LeadLife:
         return rng.choice(OWNERS), "round-robin"
 
     def _assign(self, after_s: float, owner: Owner, rule: str) -> None:
-        self._emit(after_s, "assign", "router", {"owner": owner.name, "rule": rule})
+        # upstream assignment rules (the CRM's): `router` is leadledger's own router, no inbound source
+        self._emit(after_s, "assign", ASSIGN_SOURCE, {"owner": owner.name, "rule": rule})
         self.owner = owner.name
 
     def _touch(self, after_s: float, email_share: float = 0.0) -> None:

@@ -1,9 +1,13 @@
-"""The simulated world: channels and their quality, owners, names, reasons, daily rhythm."""
+"""The simulated world: channels and their quality, owners, companies and their countries, names,
+reasons, daily rhythm."""
 
 from __future__ import annotations
 
+import math
+import random
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import lru_cache
 from itertools import accumulate
 from typing import Any
 
@@ -13,6 +17,10 @@ HORIZON = timedelta(days=180)
 REDELIVERY_RATE = 0.005
 #: Share of won customers who come back for another product (recycle "upsell").
 UPSELL_RATE = 0.3
+
+#: The upstream system whose assignment rules send the simulated `assign` messages (not `router`:
+#: that actor is leadledger's own router, which no inbound message may name).
+ASSIGN_SOURCE = "crm-assignment"
 
 SECOND = 1_000_000  # times inside the generator are integer microseconds after `start`
 HOUR = 3600 * SECOND
@@ -108,10 +116,115 @@ COMPANY_A = ("North", "Blue", "Bright", "Iron", "Silver", "Green", "Red", "Swift
               "High", "True", "Open", "Star", "Stone", "Cloud", "River", "Sun", "Oak", "Polar")
 COMPANY_B = ("wind", "peak", "forge", "field", "wave", "line", "gate", "works", "bridge", "point",
               "labs", "stack", "grid", "path", "port", "core", "leaf", "mark", "shore", "bay")
-COMPANY_C = ("GmbH", "Ltd", "Inc", "AG", "BV", "SAS", "Oy", "AB", "LLC", "Pte Ltd")
+#: a third word in the names of companies beyond the first 400 (so every company has a name, and a
+#: domain, of its own)
+COMPANY_D = ("Systems", "Group", "Digital", "Analytics", "Solutions", "Partners", "Software", "Industries",
+              "Networks", "Dynamics")
 
-PHONE_PREFIX = {"emea": ("+49 30", "+44 20", "+33 1", "+31 20"), "na": ("+1 415", "+1 212", "+1 512"),
-                 "apac": ("+65", "+81 3", "+61 2")}
+
+@dataclass(frozen=True)
+class Country:
+    """Where a company is: its share of the companies, the territory its owners sell in, the languages
+    its people write in (weighted), and what its names, domains and phone numbers look like."""
+
+    code: str  # ISO 3166-1 alpha-2
+    share: float
+    territory: str  # emea | na | apac (BY_TERRITORY)
+    languages: tuple[tuple[str, float], ...]  # ISO 639-1, weight
+    tld: str
+    legal_forms: tuple[str, ...]
+    phone: tuple[str, ...]
+    free_mail: tuple[str, ...]  # free-mail domains people there use (schemas/free_email_domains.txt)
+
+
+COUNTRIES: tuple[Country, ...] = (
+    Country("DE", 0.16, "emea", (("de", 1),), "de", ("GmbH", "GmbH", "AG"), ("+49 30", "+49 89", "+49 40"),
+            ("gmail.com", "gmx.de", "web.de", "t-online.de")),
+    Country("AT", 0.03, "emea", (("de", 1),), "at", ("GmbH",), ("+43 1",), ("gmail.com", "gmx.at")),
+    Country("CH", 0.03, "emea", (("de", 0.65), ("fr", 0.25), ("it", 0.10)), "ch", ("AG", "GmbH", "SA"),
+            ("+41 44", "+41 22"), ("gmail.com", "bluewin.ch", "gmx.ch")),
+    Country("FR", 0.06, "emea", (("fr", 1),), "fr", ("SAS", "SA"), ("+33 1", "+33 4"),
+            ("gmail.com", "orange.fr", "free.fr")),
+    Country("GB", 0.08, "emea", (("en", 1),), "co.uk", ("Ltd", "Ltd", "plc"), ("+44 20", "+44 161"),
+            ("gmail.com", "hotmail.co.uk", "btinternet.com")),
+    Country("IE", 0.01, "emea", (("en", 1),), "ie", ("Ltd",), ("+353 1",), ("gmail.com", "eircom.net")),
+    Country("NL", 0.04, "emea", (("nl", 1),), "nl", ("BV",), ("+31 20", "+31 10"), ("gmail.com", "ziggo.nl")),
+    Country("BE", 0.02, "emea", (("nl", 0.55), ("fr", 0.45)), "be", ("NV", "SA"), ("+32 2",),
+            ("gmail.com", "skynet.be", "telenet.be")),
+    Country("ES", 0.03, "emea", (("es", 1),), "es", ("SL", "SA"), ("+34 91", "+34 93"),
+            ("gmail.com", "hotmail.es")),
+    Country("IT", 0.03, "emea", (("it", 1),), "it", ("Srl", "SpA"), ("+39 02", "+39 06"),
+            ("gmail.com", "libero.it")),
+    Country("SE", 0.02, "emea", (("sv", 1),), "se", ("AB",), ("+46 8",), ("gmail.com", "hotmail.se")),
+    Country("PL", 0.02, "emea", (("pl", 1),), "pl", ("sp. z o.o.",), ("+48 22",), ("gmail.com", "wp.pl", "onet.pl")),
+    Country("US", 0.26, "na", (("en", 0.95), ("es", 0.05)), "com", ("Inc", "Inc", "LLC", "Corp"),
+            ("+1 415", "+1 212", "+1 512", "+1 617"), ("gmail.com", "yahoo.com", "outlook.com", "comcast.net")),
+    Country("CA", 0.04, "na", (("en", 0.78), ("fr", 0.22)), "ca", ("Inc", "Ltd"), ("+1 416", "+1 514"),
+            ("gmail.com", "hotmail.ca", "rogers.com")),
+    Country("MX", 0.03, "na", (("es", 1),), "com.mx", ("SA de CV",), ("+52 55",),
+            ("gmail.com", "hotmail.com", "yahoo.com.mx")),
+    Country("BR", 0.04, "na", (("pt", 1),), "com.br", ("Ltda", "SA"), ("+55 11", "+55 21"),
+            ("gmail.com", "uol.com.br", "hotmail.com.br")),
+    Country("SG", 0.03, "apac", (("en", 1),), "com.sg", ("Pte Ltd",), ("+65",), ("gmail.com", "yahoo.com.sg")),
+    Country("JP", 0.03, "apac", (("ja", 1),), "co.jp", ("KK",), ("+81 3",), ("gmail.com", "yahoo.co.jp")),
+    Country("AU", 0.03, "apac", (("en", 1),), "com.au", ("Pty Ltd",), ("+61 2", "+61 3"),
+            ("gmail.com", "bigpond.com")),
+    Country("IN", 0.01, "apac", (("en", 1),), "in", ("Pvt Ltd",), ("+91 80",), ("gmail.com", "rediffmail.com")),
+)
+COUNTRY_WEIGHTS = tuple(accumulate(c.share for c in COUNTRIES))
+
+INDUSTRIES = (("software", 0.22), ("manufacturing", 0.16), ("financial services", 0.12),
+              ("professional services", 0.12), ("healthcare", 0.09), ("retail", 0.09), ("logistics", 0.06),
+              ("media", 0.05), ("education", 0.05), ("energy", 0.04))
+INDUSTRY_WEIGHTS = tuple(accumulate(w for _, w in INDUSTRIES))
+#: employees per company: log-normal around a median, within these bounds
+EMPLOYEES_MEDIAN, EMPLOYEES_SIGMA, EMPLOYEES_MIN, EMPLOYEES_MAX = 120, 1.9, 5, 50_000
+ROLES = ("executive", "manager", "practitioner")
+#: share of a company's people who sign up with a free-mail address (more at small companies)
+FREE_MAIL_SMALL, FREE_MAIL = 0.35, 0.10
+SMALL_COMPANY = 50  # employees below this: a small company (more executives, more free mail)
+
+
+@dataclass(frozen=True)
+class Company:
+    """A simulated company: the same for every lead that works there (and every seed)."""
+
+    name: str
+    domain: str  # its e-mail domain: the leads of one company share it (one account)
+    country: Country
+    industry: str
+    employees: int
+
+    @property
+    def small(self) -> bool:
+        return self.employees < SMALL_COMPANY
+
+
+@lru_cache(maxsize=100_000)
+def company(number: int) -> Company:
+    """Company `number` of the world: its name, domain and firmographics, from its number alone."""
+    rng = random.Random(f"leadledger-simulated-company-{number}")  # a str seed: stable across runs
+    country = rng.choices(COUNTRIES, cum_weights=COUNTRY_WEIGHTS)[0]
+    industry = rng.choices(INDUSTRIES, cum_weights=INDUSTRY_WEIGHTS)[0][0]
+    raw = math.exp(rng.gauss(math.log(EMPLOYEES_MEDIAN), EMPLOYEES_SIGMA))
+    employees = min(EMPLOYEES_MAX, max(EMPLOYEES_MIN, _rounded(raw)))
+    base = f"{COMPANY_A[number % 20]}{COMPANY_B[(number // 20) % 20]}"
+    tier, cycle = divmod(number // 400, len(COMPANY_D) + 1)  # tier 0: no third word
+    words = [base] + ([COMPANY_D[cycle - 1]] if cycle else [])
+    slug = "-".join(w.lower() for w in words) + (str(tier + 1) if tier else "")
+    name = " ".join([*words, *([str(tier + 1)] if tier else []), rng.choice(country.legal_forms)])
+    return Company(name, f"{slug}.{country.tld}", country, industry, employees)
+
+
+def _rounded(value: float) -> int:
+    """A head count as companies state it: two significant digits from 100 up."""
+    count = round(value)
+    if count < 100:
+        return count
+    magnitude = 10 ** (len(str(count)) - 2)
+    return round(count / magnitude) * magnitude
+
+
 CURRENCIES = {"emea": ("EUR", "EUR", "EUR", "GBP"), "na": ("USD",), "apac": ("USD", "USD", "SGD")}
 
 SPAM_REASONS = ("spam", "spam", "duplicate", "not a fit")

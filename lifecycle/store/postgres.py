@@ -5,11 +5,12 @@ Imported only when LEADLEDGER_POSTGRES_DSN is set (see lifecycle/store/sqlite.py
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
+import psycopg
+from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg.sql import SQL, Identifier
 
@@ -22,6 +23,7 @@ from lifecycle.store.sqlite import (
     LogFile,
     LogRow,
     MessageOutcome,
+    OperatorRow,
     RawRow,
 )
 
@@ -39,6 +41,8 @@ class PostgresLeadRecorder(PostgresApplicationRecorder):
         self._relay = SQL("{}.leadledger_relay").format(schema)
         self._emails = SQL("{}.leadledger_email_index").format(schema)
         self._meta = SQL("{}.leadledger_meta").format(schema)
+        self._operator = SQL("{}.leadledger_operator").format(schema)
+        self._policy = SQL("{}.leadledger_policy").format(schema)
         self.sql_create_statements += [
             SQL(
                 "CREATE TABLE IF NOT EXISTS {} (lead_id uuid PRIMARY KEY, wrapped_key bytea NOT NULL)"
@@ -59,6 +63,11 @@ class PostgresLeadRecorder(PostgresApplicationRecorder):
             ).format(self._heads),
             SQL("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, position bigint NOT NULL)").format(
                 self._relay
+            ),
+            SQL("CREATE TABLE IF NOT EXISTS {} (name text PRIMARY KEY, seq bigint NOT NULL, state text NOT NULL)"
+                ).format(self._operator),
+            SQL("CREATE TABLE IF NOT EXISTS {} (version bigint PRIMARY KEY, body bytea NOT NULL)").format(
+                self._policy
             ),
         ]
 
@@ -140,6 +149,17 @@ class PostgresLeadRecorder(PostgresApplicationRecorder):
         heads: Sequence[HeadRow] = kwargs.get("heads", ())
         emails: Sequence[EmailRow] = kwargs.get("emails", ())
         unindex: Sequence[EmailRow] = kwargs.get("unindex", ())
+        operator: OperatorRow | None = kwargs.get("operator")
+        if operator is not None:  # compare and set: another operator past this position fails it all
+            name, seq, state = operator
+            if seq == 1:
+                curs.execute(SQL("INSERT INTO {} VALUES (%s, %s, %s) ON CONFLICT (name) DO NOTHING RETURNING seq"
+                                 ).format(self._operator), (name, seq, state))
+            else:
+                curs.execute(SQL("UPDATE {} SET seq = %s, state = %s WHERE name = %s AND seq = %s RETURNING seq"
+                                 ).format(self._operator), (seq, state, name, seq - 1))
+            if curs.fetchone() is None:  # in pipeline mode a fetch waits for this statement's result
+                raise IntegrityError(f"operator {name!r} is no longer at sequence {seq - 1}: another stored first")
         if heads:
             curs.executemany(
                 SQL(
@@ -326,6 +346,35 @@ class PostgresLeadRecorder(PostgresApplicationRecorder):
                 ).format(self._relay),
                 (name, position),
             )
+
+    def operator_state(self, name: str) -> tuple[int, str] | None:
+        """The operator's latest (sequence number, state), None before its first commit."""
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(SQL("SELECT seq, state FROM {} WHERE name = %s").format(self._operator), (name,))
+            row = curs.fetchone()
+            return None if row is None else (int(row["seq"]), str(row["state"]))
+
+    def policy_bodies(self) -> list[bytes]:
+        """Every published policy version's envelope, in version order."""
+        with self.datastore.transaction(commit=False) as curs:
+            if not self._has_table(curs, "leadledger_policy"):
+                return []
+            curs.execute(SQL("SELECT body FROM {} ORDER BY version").format(self._policy))
+            return [bytes(r["body"]) for r in curs.fetchall()]
+
+    def insert_policy(self, version: int, body: Callable[[int], bytes]) -> bytes:
+        """Record policy `version`; `body` builds its envelope from the log position it follows (the
+        events table is locked as an insert of events locks it, so no event slips in between)."""
+        try:
+            with self.datastore.transaction(commit=True) as curs:
+                self._lock_table(curs)
+                curs.execute(SQL("SELECT MAX(notification_id) AS head FROM {}").format(self._events))
+                row = curs.fetchone()
+                made = body(int((row or {}).get("head") or 0))
+                curs.execute(SQL("INSERT INTO {} VALUES (%s, %s)").format(self._policy), (version, made))
+                return made
+        except psycopg.errors.UniqueViolation as exc:
+            raise IntegrityError(str(exc)) from exc
 
     def close(self) -> None:
         self.datastore.close()

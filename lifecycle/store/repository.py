@@ -3,7 +3,7 @@ and read the raw event log (audits, the relay, the projections). Nothing above i
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import cast
@@ -24,6 +24,7 @@ from lifecycle.store.sqlite import (
     LogFile,
     LogRow,
     MessageOutcome,
+    OperatorRow,
     RawRow,
 )
 from schemas import codec
@@ -54,9 +55,11 @@ class Changes:
     unindex: list[EmailRow] = field(default_factory=list)  # index rows naming an erased lead
     #: stored leads that may have events to seal (a re-capture's statement): their keys are read
     sealing: set[UUID] = field(default_factory=set)
+    #: the operator's new position, written with its decisions (a conflict if another got there first)
+    operator: OperatorRow | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.leads or self.inbound or self.erase or self.emails or self.unindex)
+        return bool(self.leads or self.inbound or self.erase or self.emails or self.unindex or self.operator)
 
 
 class LeadStore:
@@ -149,6 +152,24 @@ class LeadStore:
     def set_relay_position(self, name: str, position: int) -> None:
         self.recorder.set_relay_position(name, position)
 
+    def operator_state(self, name: str) -> tuple[int, str] | None:
+        """The operator `name`'s latest (sequence number, state as JSON), None before its first commit."""
+        return self.recorder.operator_state(name)
+
+    # ---- the policy stream ------------------------------------------------------
+
+    def policy_bodies(self) -> list[bytes]:
+        """Every published policy version's stored envelope, in version order."""
+        return self.recorder.policy_bodies()
+
+    def insert_policy(self, version: int, body: Callable[[int], bytes]) -> bytes:
+        """Record policy `version` (`body` builds its envelope from the log position it follows).
+        Raises StoreConflict when that version was published meanwhile."""
+        try:
+            return self.recorder.insert_policy(version, body)
+        except IntegrityError as exc:
+            raise StoreConflict(str(exc)) from exc
+
     # ---- the log as the projections read it (lead ids as 32 hex digits) ---------------
 
     def log(self, after: int = 0, limit: int = 5000) -> list[LogRow]:
@@ -218,7 +239,7 @@ class LeadStore:
                 row, head = codec.encode(event, head, key)
                 stored.append(row)
             heads.append((loaded, head))
-        if not stored and not changes.erase and not changes.inbound:
+        if not stored and not changes.erase and not changes.inbound and changes.operator is None:
             return 0
         try:
             self.recorder.insert_events(
@@ -229,6 +250,7 @@ class LeadStore:
                 heads=[(loaded.lead.id, loaded.lead.version, head) for loaded, head in heads],
                 emails=changes.emails,
                 unindex=changes.unindex,
+                operator=changes.operator,
             )
         except IntegrityError as exc:
             raise StoreConflict(str(exc)) from exc

@@ -14,6 +14,13 @@ SAME transaction as the events they belong to:
 * `leadledger_heads`: each lead's last version and hash (verify's anchor against a
   stream whose latest events were removed or rewritten).
 
+* `leadledger_operator`: the operator's position (its state as JSON) per operator name, with a
+  sequence number each commit of its decisions increments from the value it read (compare and set):
+  a second operator that read the same position fails its whole transaction (conflict detection).
+
+The policy stream, `leadledger_policy`: each published policy version's envelope (canonical JSON,
+hash-chained to the previous version), with the log position it follows.
+
 Two more, written on their own: `leadledger_relay`, the notification id up to which the
 outbox relay (consumers/relay.py) has published the log to Kafka, per relay name; and
 `leadledger_meta`, the store's identity (the fingerprint of its secret, how its lead ids
@@ -28,14 +35,14 @@ a forked helper process, or by a long scan that must not hold one of the store's
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Protocol
 from urllib.parse import quote
 from uuid import UUID
 
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.sqlite import (
     SQLiteApplicationRecorder,
     SQLiteConnection,
@@ -59,6 +66,8 @@ APPLIED, REFUSED = "applied", "refused"
 FINGERPRINT, LEAD_IDS = "secret_fingerprint", "lead_ids"
 #: (lead id, last version, hash of the last event)
 HeadRow = tuple[UUID, int, str]
+#: (operator name, sequence number, state as JSON): the operator's position, written with its decisions
+OperatorRow = tuple[str, int, str]
 #: (notification id, lead id, version, state)
 RawRow = tuple[int, UUID, int, bytes]
 #: (notification id, lead id as 32 lower-case hex digits, version, state): the log as projections read it
@@ -96,6 +105,9 @@ class LeadRecorder(Protocol):
     def scrub_after_erase(self) -> None: ...
     def relay_position(self, name: str) -> int: ...
     def set_relay_position(self, name: str, position: int) -> None: ...
+    def operator_state(self, name: str) -> tuple[int, str] | None: ...
+    def policy_bodies(self) -> list[bytes]: ...
+    def insert_policy(self, version: int, body: Callable[[int], bytes]) -> bytes: ...
     def close(self) -> None: ...
 
 
@@ -288,6 +300,9 @@ class SQLiteLeadRecorder(SQLiteApplicationRecorder):
             "CREATE TABLE IF NOT EXISTS leadledger_heads ("
             "lead_id TEXT PRIMARY KEY, version INTEGER NOT NULL, hash TEXT NOT NULL) WITHOUT ROWID",
             "CREATE TABLE IF NOT EXISTS leadledger_relay (name TEXT PRIMARY KEY, position INTEGER NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS leadledger_operator (name TEXT PRIMARY KEY, seq INTEGER NOT NULL, "
+            "state TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS leadledger_policy (version INTEGER PRIMARY KEY, body BLOB NOT NULL)",
         ]
 
     def _insert_events(
@@ -299,6 +314,17 @@ class SQLiteLeadRecorder(SQLiteApplicationRecorder):
         heads: Sequence[HeadRow] = kwargs.get("heads", ())
         emails: Sequence[EmailRow] = kwargs.get("emails", ())
         unindex: Sequence[EmailRow] = kwargs.get("unindex", ())
+        operator: OperatorRow | None = kwargs.get("operator")
+        if operator is not None:  # compare and set: another operator past this position fails it all
+            name, seq, state = operator
+            if seq == 1:
+                c.execute("INSERT INTO leadledger_operator VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING",
+                          (name, seq, state))
+            else:
+                c.execute("UPDATE leadledger_operator SET seq = ?, state = ? WHERE name = ? AND seq = ?",
+                          (seq, state, name, seq - 1))
+            if c.sqlite_cursor.rowcount != 1:
+                raise IntegrityError(f"operator {name!r} is no longer at sequence {seq - 1}: another stored first")
         if heads:
             c.executemany(
                 "INSERT INTO leadledger_heads VALUES (?, ?, ?) ON CONFLICT (lead_id) "
@@ -481,6 +507,40 @@ class SQLiteLeadRecorder(SQLiteApplicationRecorder):
                 "ON CONFLICT (name) DO UPDATE SET position = excluded.position",
                 (name, position),
             )
+
+    def operator_state(self, name: str) -> tuple[int, str] | None:
+        """The operator's latest (sequence number, state), None before its first commit."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute("SELECT seq, state FROM leadledger_operator WHERE name = ?", (name,))
+            row = c.fetchone()
+            return None if row is None else (int(row[0]), str(row[1]))
+
+    def policy_bodies(self) -> list[bytes]:
+        """Every published policy version's envelope, in version order."""
+        with self.datastore.transaction(commit=False) as c:
+            if not self._has_table(c, "leadledger_policy"):
+                return []
+            c.execute("SELECT body FROM leadledger_policy ORDER BY version")
+            return [r[0].encode() if isinstance(r[0], str) else bytes(r[0]) for r in c.fetchall()]
+
+    def insert_policy(self, version: int, body: Callable[[int], bytes]) -> bytes:
+        """Record policy `version`; `body` builds its envelope from the log position it follows
+        (read in the same IMMEDIATE transaction, so no event slips in between)."""
+        with self.datastore.get_connection(commit=True) as conn:
+            raw: sqlite3.Connection = conn._sqlite_conn
+            raw.execute("BEGIN IMMEDIATE")
+            try:
+                row = raw.execute(f"SELECT MAX(rowid) FROM {self.events_table_name}").fetchone()
+                made = body(int(row[0] or 0))
+                raw.execute("INSERT INTO leadledger_policy VALUES (?, ?)", (version, made))
+                raw.execute("COMMIT")
+            except sqlite3.IntegrityError as exc:
+                raw.execute("ROLLBACK")
+                raise IntegrityError(str(exc)) from exc
+            except BaseException:
+                raw.execute("ROLLBACK")
+                raise
+            return made
 
     def close(self) -> None:
         self.datastore.close()

@@ -1,5 +1,6 @@
 """The HTML report: one self-contained page (inline CSS and SVG, no scripts or external
-references) with the funnel, time in stage, attribution and speed to lead."""
+references) with the funnel, time in stage, attribution, speed to lead and, with a policy that has
+SLA rules, SLA compliance."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from projections.report.sections import (
     attribution_section,
     fmt_amounts,
     funnel_section,
+    sla_section,
     speed_section,
     unconverted_total,
     velocity_section,
@@ -104,6 +106,7 @@ def render_report(analytics: Analytics, query: Query, *, generated_at: datetime 
     attribution = analytics.attribution(replace(query, by="channel"))
     speed = analytics.speed(replace(query, by="owner"))
     speed_all = analytics.speed(base)
+    sla = analytics.sla(replace(query, by="rule", mode="cohort"))
 
     stages = funnel["groups"][0]["stages"] if funnel["groups"] else {}
     captured, won = stages.get("captured", 0), stages.get("won", 0)
@@ -157,6 +160,7 @@ def render_report(analytics: Analytics, query: Query, *, generated_at: datetime 
         velocity_section(velocity),
         attribution_section(attribution, by_channel),
         speed_section(speed, speed_all),
+        sla_section(sla),
         "</div>",
         "<footer><dl>",
         "<dt>How to read this</dt><dd>Times are when things happened (occurred at), in UTC. "

@@ -242,3 +242,35 @@ def speed_section(speed: dict[str, Any], overall: dict[str, Any]) -> str:
     out.append('<p class="note">Time from each assignment to the lead\'s first contact after it and before '
                "any reassignment; p50 and p90 over the contacted ones.</p></section>")
     return "".join(out)
+
+
+def sla_section(sla: dict[str, Any]) -> str:
+    """Per SLA rule: started, met, breached, open, at risk, compliance, p50/p90 of the counted time to
+    stop; nothing at all without a policy that has SLA rules."""
+    if sla.get("note") or not sla["rules"]:
+        return ""
+    rows = sla["rules"]
+    out = ['<section id="sla"><h2>SLA compliance by rule</h2>']
+    judged = [r for r in rows if r["met"] + r["breached"]]
+    if judged:
+        worst = min(judged, key=lambda r: (r["compliance"], r["sla"]))
+        lede = (f"The rule with the lowest compliance is <strong>{esc(worst['sla'])}</strong>: "
+                f"{fmt_percent(worst['compliance'])} of its {fmt_int(worst['met'] + worst['breached'])} decided "
+                f"clocks met the target.{caution(worst['met'] + worst['breached'], 'decided clocks')}")
+    else:
+        lede = "No clock has met or breached its target yet."
+    at_risk = sum(r["at_risk"] for r in rows)
+    if at_risk:
+        lede += f" {fmt_int(at_risk)} open clock{'s are' if at_risk != 1 else ' is'} past the warning."
+    out.append(f'<p class="lede">{lede}</p>')
+    table_rows = [[esc(r["sla"]), fmt_int(r["started"]), fmt_int(r["met"]), fmt_int(r["breached"]),
+                   fmt_int(r["open"]), fmt_int(r["at_risk"]), fmt_percent(r["compliance"]),
+                   fmt_duration(r["p50_seconds"]), fmt_duration(r["p90_seconds"])] for r in rows]
+    out.append(table([("Rule", False), ("Started", True), ("Met", True), ("Breached", True), ("Open", True),
+                      ("At risk", True), ("Compliance", True), ("p50", True), ("p90", True)], table_rows))
+    out.append('<p class="note">Clocks started in the period, judged at '
+               f"{esc((sla.get('evaluated_at') or '')[:16].replace('T', ' '))} UTC with the policy version in force "
+               "when each started. Compliance is met / (met + breached); a clock restarted before its deadline "
+               "counts as started only. p50 and p90 are the counted time (working hours for a business clock) "
+               "of the clocks that stopped.</p></section>")
+    return "".join(out)

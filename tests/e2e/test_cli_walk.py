@@ -72,7 +72,7 @@ def test_the_acceptance_walk(walk: Cli) -> None:
     assert "captured" in refused.stderr and "accept" in refused.stderr and lead in refused.stderr
     assert "Traceback" not in refused.stderr
     only_capture = walk.ok("history", lead)
-    assert [e["type"] for e in only_capture["events"]] == ["leadledger.lead.LeadCaptured.v2"]
+    assert [e["type"] for e in only_capture["events"]] == ["leadledger.lead.LeadCaptured.v3"]
     assert only_capture["stage"] == "captured"
 
     version = 1

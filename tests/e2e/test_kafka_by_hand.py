@@ -53,7 +53,7 @@ def test_a_capture_and_garbage_produced_with_librdkafka(kafka_settings: KafkaSet
     assert [(lead["stage"], lead["channel"], lead["campaign"]) for lead in leads] == [("captured", "webinar",
                                                                                        "q1-cloud")]
     history = json.loads(run(env, "history", leads[0]["lead_id"], "--json"))
-    assert [e["type"] for e in history["events"]] == ["leadledger.lead.LeadCaptured.v2"]
+    assert [e["type"] for e in history["events"]] == ["leadledger.lead.LeadCaptured.v3"]
 
     consumer = confluent_kafka.Consumer({"bootstrap.servers": kafka_settings.bootstrap, "group.id": "by-hand",
                                          "enable.auto.commit": False})

@@ -273,6 +273,7 @@ EXPECTED_PARAMETERS = {
     "/leads": {"stage", "channel", "owner", "limit", "as_of", "known_at"},
     "/leads/{lead_id}/history": {"lead_id", "as_of", "known_at"},
     "/report": {"from", "to", "mode", "model", "conversion", "as_of", "known_at"},
+    "/sla": {"by", "from", "to", "as_of", "known_at"},
     "/healthz": set(),
 }
 

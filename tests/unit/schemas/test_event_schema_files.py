@@ -90,12 +90,24 @@ def _one_of_each() -> list[LeadEvent]:
         email="ada@example.com",
         name="Ada",
         causation="web-forms/1",
+        attributes={"country": "DE", "employees": 1200, "email_domain_kind": "business",
+                    "account_key": "0" * 32},
         **at(),
     )
     lead.touch(channel="email", kind="open", **at())
     lead.transition("nurture", mql_threshold=THRESHOLD, **at())
     lead.record_score(total=75, fit=80, behaviour=70, **at())
     lead.transition("qualify_mql", mql_threshold=THRESHOLD, **at())
+    lead.queue_for_routing(rule="dach", policy_version=1, excluded=[{"rep": "sam", "reason": "outside_hours"}],
+                           causation=None, **_when(at))
+    lead.route_to(owner="sam", rule="dach", method="round_robin", policy_version=1,
+                  candidates=[{"rep": "sam", "weight": 2, "current_before": 0, "open": 3, "capacity": 40}],
+                  excluded=[{"rep": "kim", "reason": "absent"}], causation="lead-event:1", **_when(at))
+    started = at.now
+    lead.sla_timer(breached=False, sla="first-contact", started_at=started, deadline=started + timedelta(minutes=5),
+                   owner="sam", policy_version=1, **_when(at))
+    lead.sla_timer(breached=True, sla="first-contact", started_at=started, deadline=started + timedelta(minutes=5),
+                   owner="sam", policy_version=1, **_when(at))
     lead.assign(owner="sam", rule="round-robin", **at())
     lead.contact(**at())
     lead.transition("reject", reason="not now", mql_threshold=THRESHOLD, **at())
@@ -116,6 +128,11 @@ def _one_of_each() -> list[LeadEvent]:
     lead.transition("disqualify", reason="duplicate", mql_threshold=THRESHOLD, **at())
     lead.erase_personal_data(**at())
     return _collect(lead)
+
+
+def _when(at: _Clock) -> dict[str, Any]:
+    """The next instant, for the operator's decisions (their actor is fixed)."""
+    return {"occurred_at": at()["occurred_at"]}
 
 
 def _collect(lead: Lead) -> list[LeadEvent]:

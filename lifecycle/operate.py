@@ -1,0 +1,217 @@
+"""`leadledger operate` over the store's notification log: run the router and the SLA clocks and
+append their decisions with the operator's position in ONE transaction.
+
+The position is the notification id of the last lead event the operator handled; it is stored in
+`leadledger_operator` under a sequence number that each commit increments, so a second operator that
+read the same position fails its whole transaction (nothing of it is stored) and rebuilds. State is
+derived: on start the operator folds the whole log — the events up to its position and every decision
+ever recorded (its own decisions are appended after the events they answer) — then handles the events
+after its position, skipping its own decisions as they come back.
+
+A crash anywhere therefore loses nothing and repeats nothing: a decision is stored exactly when its
+position is, and a restart decides again, identically, whatever had not been stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from uuid import UUID
+
+import orjson
+
+from lifecycle.operations.operator import Decision, Operator, Seen
+from lifecycle.policies import PolicyStream, PolicyTimeline
+from lifecycle.store.repository import Changes, LeadStore, Loaded, StoreConflict
+from schemas import codec
+
+log = logging.getLogger("leadledger.operate")
+
+OPERATOR = "operator"
+_RETRIES = 5
+
+
+@dataclass
+class OperateReport:
+    """What one catch-up did."""
+
+    handled: int = 0  # lead events handled after the position
+    folded: int = 0  # events folded to rebuild the state
+    decisions: Counter[str] = field(default_factory=Counter)  # by kind: assign, queue, warn, breach
+    position: int = 0
+    head: int = 0
+    rebuilds: int = 0
+    seconds: float = 0.0
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "handled": self.handled, "folded": self.folded, "position": self.position, "head": self.head,
+            "lag": max(0, self.head - self.position), "decisions": dict(sorted(self.decisions.items())),
+            "decided": sum(self.decisions.values()), "rebuilds": self.rebuilds, "seconds": round(self.seconds, 3),
+        }
+
+
+def decode(row: tuple[int, UUID, int, bytes]) -> Seen:
+    """A stored row as the operator reads it (hash and row checked; old versions upcast)."""
+    position, lead, version, state = row
+    envelope, _ = codec.checked_body(lead, version, state, where="(operate)")
+    name, _, data = codec.read_data(envelope)
+    return Seen(position, lead, version, name, codec.parse_time(envelope["time"]), str(envelope["actor"]),
+                str(envelope["id"]), data)
+
+
+class OperatorRunner:
+    """One operator over one store."""
+
+    def __init__(self, store: LeadStore, name: str = OPERATOR, batch: int = 5000,
+                 on_progress: Callable[[OperateReport], None] | None = None) -> None:
+        self.store = store
+        self.name = name
+        self.batch = batch
+        self.on_progress = on_progress
+        self.operator: Operator | None = None
+        self.seq = 0
+        self.position = 0
+        self._policy_count = -1
+
+    # ---------------------------------------------------------------------------- state
+
+    def _saved(self) -> tuple[int, int]:
+        found = self.store.operator_state(self.name)
+        if found is None:
+            return 0, 0
+        seq, state = found
+        return seq, int(orjson.loads(state)["position"])
+
+    def rebuild(self, report: OperateReport) -> None:
+        """Fold the log: every event up to the saved position, and every decision recorded."""
+        self.seq, self.position = self._saved()
+        policies = PolicyStream(self.store).versions()
+        self._policy_count = len(policies)
+        operator = Operator(PolicyTimeline(policies))
+        for row in self.store.iter_raw(0, batch=20_000):
+            seen = decode(row)
+            if seen.decided or seen.position <= self.position:
+                operator.fold(seen)
+                report.folded += 1
+        operator.position = self.position
+        self.operator = operator
+        report.rebuilds += 1
+
+    def _refresh_policies(self) -> None:
+        """Versions published since the last look come into force at their positions."""
+        assert self.operator is not None
+        policies = PolicyStream(self.store).versions()
+        if len(policies) != self._policy_count:
+            self.operator.policies = PolicyTimeline(policies)
+            self._policy_count = len(policies)
+
+    # ---------------------------------------------------------------------------- running
+
+    def run_once(self, now: datetime, *, stop: Callable[[], bool] = lambda: False,
+                 report: OperateReport | None = None) -> OperateReport:
+        """Catch up with the log, then fire what is due before `now`."""
+        started = time.perf_counter()
+        report = report or OperateReport()
+        if self.operator is None:
+            self.rebuild(report)
+        self._refresh_policies()
+        self._catch_up(report, started, stop)
+        if not stop():
+            self._step([], now, report)
+            self._catch_up(report, started, stop)  # over the decisions just stored: the position passes them
+        report.position = self.position
+        report.head = self.store.head_position()
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _catch_up(self, report: OperateReport, started: float, stop: Callable[[], bool]) -> None:
+        while not stop():
+            rows = self.store.raw(self.position, self.batch)
+            if not rows:
+                return
+            self._step(rows, None, report)
+            if self.on_progress is not None:
+                report.head = self.store.head_position()
+                report.seconds = time.perf_counter() - started
+                self.on_progress(report)
+
+    def _step(self, rows: list[tuple[int, UUID, int, bytes]], now: datetime | None, report: OperateReport) -> None:
+        """Handle a batch (or fire the timers due before `now`) and commit it; on a conflict with another
+        operator, rebuild and do it again from the stored position."""
+        for _ in range(_RETRIES):
+            assert self.operator is not None
+            decisions: list[Decision] = []
+            position = self.position
+            handled = 0
+            for row in rows:
+                seen = decode(row)
+                decisions.extend(self.operator.handle(seen))
+                position = seen.position
+                handled += not seen.decided
+            if now is not None:
+                decisions.extend(self.operator.tick(now))
+            if not decisions and position == self.position:
+                return
+            try:
+                self._commit(decisions, position)
+            except _Overtaken:
+                log.warning("another operator stored decisions first: rebuilding from its position")
+                self.operator = None
+                self.rebuild(report)
+                self._refresh_policies()
+                rows = [r for r in rows if r[0] > self.position]
+                continue
+            report.handled += handled
+            report.decisions.update(d.kind for d in decisions)
+            self.position = position
+            return
+        raise StoreConflict("the operator kept losing to other writers; try again")
+
+    def _commit(self, decisions: list[Decision], position: int) -> None:
+        row = (self.name, self.seq + 1, orjson.dumps({"position": position}).decode())
+        for _ in range(_RETRIES):
+            leads = self.store.load_many({d.lead for d in decisions})
+            for decision in decisions:
+                _apply(leads[decision.lead], decision)
+            try:
+                self.store.commit(Changes(leads=list(leads.values()), operator=row))
+            except StoreConflict:
+                if self._saved()[0] != self.seq:
+                    raise _Overtaken() from None
+                continue  # a lead was written meanwhile (ingest): its decision stands, on its new version
+            self.seq += 1
+            return
+        raise StoreConflict("the leads the operator decided on kept changing under it; try again")
+
+    def follow(self, clock: Callable[[], datetime], stop: Callable[[], bool], interval: float = 1.0,
+               ) -> Iterator[OperateReport]:
+        """Run until `stop()`: catch up, fire what is due, wait, again."""
+        while not stop():
+            yield self.run_once(clock(), stop=stop)
+            deadline = time.monotonic() + interval
+            while not stop() and time.monotonic() < deadline:
+                time.sleep(min(0.1, interval))
+
+
+class _Overtaken(Exception):
+    """Another operator committed at this operator's position."""
+
+
+def _apply(loaded: Loaded, decision: Decision) -> None:
+    lead = loaded.lead
+    f = decision.fields
+    if decision.kind == "assign":
+        lead.route_to(owner=f["owner"], rule=f["rule"], method=f["method"], policy_version=f["policy_version"],
+                      candidates=f["candidates"], excluded=f["excluded"], occurred_at=decision.occurred_at,
+                      causation=decision.causation)
+    elif decision.kind == "queue":
+        lead.queue_for_routing(rule=f["rule"], policy_version=f["policy_version"], excluded=f["excluded"],
+                               occurred_at=decision.occurred_at, causation=decision.causation)
+    else:
+        lead.sla_timer(breached=f["breached"], sla=f["sla"], started_at=f["started_at"], deadline=f["deadline"],
+                       owner=f["owner"], policy_version=f["policy_version"], occurred_at=decision.occurred_at)

@@ -1,0 +1,558 @@
+"""The operator's decisions as a fold over the event log (no IO): router triggers, queue releases and
+SLA timers, each decided from the stored history, the policy in force and the event times only.
+
+The runner (lifecycle/operate.py) feeds every stored event in store order. `fold` only learns from an
+event (rebuilding state after a restart, and the operator's own decisions as they come back from the
+log); `handle` first fires what time made due before the event's `occurred_at` (queue releases at or
+before it, SLA warnings and deadlines strictly before it, in instant order), then folds the event and
+decides what it triggers. `tick(now)` fires what is due before the operator's clock. Every decision is
+folded at once, so later decisions see it before it is stored.
+
+Open leads, owners and stages are taken at the decision instant by `occurred_at` over the histories
+folded so far: each lead's timeline is kept sorted by (occurred_at, version), and each rep's intervals
+of holding an open lead are indexed so "open leads of rep r at t" is two bisections.
+"""
+
+from __future__ import annotations
+
+import heapq
+from bisect import bisect_right, insort
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, Protocol
+from uuid import UUID
+
+from lifecycle.domain.events import OPERATOR_ACTORS
+from lifecycle.domain.stage import Stage
+from lifecycle.operations import routing, sla
+from lifecycle.operations.policy import Policy, SlaRule
+
+OPEN_STAGES = frozenset({Stage.MQL.value, Stage.SAL.value, Stage.SQL.value})
+_CLEARS_OWNER = frozenset({"LeadRejectedBySales", "LeadRecycled"})
+_KIND_OF = {
+    "LeadCaptured": "captured", "LeadTouched": "touched", "LeadScored": "scored", "LeadAssigned": "assigned",
+    "LeadContacted": "contacted", "LeadRoutingQueued": "queued", "LeadConsentGiven": "consent_given",
+    "LeadConsentWithdrawn": "consent_withdrawn", "LeadPersonalDataErased": "erased",
+}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def to_us(value: datetime) -> int:
+    return (value - _EPOCH) // _US
+
+
+def from_us(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One stored event as the operator reads it."""
+
+    position: int  # notification id (store order)
+    lead: UUID
+    version: int
+    name: str
+    occurred: datetime
+    actor: str
+    event_id: str
+    data: dict[str, Any]
+
+    @property
+    def decided(self) -> bool:
+        """One of leadledger's own decisions (folded when it was decided)."""
+        return self.actor in OPERATOR_ACTORS
+
+
+@dataclass(frozen=True)
+class Decision:
+    """An event the operator records: `kind` names the aggregate method (lifecycle/operate.py)."""
+
+    lead: UUID
+    kind: Literal["assign", "queue", "warn", "breach"]
+    occurred_at: datetime
+    fields: dict[str, Any]
+    causation: str | None = None
+
+
+class PolicySource(Protocol):
+    """Which policy version is in force for a trigger at a notification id (lifecycle/policies.py)."""
+
+    def before(self, position: int) -> Any: ...
+
+
+@dataclass
+class _Item:
+    occurred: int
+    version: int
+    kinds: frozenset[str]
+    stage: str | None  # the stage it enters
+    owner: str | Literal[False] | None  # the owner it sets; None clears; False: leaves it
+    position: int
+
+    def key(self) -> tuple[int, int]:
+        return (self.occurred, self.version)
+
+
+@dataclass
+class _Lead:
+    attributes: dict[str, Any] = field(default_factory=dict)
+    items: list[_Item] = field(default_factory=list)  # sorted by (occurred, version)
+    #: (from µs, owner, stage) in occurred order
+    segments: list[tuple[int, str | None, str | None]] = field(default_factory=list)
+    intervals: list[tuple[str, int, int | None]] = field(default_factory=list)  # (rep, from, to) open leads held
+    #: what the aggregate says (store order): the router's triggers look at these
+    owner: str | None = None
+    stage: str | None = None
+    version: int = 0
+    captured_position: int = 0  # the notification id of its capture (store order of leads)
+    fired: set[tuple[str, int, str]] = field(default_factory=set)  # (sla, started µs, warned|breached)
+    timer_generation: int = 0
+
+
+@dataclass
+class _Queued:
+    seq: int
+    lead: UUID
+    queued_at: int
+    exclude: str | None  # the breaching owner of a reassignment
+    owner: str | None  # the owner when queued (a reassignment keeps it until released)
+    release_at: int | None = None  # the first instant a candidate exists, as last computed (None: none)
+
+
+class Operator:
+    """Derived state and decisions; see the module docstring."""
+
+    def __init__(self, policies: PolicySource) -> None:
+        self.policies = policies
+        self.leads: dict[UUID, _Lead] = {}
+        self._starts: dict[str, list[int]] = {}
+        self._ends: dict[str, list[int]] = {}
+        self._accounts: dict[str, set[UUID]] = {}
+        self.currents: dict[str, dict[str, int]] = {}
+        self.queue: dict[UUID, _Queued] = {}
+        self._queue_seq = 0
+        self._timers: list[tuple[int, int, int, UUID, str, str, int]] = []  # (at, started, capture pos, lead, sla, kind, gen)
+        self.position = 0  # the last notification id handled or folded
+        self.policy: Any = None  # the version in force for the next event (lifecycle.policies.Published)
+        self.decided = 0
+        self._clock_kinds: frozenset[str] = frozenset()
+        #: queued leads whose release instant must be computed (again), from which instant
+        self._stale: dict[UUID, int] = {}
+        self._releases: list[tuple[int, int, UUID]] = []  # (release µs, queue seq, lead)
+
+    # ---------------------------------------------------------------------------- reading the log
+
+    def fold(self, seen: Seen) -> None:
+        """Learn from an event without deciding anything (rebuild, or an own decision from the log)."""
+        self.position = max(self.position, seen.position)
+        self._learn(seen)
+
+    def arm(self) -> None:
+        """Under a policy (after a rebuild, or when a new version comes into force): derive every lead's
+        pending SLA timers and the queue's release instants."""
+        pol: Policy | None = self.policy.policy if self.policy is not None else None
+        self._clock_kinds = frozenset().union(*({r.start} | r.stop for r in pol.sla)) if pol is not None else frozenset()
+        self._timers.clear()
+        for lead_id in self.leads:
+            self._rearm(lead_id)
+        for lead_id, entry in self.queue.items():
+            self._stale[lead_id] = max(self._stale.get(lead_id, 0), entry.queued_at)
+
+    def handle(self, seen: Seen) -> list[Decision]:
+        """Fire what is due before the event, fold it, and decide what it triggers."""
+        out: list[Decision] = []
+        policy = self.policies.before(seen.position)
+        if policy is not self.policy:
+            self.policy = policy
+            self.arm()
+        at = to_us(seen.occurred)
+        out.extend(self._due(at, releases_inclusive=True))
+        self.position = max(self.position, seen.position)
+        if seen.decided:
+            return out  # an own decision coming back from the log: folded when it was decided
+        self._learn(seen)
+        lead = self.leads.get(seen.lead)
+        if lead is None or self.policy is None:
+            return out
+        entered = seen.data.get("to_stage")
+        if (entered is not None and entered in self._routing_on() and lead.owner is None
+                and seen.lead not in self.queue):
+            out.extend(self._route(seen.lead, at, exclude=None, causation=None))
+        return out
+
+    def tick(self, now: datetime) -> list[Decision]:
+        """Fire the queue releases at or before `now` and the timers strictly before it."""
+        if self.policy is None:
+            self.policy = self.policies.before(self.position + 1)
+            if self.policy is not None:
+                self.arm()
+        return list(self._due(to_us(now), releases_inclusive=True))
+
+    # ---------------------------------------------------------------------------- learning
+
+    def _learn(self, seen: Seen) -> None:
+        lead = self.leads.get(seen.lead)
+        if lead is None:
+            if seen.name != "LeadCaptured":
+                return  # a stream without its capture: the readers report it; nothing to decide
+            lead = self.leads[seen.lead] = _Lead(captured_position=seen.position)
+        lead.version = max(lead.version, seen.version)
+        data = seen.data
+        name = seen.name
+        if name == "LeadCaptured":
+            lead.attributes = dict(data.get("attributes") or {})
+            account = lead.attributes.get("account_key")
+            if isinstance(account, str):
+                self._accounts.setdefault(account, set()).add(seen.lead)
+        stage = data.get("to_stage") if "to_stage" in data else None
+        owner: str | Literal[False] | None = False
+        if name == "LeadAssigned":
+            owner = data.get("owner")
+        elif name in _CLEARS_OWNER:
+            owner = None
+        kinds = {_KIND_OF[name]} if name in _KIND_OF else set()
+        if stage is not None:
+            kinds.add(stage)
+        if name == "LeadRejectedBySales":
+            kinds.add("rejected")
+        # the aggregate's view, in store order
+        if owner is not False:
+            lead.owner = owner
+        if stage is not None:
+            lead.stage = stage
+        if name == "LeadAssigned":
+            self._dequeue(seen.lead)
+            if data.get("method") == "round_robin" and data.get("candidates"):
+                self._advance(str(data["rule"]), str(data["owner"]), data["candidates"])
+        elif name == "LeadRoutingQueued":
+            self._enqueue(seen.lead, to_us(seen.occurred), data)
+        elif name in ("LeadSLAWarned", "LeadSLABreached"):
+            started = to_us(datetime.fromisoformat(str(data["started_at"])))
+            lead.fired.add((str(data["sla"]), started, "warned" if name == "LeadSLAWarned" else "breached"))
+            return
+        elif stage is not None and seen.lead in self.queue and stage not in self._routing_on():
+            self._dequeue(seen.lead)  # a queued lead that left the routing stages waits no more
+        if not kinds and owner is False:
+            return
+        item = _Item(to_us(seen.occurred), seen.version, frozenset(kinds), stage, owner, seen.position)
+        if not lead.items or lead.items[-1].key() <= item.key():
+            lead.items.append(item)
+        else:
+            insort(lead.items, item, key=_Item.key)
+        if stage is not None or owner is not False:
+            self._resegment(seen.lead, lead, item.occurred)
+            self._rearm(seen.lead)
+        elif kinds & self._clock_kinds:
+            self._rearm(seen.lead)
+
+    def _routing_on(self) -> set[str]:
+        pol = self.policy.policy if self.policy is not None else None
+        return {s.value for s in pol.routing.on} if pol is not None and pol.routing is not None else set()
+
+    def _advance(self, rule: str, winner: str, candidates: list[dict[str, Any]]) -> None:
+        state = self.currents.setdefault(rule, {})
+        total = sum(int(c["weight"]) for c in candidates)
+        for c in candidates:
+            state[c["rep"]] = state.get(c["rep"], 0) + int(c["weight"])
+        state[winner] = state.get(winner, 0) - total
+
+    def _enqueue(self, lead_id: UUID, at: int, data: dict[str, Any]) -> None:
+        exclude = next((e["rep"] for e in data.get("excluded") or () if e.get("reason") == "breached"), None)
+        self._queue_seq += 1
+        lead = self.leads[lead_id]
+        self.queue[lead_id] = _Queued(self._queue_seq, lead_id, at, exclude, lead.owner)
+        self._stale[lead_id] = at
+
+    def _dequeue(self, lead_id: UUID) -> None:
+        self.queue.pop(lead_id, None)
+        self._stale.pop(lead_id, None)
+
+    def _resegment(self, lead_id: UUID, lead: _Lead, at: int) -> None:
+        segments: list[tuple[int, str | None, str | None]] = []
+        owner: str | None = None
+        stage: str | None = None
+        for item in lead.items:
+            if item.stage is not None:
+                stage = item.stage
+            if item.owner is not False:
+                owner = item.owner
+            if segments and segments[-1][0] == item.occurred:
+                segments[-1] = (item.occurred, owner, stage)
+            else:
+                segments.append((item.occurred, owner, stage))
+        lead.segments = segments
+        intervals: list[tuple[str, int, int | None]] = []
+        held: tuple[str, int] | None = None
+        for at, who, where in segments:
+            holder = who if who is not None and where in OPEN_STAGES else None
+            if held is not None and held[0] != holder:
+                intervals.append((held[0], held[1], at))
+                held = None
+            if holder is not None and held is None:
+                held = (holder, at)
+        if held is not None:
+            intervals.append((held[0], held[1], None))
+        if intervals == lead.intervals:
+            return
+        for rep, start, end in lead.intervals:
+            _remove(self._starts[rep], start)
+            if end is not None:
+                _remove(self._ends[rep], end)
+        for rep, start, end in intervals:
+            insort(self._starts.setdefault(rep, []), start)
+            if end is not None:
+                insort(self._ends.setdefault(rep, []), end)
+        changed = {rep for rep, _, _ in lead.intervals} | {rep for rep, _, _ in intervals}
+        lead.intervals = intervals
+        if self.queue and self.policy is not None:
+            self._freed(changed, at)
+
+    def _freed(self, reps: set[str], at: int) -> None:
+        """A change of who holds which open lead can free a rep at capacity: the queued leads whose pool
+        has such a rep get their release instant computed again (a rep below capacity changes nothing)."""
+        pol: Policy = self.policy.policy
+        tight = set()
+        for rep in reps:
+            capacity = pol.reps[rep].capacity if rep in pol.reps else None
+            if capacity is not None and self.open_count(rep, at) + 1 >= capacity:
+                tight.add(rep)
+        if not tight:
+            return
+        for lead_id in self.queue:
+            rule = routing.select_rule(pol, self.leads[lead_id].attributes)
+            if rule is not None and any(rep in tight for rep, _ in rule.pool):
+                self._stale[lead_id] = max(self._stale.get(lead_id, 0), at, self.queue[lead_id].queued_at)
+
+    # ---------------------------------------------------------------------------- at an instant
+
+    def open_count(self, rep: str, at: int) -> int:
+        """The open leads `rep` holds at `at` (by occurred_at)."""
+        starts = self._starts.get(rep)
+        if not starts:
+            return 0
+        return bisect_right(starts, at) - bisect_right(self._ends.get(rep, []), at)
+
+    def _holder_at(self, lead: _Lead, at: int) -> str | None:
+        index = bisect_right(lead.segments, at, key=lambda s: s[0]) - 1
+        if index < 0:
+            return None
+        _, owner, stage = lead.segments[index]
+        return owner if stage in OPEN_STAGES else None
+
+    def _open_leads(self, pol: Policy, rule: routing.RoutingRule | None, lead_id: UUID, at: int,
+                    ) -> dict[str, list[str | None]]:
+        """What `routing.route` needs of the pool's reps at `at`: per rep, the account key of each open
+        lead (only this lead's account is spelled out, which is all stickiness looks at)."""
+        if rule is None:
+            return {}
+        account = self.leads[lead_id].attributes.get("account_key")
+        same: dict[str, int] = {}
+        if rule.sticky == "account" and isinstance(account, str):
+            for other in self._accounts.get(account, ()):
+                if other != lead_id:
+                    holder = self._holder_at(self.leads[other], at)
+                    if holder is not None:
+                        same[holder] = same.get(holder, 0) + 1
+        out: dict[str, list[str | None]] = {}
+        for rep, _ in rule.pool:
+            count = self.open_count(rep, at)
+            hits = min(same.get(rep, 0), count)
+            out[rep] = [account] * hits + [None] * (count - hits)
+        return out
+
+    # ---------------------------------------------------------------------------- deciding
+
+    def _route(self, lead_id: UUID, at: int, *, exclude: str | None, causation: str | None) -> list[Decision]:
+        pol: Policy = self.policy.policy
+        lead = self.leads[lead_id]
+        rule = routing.select_rule(pol, lead.attributes)
+        if rule is None:
+            return []
+        when = from_us(at)
+        decision = routing.route(pol, lead.attributes, when, self._open_leads(pol, rule, lead_id, at),
+                                 self.currents, exclude=exclude)
+        version = self.policy.version
+        excluded = [{"rep": e.rep, "reason": e.reason} for e in decision.excluded] if decision else []
+        if isinstance(decision, routing.Assigned):
+            candidates = [{"rep": c.rep, "weight": c.weight, "current_before": c.current_before, "open": c.open,
+                           "capacity": c.capacity} for c in decision.candidates]
+            fields = {"owner": decision.rep, "rule": decision.rule, "method": decision.method,
+                      "policy_version": version, "candidates": candidates, "excluded": excluded}
+            made = Decision(lead_id, "assign", when, fields, causation)
+            self._learn_decision(lead_id, "LeadAssigned", when, fields)
+            return [made]
+        if isinstance(decision, routing.Queued):
+            fields = {"rule": decision.rule, "policy_version": version, "excluded": excluded}
+            made = Decision(lead_id, "queue", when, fields, causation)
+            self._learn_decision(lead_id, "LeadRoutingQueued", when, fields)
+            return [made]
+        return []
+
+    def _learn_decision(self, lead_id: UUID, name: str, when: datetime, fields: dict[str, Any]) -> None:
+        lead = self.leads[lead_id]
+        self.decided += 1
+        self._learn(Seen(self.position, lead_id, lead.version + 1, name, when, "router", "", fields))
+
+    def _due(self, at: int, *, releases_inclusive: bool) -> Iterator[Decision]:
+        """Releases at or before `at` and timers strictly before it, in instant order (ties: releases in
+        queue order first, then timers in store order of their clocks' starts)."""
+        if self.policy is None:
+            return
+        while True:
+            release = self._next_release(at)
+            timer = self._next_timer(at)
+            if release is None and timer is None:
+                return
+            if timer is None or (release is not None and release[0] <= timer[0]):
+                assert release is not None
+                yield from self._release(release[1], release[0])
+            else:
+                heapq.heappop(self._timers)
+                yield from self._fire(timer)
+
+    # ---- the queue
+
+    def _next_release(self, at: int) -> tuple[int, _Queued] | None:
+        """The queued lead released first at or before `at` (ties: queue order)."""
+        pol: Policy = self.policy.policy
+        for lead_id, since in sorted(self._stale.items(), key=lambda x: self.queue[x[0]].seq):
+            entry = self.queue[lead_id]
+            lead = self.leads[lead_id]
+            after = from_us(since)
+            rule = routing.select_rule(pol, lead.attributes)
+            found = routing.release_instant(pol, lead.attributes, after,
+                                            self._open_leads(pol, rule, lead_id, to_us(after)), exclude=entry.exclude)
+            entry.release_at = to_us(found) if found is not None else None
+            if entry.release_at is not None:
+                heapq.heappush(self._releases, (entry.release_at, entry.seq, lead_id))
+        self._stale.clear()
+        while self._releases:
+            when, seq, lead_id = self._releases[0]
+            waiting = self.queue.get(lead_id)
+            if waiting is None or waiting.seq != seq or waiting.release_at != when:
+                heapq.heappop(self._releases)
+                continue
+            return (when, waiting) if when <= at else None
+        return None
+
+    def _release(self, entry: _Queued, at: int) -> Iterator[Decision]:
+        heapq.heappop(self._releases)
+        lead = self.leads[entry.lead]
+        stage_ok = lead.stage in (self._routing_on() if entry.exclude is None else OPEN_STAGES)
+        if lead.owner != entry.owner or not stage_ok:
+            self._dequeue(entry.lead)  # decided otherwise meanwhile: nothing to release
+            return
+        pol: Policy = self.policy.policy
+        rule = routing.select_rule(pol, lead.attributes)
+        decision = routing.route(pol, lead.attributes, from_us(at), self._open_leads(pol, rule, entry.lead, at),
+                                 self.currents, exclude=entry.exclude)
+        if decision is None:
+            self._dequeue(entry.lead)  # no rule matches under this policy any more
+            return
+        if not isinstance(decision, routing.Assigned):
+            entry.release_at = None  # the load changed since the instant was computed: look on from here
+            self._stale[entry.lead] = at + 1
+            return
+        self._dequeue(entry.lead)
+        when = from_us(at)
+        candidates = [{"rep": c.rep, "weight": c.weight, "current_before": c.current_before, "open": c.open,
+                       "capacity": c.capacity} for c in decision.candidates]
+        excluded = [{"rep": e.rep, "reason": e.reason} for e in decision.excluded]
+        fields = {"owner": decision.rep, "rule": decision.rule, "method": decision.method,
+                  "policy_version": self.policy.version, "candidates": candidates, "excluded": excluded}
+        self._learn_decision(entry.lead, "LeadAssigned", when, fields)
+        yield Decision(entry.lead, "assign", when, fields)
+
+    # ---- SLA timers
+
+    def _rearm(self, lead_id: UUID) -> None:
+        """Push the lead's pending SLA timers (older entries of the lead are skipped when popped)."""
+        if self.policy is None:
+            return
+        pol: Policy = self.policy.policy
+        if not pol.sla:
+            return
+        lead = self.leads[lead_id]
+        lead.timer_generation += 1
+        events = None
+        for rule in pol.sla:
+            if not _mentions(lead, rule):
+                continue
+            if events is None:
+                events = self._clock_events(lead)
+            for clock in sla.runs(pol, rule, events):
+                started = to_us(clock.started_at)
+                due: list[tuple[str, datetime]] = [("breached", clock.deadline)]
+                if clock.warn_at is not None:
+                    due.insert(0, ("warned", clock.warn_at))
+                for kind, when in due:
+                    if (rule.id, started, kind) in lead.fired:
+                        continue
+                    if clock.ended_at is not None and clock.ended_at <= when:
+                        continue
+                    # ties broken by what the history fixes (the lead's capture in store order), never by
+                    # when this process happened to compute the timer: a rebuilt operator fires in the same order
+                    heapq.heappush(self._timers, (to_us(when), started, lead.captured_position, lead_id, rule.id, kind,
+                                                  lead.timer_generation))
+
+    def _clock_events(self, lead: _Lead) -> list[sla.ClockEvent]:
+        out = []
+        owner: str | None = None
+        for item in lead.items:
+            if item.owner is not False:
+                owner = item.owner
+            out.append(sla.ClockEvent(from_us(item.occurred), item.kinds, owner))
+        return out
+
+    def _next_timer(self, at: int) -> tuple[int, int, int, UUID, str, str, int] | None:
+        while self._timers:
+            top = self._timers[0]
+            lead = self.leads.get(top[3])
+            if lead is None or top[6] != lead.timer_generation:
+                heapq.heappop(self._timers)
+                continue
+            return top if top[0] < at else None
+        return None
+
+    def _fire(self, timer: tuple[int, int, int, UUID, str, str, int]) -> Iterator[Decision]:
+        at, started, _, lead_id, rule_id, kind, _ = timer
+        pol: Policy = self.policy.policy
+        rule = next((r for r in pol.sla if r.id == rule_id), None)
+        lead = self.leads[lead_id]
+        if rule is None or (rule_id, started, kind) in lead.fired:
+            return
+        events = self._clock_events(lead)
+        clock = next((c for c in sla.runs(pol, rule, events) if to_us(c.started_at) == started), None)
+        if clock is None:
+            return
+        when = from_us(at)
+        owner = sla.owner_at(clock.owners, when)
+        fields = {"breached": kind == "breached", "sla": rule_id, "started_at": clock.started_at,
+                  "deadline": clock.deadline, "owner": owner, "policy_version": self.policy.version}
+        lead.fired.add((rule_id, started, kind))
+        self.decided += 1
+        lead.version += 1
+        yield Decision(lead_id, "breach" if kind == "breached" else "warn", when, fields)
+        if kind == "breached" and "reassign" in rule.on_breach and owner is not None and lead.owner == owner:
+            yield from self._route(lead_id, at, exclude=owner, causation=None)
+
+
+def _mentions(lead: _Lead, rule: SlaRule) -> bool:
+    return any(rule.start in item.kinds for item in lead.items)
+
+
+def _remove(values: list[int], value: int) -> None:
+    index = bisect_right(values, value) - 1
+    if index >= 0 and values[index] == value:
+        del values[index]
+
+
+def feed(operator: Operator, events: Iterable[Seen]) -> list[Decision]:
+    """Handle events in order (tests and backtests)."""
+    out: list[Decision] = []
+    for seen in events:
+        out.extend(operator.handle(seen))
+    return out
