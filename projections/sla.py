@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from lifecycle.domain.stages import OWNER_CLEARING_EVENTS, STAGE_EVENTS
-from lifecycle.operations.sla import Clock, ClockEvent, clocks
+from lifecycle.operations.sla import Clock, ClockEvent, clocks, event_kinds
 from lifecycle.policies import PolicyTimeline, Published
 from projections.base import Lead
 from projections.query import Query, QueryError, Window, check
@@ -31,13 +31,6 @@ BYS = ("rule", "owner")
 NO_POLICY = "no policy published; publish one with `leadledger policy publish FILE`"
 NO_RULES = "the published policy has no SLA rules ([[sla]] in the policy file)"
 
-#: what a non-stage event is to a clock (docs/contract.md); a stage event is also the stage it enters
-NAME_KINDS = {
-    "LeadRejectedBySales": "rejected", "LeadTouched": "touched", "LeadScored": "scored",
-    "LeadAssigned": "assigned", "LeadContacted": "contacted", "LeadRoutingQueued": "queued",
-    "LeadConsentGiven": "consent_given", "LeadConsentWithdrawn": "consent_withdrawn",
-    "LeadPersonalDataErased": "erased",
-}
 _US = timedelta(microseconds=1)
 
 
@@ -51,13 +44,7 @@ def check_sla(q: Query) -> Window:
 
 def fact_kinds(f: Fact) -> frozenset[str]:
     """The event kinds a clock may name that `f` is."""
-    found = set()
-    if f.stage is not None and f.name in STAGE_EVENTS:
-        found.add(f.stage)
-    kind = NAME_KINDS.get(f.name)
-    if kind is not None:
-        found.add(kind)
-    return frozenset(found)
+    return event_kinds(f.name, f.stage if f.name in STAGE_EVENTS else None)
 
 
 def clock_events(facts: Sequence[Fact]) -> list[ClockEvent]:

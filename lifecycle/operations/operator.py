@@ -25,16 +25,11 @@ from uuid import UUID
 
 from lifecycle.domain.events import OPERATOR_ACTORS
 from lifecycle.domain.stage import Stage
+from lifecycle.domain.stages import OWNER_CLEARING_EVENTS
 from lifecycle.operations import routing, sla
 from lifecycle.operations.policy import Policy, SlaRule
 
 OPEN_STAGES = frozenset({Stage.MQL.value, Stage.SAL.value, Stage.SQL.value})
-_CLEARS_OWNER = frozenset({"LeadRejectedBySales", "LeadRecycled"})
-_KIND_OF = {
-    "LeadCaptured": "captured", "LeadTouched": "touched", "LeadScored": "scored", "LeadAssigned": "assigned",
-    "LeadContacted": "contacted", "LeadRoutingQueued": "queued", "LeadConsentGiven": "consent_given",
-    "LeadConsentWithdrawn": "consent_withdrawn", "LeadPersonalDataErased": "erased",
-}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 
@@ -211,13 +206,9 @@ class Operator:
         owner: str | Literal[False] | None = False
         if name == "LeadAssigned":
             owner = data.get("owner")
-        elif name in _CLEARS_OWNER:
+        elif name in OWNER_CLEARING_EVENTS:
             owner = None
-        kinds = {_KIND_OF[name]} if name in _KIND_OF else set()
-        if stage is not None:
-            kinds.add(stage)
-        if name == "LeadRejectedBySales":
-            kinds.add("rejected")
+        kinds = sla.event_kinds(name, stage)
         # the aggregate's view, in store order
         if owner is not False:
             lead.owner = owner
@@ -237,7 +228,7 @@ class Operator:
             self._dequeue(seen.lead)  # a queued lead that left the routing stages waits no more
         if not kinds and owner is False:
             return
-        item = _Item(to_us(seen.occurred), seen.version, frozenset(kinds), stage, owner, seen.position)
+        item = _Item(to_us(seen.occurred), seen.version, kinds, stage, owner, seen.position)
         if not lead.items or lead.items[-1].key() <= item.key():
             lead.items.append(item)
         else:
@@ -377,10 +368,7 @@ class Operator:
         version = self.policy.version
         excluded = [{"rep": e.rep, "reason": e.reason} for e in decision.excluded] if decision else []
         if isinstance(decision, routing.Assigned):
-            candidates = [{"rep": c.rep, "weight": c.weight, "current_before": c.current_before, "open": c.open,
-                           "capacity": c.capacity} for c in decision.candidates]
-            fields = {"owner": decision.rep, "rule": decision.rule, "method": decision.method,
-                      "policy_version": version, "candidates": candidates, "excluded": excluded}
+            fields = _assigned_fields(decision, version)
             made = Decision(lead_id, "assign", when, fields, causation)
             self._learn_decision(lead_id, "LeadAssigned", when, fields)
             return [made]
@@ -458,11 +446,7 @@ class Operator:
             return
         self._dequeue(entry.lead)
         when = from_us(at)
-        candidates = [{"rep": c.rep, "weight": c.weight, "current_before": c.current_before, "open": c.open,
-                       "capacity": c.capacity} for c in decision.candidates]
-        excluded = [{"rep": e.rep, "reason": e.reason} for e in decision.excluded]
-        fields = {"owner": decision.rep, "rule": decision.rule, "method": decision.method,
-                  "policy_version": self.policy.version, "candidates": candidates, "excluded": excluded}
+        fields = _assigned_fields(decision, self.policy.version)
         self._learn_decision(entry.lead, "LeadAssigned", when, fields)
         yield Decision(entry.lead, "assign", when, fields)
 
@@ -538,6 +522,14 @@ class Operator:
         yield Decision(lead_id, "breach" if kind == "breached" else "warn", when, fields)
         if kind == "breached" and "reassign" in rule.on_breach and owner is not None and lead.owner == owner:
             yield from self._route(lead_id, at, exclude=owner, causation=None)
+
+
+def _assigned_fields(decision: routing.Assigned, version: int) -> dict[str, Any]:
+    """`LeadAssigned`'s payload for a router decision: how, and from whom, the owner was chosen."""
+    return {"owner": decision.rep, "rule": decision.rule, "method": decision.method, "policy_version": version,
+            "candidates": [{"rep": c.rep, "weight": c.weight, "current_before": c.current_before, "open": c.open,
+                            "capacity": c.capacity} for c in decision.candidates],
+            "excluded": [{"rep": e.rep, "reason": e.reason} for e in decision.excluded]}
 
 
 def _mentions(lead: _Lead, rule: SlaRule) -> bool:

@@ -19,6 +19,24 @@ ClockStatus: TypeAlias = Literal["open", "met", "breached", "restarted"]
 _US = timedelta(microseconds=1)
 
 
+#: what a non-stage event is to a clock (docs/contract.md); a stage event is also the stage it enters
+NAME_KINDS = {
+    "LeadCaptured": "captured", "LeadRejectedBySales": "rejected", "LeadTouched": "touched",
+    "LeadScored": "scored", "LeadAssigned": "assigned", "LeadContacted": "contacted",
+    "LeadRoutingQueued": "queued", "LeadConsentGiven": "consent_given",
+    "LeadConsentWithdrawn": "consent_withdrawn", "LeadPersonalDataErased": "erased",
+}
+
+
+def event_kinds(name: str, stage: str | None) -> frozenset[str]:
+    """The kinds a clock's `start` / `stop` may name that an event is: the stage it enters, and its own."""
+    kind = NAME_KINDS.get(name)
+    found = {stage} if stage is not None else set()
+    if kind is not None:
+        found.add(kind)
+    return frozenset(found)
+
+
 @dataclass(frozen=True)
 class ClockEvent:
     """One event of the lead as a clock sees it: when it occurred, its kinds (`assigned`, `contacted`,
@@ -75,19 +93,7 @@ def clocks(policy: Policy, rule: SlaRule, events: Iterable[ClockEvent], as_of: d
     as_of = as_utc(as_of)
     utc_events = (ClockEvent(as_utc(e.at), e.kinds, e.owner) for e in events)
     evs = sorted((e for e in utc_events if e.at <= as_of), key=lambda e: e.at)
-    runs: list[tuple[int, int | None, Literal["stop", "restart"] | None]] = []
-    open_at: int | None = None
-    for i, event in enumerate(evs):
-        if open_at is not None and event.kinds & rule.stop:
-            runs.append((open_at, i, "stop"))
-            open_at = None
-        if rule.start in event.kinds:
-            if open_at is not None:
-                runs.append((open_at, i, "restart"))
-            open_at = i
-    if open_at is not None:
-        runs.append((open_at, None, None))
-    return tuple(_clock(policy, rule, evs, start, end, by, as_of) for start, end, by in runs)
+    return tuple(_clock(policy, rule, evs, start, end, by, as_of) for start, end, by in _spans(rule, evs))
 
 
 def clock_at(policy: Policy, rule: SlaRule, events: Iterable[ClockEvent], as_of: datetime) -> Clock | None:
@@ -130,32 +136,7 @@ class Run:
 def runs(policy: Policy, rule: SlaRule, events: Sequence[ClockEvent]) -> tuple[Run, ...]:
     """Every run of `rule`'s clock over the lead's events (UTC, sorted by `at`, stably): start, warning,
     deadline, end — as `clocks` computes them, without counting accumulated time up to an as-of instant."""
-    out: list[Run] = []
-    open_at: int | None = None
-
-    def run(start: int, end: int | None) -> Run:
-        started = events[start].at
-        segments = [(started, events[start].owner)]
-        for event in events[start + 1:end]:
-            if event.owner != segments[-1][1]:
-                segments.append((event.at, event.owner))
-        deadline = _reach(policy, rule, segments, rule.target)
-        warn_at = None
-        if rule.warn_at is not None:
-            warn_at = _reach(policy, rule, segments, timedelta(microseconds=round(rule.target / _US * rule.warn_at)))
-        return Run(started, warn_at, deadline, events[end].at if end is not None else None, tuple(segments))
-
-    for i, event in enumerate(events):
-        if open_at is not None and event.kinds & rule.stop:
-            out.append(run(open_at, i))
-            open_at = None
-        if rule.start in event.kinds:
-            if open_at is not None:
-                out.append(run(open_at, i))
-            open_at = i
-    if open_at is not None:
-        out.append(run(open_at, None))
-    return tuple(out)
+    return tuple(_run(policy, rule, events, start, end) for start, end, _ in _spans(rule, events))
 
 
 def owner_at(segments: Segments, at: datetime) -> str | None:
@@ -169,8 +150,25 @@ def owner_at(segments: Segments, at: datetime) -> str | None:
 Segments: TypeAlias = Sequence[tuple[datetime, str | None]]  # (from, owner), the last one open-ended
 
 
-def _clock(policy: Policy, rule: SlaRule, evs: Sequence[ClockEvent], start: int, end: int | None,
-           by: Literal["stop", "restart"] | None, as_of: datetime) -> Clock:
+def _spans(rule: SlaRule, evs: Sequence[ClockEvent]) -> list[tuple[int, int | None, Literal["stop", "restart"] | None]]:
+    """(start index, end index or None, how it ended) of each run: a stop ends the open clock, a start
+    starts one, restarting an open clock."""
+    spans: list[tuple[int, int | None, Literal["stop", "restart"] | None]] = []
+    open_at: int | None = None
+    for i, event in enumerate(evs):
+        if open_at is not None and event.kinds & rule.stop:
+            spans.append((open_at, i, "stop"))
+            open_at = None
+        if rule.start in event.kinds:
+            if open_at is not None:
+                spans.append((open_at, i, "restart"))
+            open_at = i
+    if open_at is not None:
+        spans.append((open_at, None, None))
+    return spans
+
+
+def _run(policy: Policy, rule: SlaRule, evs: Sequence[ClockEvent], start: int, end: int | None) -> Run:
     started = evs[start].at
     segments = [(started, evs[start].owner)]
     for event in evs[start + 1:end]:
@@ -180,8 +178,14 @@ def _clock(policy: Policy, rule: SlaRule, evs: Sequence[ClockEvent], start: int,
     warn_at = None
     if rule.warn_at is not None:
         warn_at = _reach(policy, rule, segments, timedelta(microseconds=round(rule.target / _US * rule.warn_at)))
-    ended_at = evs[end].at if end is not None else None
-    horizon = ended_at if ended_at is not None else as_of
+    return Run(started, warn_at, deadline, evs[end].at if end is not None else None, tuple(segments))
+
+
+def _clock(policy: Policy, rule: SlaRule, evs: Sequence[ClockEvent], start: int, end: int | None,
+           by: Literal["stop", "restart"] | None, as_of: datetime) -> Clock:
+    run = _run(policy, rule, evs, start, end)
+    deadline, segments = run.deadline, run.owners
+    horizon = run.ended_at if run.ended_at is not None else as_of
     status: ClockStatus
     if deadline < horizon:
         status = "breached"
@@ -192,8 +196,8 @@ def _clock(policy: Policy, rule: SlaRule, evs: Sequence[ClockEvent], start: int,
     else:
         status = "open"
     owner = _owner_at(segments, min(deadline, horizon))
-    return Clock(rule.id, started, warn_at, deadline, ended_at, by, _accumulated(policy, rule, segments, horizon),
-                 owner, status, tuple(segments))
+    return Clock(rule.id, run.started_at, run.warn_at, deadline, run.ended_at, by,
+                 _accumulated(policy, rule, segments, horizon), owner, status, segments)
 
 
 def _counting(policy: Policy, rule: SlaRule, owner: str | None) -> Calendar | None:
