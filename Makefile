@@ -9,7 +9,7 @@ export LEADLEDGER_POSTGRES_SCHEMA ?= public
 .PHONY: help venv demo test test-fast lint bench clean
 
 help:
-	@echo "make demo   - venv with the runtime dependencies only, simulate $(DEMO_LEADS) leads, show a lead's history, verify"
+	@echo "make demo   - venv with the runtime dependencies only, publish the demo policy, simulate $(DEMO_LEADS) routed leads, show a lead's history, verify"
 	@echo "make test   - install dev deps and run the whole suite (PostgreSQL tests need LEADLEDGER_POSTGRES_DSN)"
 	@echo "make lint   - ruff, mypy and the import contract (lint-imports)"
 	@echo "make demo-kafka - the pipeline through Kafka (bundled broker), ends with the funnel"
@@ -34,9 +34,14 @@ venv: $(DEV)
 
 demo: $(RUNTIME)
 	@rm -rf $(DEMO_HOME) $(DEMO_HOME).simulate.json
-	@echo "== simulating $(DEMO_LEADS) leads into $(DEMO_HOME) (SQLite, no server needed)"
-	LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= $(BIN)/leadledger simulate --leads $(DEMO_LEADS) --seed 42 --json > $(DEMO_HOME).simulate.json
+	@echo "== the operations policy: two sales teams in Berlin and New York, routing by territory, two SLA clocks"
+	LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= $(BIN)/leadledger policy publish lifecycle/simulate/default_policy.toml
+	@echo "== simulating $(DEMO_LEADS) leads into $(DEMO_HOME) (SQLite, no server needed); leadledger's router"
+	@echo "   assigns them and its SLA clocks run, on the simulated clock (operate)"
+	LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= $(BIN)/leadledger simulate --leads $(DEMO_LEADS) --seed 42 --operate --json > $(DEMO_HOME).simulate.json
 	@cat $(DEMO_HOME).simulate.json
+	@echo "== operate catches up to now (deadlines since the simulation) and exits"
+	LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= $(BIN)/leadledger operate --once
 	@echo "== the history of one lead that was won"
 	LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= $(BIN)/leadledger history \
 	  $$($(BIN)/python -c "import json; print(json.load(open('$(DEMO_HOME).simulate.json'))['example_won_lead'])")
@@ -50,6 +55,10 @@ demo: $(RUNTIME)
 	@LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= COLUMNS=120 $(BIN)/leadledger attribution --by channel
 	@echo "== how fast does sales respond? (speed to lead by owner)"
 	@LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= COLUMNS=120 $(BIN)/leadledger speed --by owner
+	@echo "== who got the leads, and who waited in the queue at night? (routing fairness)"
+	@LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= COLUMNS=150 $(BIN)/leadledger routing fairness
+	@echo "== were the response SLAs kept? (sla by owner)"
+	@LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= COLUMNS=150 $(BIN)/leadledger sla --by owner
 	@echo "== the HTML report (one self-contained page with charts)"
 	@LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= $(BIN)/leadledger report --html $(DEMO_HOME)/report.html
 	@echo "   open it in a browser; 'make report-png' renders it to $(DEMO_HOME)/report.png;"
@@ -85,6 +94,7 @@ bench: $(DEV)
 	$(BIN)/python -m bench.kafka_bench
 	$(BIN)/python -m bench.kafka_projection_bench
 	$(BIN)/python -m bench.http_bench
+	$(BIN)/python -m bench.operate_bench --record
 
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache .mypy_cache .ruff_cache

@@ -2,7 +2,9 @@
 
 Each record: key = the lead id (its canonical text, UTF-8), value = the stored state
 bytes unchanged (the canonical CloudEvents envelope, personal data still sealed),
-headers `ce_type`, `ce_sequence` (the lead's version) and `ce_id`. The producer is
+headers `ce_type`, `ce_sequence` (the lead's version), `ce_id` and `ll_position` (the
+event's notification id, decimal ASCII: `leadledger operate --source kafka` merges the
+partitions back into store order by it; other consumers ignore it). The producer is
 idempotent with acks=all, and partitions are chosen with kafka-python's default
 murmur2 semantics (cached per lead), so every producer keyed by lead id agrees.
 
@@ -10,7 +12,9 @@ Delivery is at-least-once: a batch is sent, flushed (every record acknowledged),
 only THEN is the relay's position stored in the event store's own database
 (`leadledger_relay`). A crash in between re-sends that batch on restart; within a
 partition each lead's events stay in version order, so consumers de-duplicate by
-(lead id, version). Reading "after the position" never skips an event: SQLite has one
+(lead id, version) — or by notification id. Within a partition the notification ids rise,
+except where a batch is re-sent (or `--from-start` republishes): the repeat starts at or
+below ids already there (the idempotent producer leaves no gap inside a partition). Reading "after the position" never skips an event: SQLite has one
 writer, and the PostgreSQL recorder locks the table on insert, so notification ids
 become visible in order. Run one relay per store and topic.
 
@@ -38,7 +42,7 @@ from consumers.kafka.settings import KafkaSettings
 from consumers.kafka.topics import ensure_topics
 from lifecycle.store.repository import LeadStore
 from lifecycle.store.sqlite import RawRow
-from schemas.codec import GENESIS, CorruptEvent, check_link, checked_envelope, kafka_headers
+from schemas.codec import GENESIS, POSITION_HEADER, CorruptEvent, check_link, checked_envelope, kafka_headers
 
 log = logging.getLogger("leadledger.relay")
 
@@ -88,8 +92,8 @@ def record_for(row: RawRow) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
     """(key, value, headers) of one stored event; the value is the stored bytes as they are.
 
     (The relay inlines this, caching each lead's key and partition.)"""
-    _, lead_id, version, state = row
-    return str(lead_id).encode(), state, kafka_headers(state, version)
+    position, lead_id, version, state = row
+    return str(lead_id).encode(), state, kafka_headers(state, version, position)
 
 
 def make_producer(settings: KafkaSettings, **overrides: Any) -> KafkaProducer:
@@ -205,7 +209,7 @@ class Relay:
                 check_link(lead, version, envelope["prevhash"], seen_version, seen_hash, where)
                 last[lead] = (version, envelope["hash"])
                 headers.append([("ce_type", str(envelope["type"]).encode()), ("ce_sequence", str(version).encode()),
-                                ("ce_id", str(envelope["id"]).encode())])
+                                ("ce_id", str(envelope["id"]).encode()), (POSITION_HEADER, str(position).encode())])
         except CorruptEvent as exc:
             return rows[:len(headers)], headers, exc
         return rows, headers, None

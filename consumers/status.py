@@ -1,4 +1,4 @@
-"""`leadledger status`: how far each role has got — relay, inbound consumer, projectors, DLQ.
+"""`leadledger status`: how far each role has got — relay, inbound consumer, projectors, operator, DLQ.
 
 Positions come from where each role keeps them: the relay's in the event store
 (`relay_position`), the projectors' in the read-model database (`rm_checkpoints`), the inbound
@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from consumers.kafka.log_ends import LogEnds, OffsetsUnknown
 from consumers.kafka.settings import KafkaSettings
 from consumers.kafka.topics import group_id, source_name
+from lifecycle.operate import OPERATOR
 from lifecycle.store.repository import LeadStore
 from projections.engine.checkpoints import CHECKPOINTS
 from projections.engine.db import ReadModelDB
@@ -58,6 +60,7 @@ def collect(store: LeadStore, read_models: ReadModelDB | None, kafka: KafkaSetti
             "store": {"head": head, "backend": backend},
             "embedded_projector": {"source": EMBEDDED_SOURCE, "checkpoint": embedded,
                                    "lag": head - (embedded or 0)},
+            "operator": _operator(store, head),
         }
         if probe is None:
             report["kafka"] = {"configured": False,
@@ -69,6 +72,21 @@ def collect(store: LeadStore, read_models: ReadModelDB | None, kafka: KafkaSetti
     finally:
         if probe is not None:
             probe.close()
+
+
+def _operator(store: LeadStore, head: int) -> dict[str, Any]:
+    """`operate`'s position (kept in the store with its decisions) and how far behind the store it is."""
+    found = store.operator_state(OPERATOR)
+    if found is None:
+        return {"name": OPERATOR, "position": None, "lag": head, "commits": 0}
+    seq, state = found
+    saved = orjson.loads(state)
+    out = {"name": OPERATOR, "position": int(saved["position"]), "lag": max(0, head - int(saved["position"])),
+           "commits": seq}
+    if "offsets" in saved:  # following Kafka: its per-partition checkpoints
+        out["source"] = saved.get("source", "kafka")
+        out["offsets"] = saved["offsets"]
+    return out
 
 
 class _KafkaProbe:

@@ -166,7 +166,15 @@ class Pipeline:
         while True:
             check_stop()
             self.check_alive()
-            report = self.status()
+            try:
+                report = self.status()
+            except DemoError as exc:
+                if "no store at" not in str(exc):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)  # the consumer has not stored its first message yet
+                continue
             kafka = report["kafka"]
             if kafka.get("reachable"):
                 consumer, relay, projector = kafka["consumer"], kafka["relay"], kafka["projector"]

@@ -191,7 +191,12 @@ class LeadLedger:
                 changes.inbound.append(row)
                 in_batch[key] = row[2:]  # type: ignore[assignment]
             outcomes.append(outcome)
-        changes.leads = list(attempt.leads.values())
+        # the leads in the order the batch first names them (not the order they were looked up in, which
+        # follows their random ids): messages of different leads are stored in the order they came
+        named: dict[UUID, None] = dict.fromkeys(
+            o.lead_id for o in outcomes if o.lead_id is not None and o.lead_id in attempt.leads)
+        changes.leads = [attempt.leads[i] for i in named] + [
+            loaded for i, loaded in attempt.leads.items() if i not in named]
         try:
             self.store.commit(changes)
         except StoreConflict:

@@ -10,6 +10,13 @@ after its position, skipping its own decisions as they come back.
 
 A crash anywhere therefore loses nothing and repeats nothing: a decision is stored exactly when its
 position is, and a restart decides again, identically, whatever had not been stored.
+
+Where the events come from is a `RowSource`: the store's notification log (`StoreRows`, the default)
+or the lead-events topic (`consumers.operate_kafka.KafkaRows`, `operate --source kafka`), which hands
+the same rows in the same order and stores its per-partition offsets in the operator's state, in the
+same compare-and-set transaction. Either way the state is rebuilt from the store, so both decide the
+same. Several operators over one store (whatever their sources) are kept apart by that
+compare-and-set: the one that commits second at a position stores nothing, rebuilds and goes on.
 """
 
 from __future__ import annotations
@@ -17,9 +24,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, Protocol
 from uuid import UUID
 
 import orjson
@@ -64,32 +72,81 @@ def decode(row: tuple[int, UUID, int, bytes]) -> Seen:
                 str(envelope["id"]), data)
 
 
+Row = tuple[int, UUID, int, bytes]  # (notification id, lead, version, stored state)
+
+
+class RowSource(Protocol):
+    """Where the operator reads lead events: rows in notification-id order, each once."""
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Resume from the operator's stored state (after a rebuild; also after losing to another operator)."""
+
+    def rows(self, position: int, limit: int) -> list[Row]:
+        """Up to `limit` rows after notification id `position`, ascending; [] when caught up."""
+
+    def checkpoint(self) -> dict[str, Any]:
+        """What to store next to the position, after the rows handed so far (JSON)."""
+
+    def close(self) -> None: ...
+
+
+class StoreRows:
+    """The store's notification log (`operate`, the default source)."""
+
+    def __init__(self, store: LeadStore) -> None:
+        self.store = store
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        pass
+
+    def rows(self, position: int, limit: int) -> list[Row]:
+        return self.store.raw(position, limit)
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
 class OperatorRunner:
-    """One operator over one store."""
+    """One operator over one store, reading its events from `source` (default: the store's log)."""
 
     def __init__(self, store: LeadStore, name: str = OPERATOR, batch: int = 5000,
-                 on_progress: Callable[[OperateReport], None] | None = None) -> None:
+                 on_progress: Callable[[OperateReport], None] | None = None, *,
+                 source: RowSource | None = None) -> None:
         self.store = store
         self.name = name
         self.batch = batch
         self.on_progress = on_progress
+        self.source: RowSource = source or StoreRows(store)
         self.operator: Operator | None = None
         self.seq = 0
         self.position = 0
         self._policy_count = -1
 
+    def close(self) -> None:
+        self.source.close()
+
     # ---------------------------------------------------------------------------- state
 
-    def _saved(self) -> tuple[int, int]:
+    def _stored(self) -> tuple[int, dict[str, Any]]:
         found = self.store.operator_state(self.name)
         if found is None:
-            return 0, 0
+            return 0, {"position": 0}
         seq, state = found
-        return seq, int(orjson.loads(state)["position"])
+        loaded: dict[str, Any] = orjson.loads(state)
+        return seq, loaded
+
+    def _saved(self) -> tuple[int, int]:
+        seq, state = self._stored()
+        return seq, int(state["position"])
 
     def rebuild(self, report: OperateReport) -> None:
         """Fold the log: every event up to the saved position, and every decision recorded."""
-        self.seq, self.position = self._saved()
+        self.seq, state = self._stored()
+        self.position = int(state["position"])
+        self.source.restore(state)
         policies = PolicyStream(self.store).versions()
         self._policy_count = len(policies)
         operator = Operator(PolicyTimeline(policies))
@@ -131,7 +188,7 @@ class OperatorRunner:
 
     def _catch_up(self, report: OperateReport, started: float, stop: Callable[[], bool]) -> None:
         while not stop():
-            rows = self.store.raw(self.position, self.batch)
+            rows = self.source.rows(self.position, self.batch)
             if not rows:
                 return
             self._step(rows, None, report)
@@ -140,7 +197,7 @@ class OperatorRunner:
                 report.seconds = time.perf_counter() - started
                 self.on_progress(report)
 
-    def _step(self, rows: list[tuple[int, UUID, int, bytes]], now: datetime | None, report: OperateReport) -> None:
+    def _step(self, rows: list[Row], now: datetime | None, report: OperateReport) -> None:
         """Handle a batch (or fire the timers due before `now`) and commit it; on a conflict with another
         operator, rebuild and do it again from the stored position."""
         for _ in range(_RETRIES):
@@ -173,13 +230,16 @@ class OperatorRunner:
         raise StoreConflict("the operator kept losing to other writers; try again")
 
     def _commit(self, decisions: list[Decision], position: int) -> None:
-        row = (self.name, self.seq + 1, orjson.dumps({"position": position}).decode())
+        row = (self.name, self.seq + 1, orjson.dumps({"position": position, **self.source.checkpoint()}).decode())
         for _ in range(_RETRIES):
             leads = self.store.load_many({d.lead for d in decisions})
             for decision in decisions:
                 _apply(leads[decision.lead], decision)
             try:
-                self.store.commit(Changes(leads=list(leads.values()), operator=row))
+                # in the order of the decisions (never of a set of ids, which differ from store to store):
+                # the same history stores its decisions in the same order
+                order = dict.fromkeys(d.lead for d in decisions)
+                self.store.commit(Changes(leads=[leads[lead] for lead in order], operator=row))
             except StoreConflict:
                 if self._saved()[0] != self.seq:
                     raise _Overtaken() from None

@@ -7,7 +7,7 @@ now. Clocks that started in `[from, to)` count, per rule and group (the rule its
 owner: at the deadline when breached, else at its end or the evaluation instant):
 
 - started: every run; met: stopped at or before its deadline; breached: its deadline passed without a
-  stop before it (stopped later or never); restarted: restarted before its deadline; open: still
+  stop before it (stopped later or never); restarted: restarted before its deadline (at it: late); open: still
   running, deadline not passed; at_risk: open and past its warning (`warn_at` × target).
 - compliance = met / (met + breached), null without either.
 - p50 / p90 (nearest rank) of the accumulated time of the runs that stopped (met or late).

@@ -96,15 +96,24 @@ def parse_time(value: str) -> datetime:
         raise ValueError(f"time {value!r} is out of range") from None
 
 
-def kafka_headers(state: bytes, version: int) -> list[tuple[str, bytes]]:
+#: the header of a lead-events record carrying the event's notification id (decimal ASCII): the
+#: operator merges the partitions back into store order by it (consumers/operate_kafka.py)
+POSITION_HEADER = "ll_position"
+
+
+def kafka_headers(state: bytes, version: int, position: int | None = None) -> list[tuple[str, bytes]]:
     """The CloudEvents headers a stored event carries on Kafka (ce_type, ce_sequence, ce_id),
-    read from its stored envelope bytes (which travel unchanged as the record's value)."""
+    read from its stored envelope bytes (which travel unchanged as the record's value), and, given
+    its notification id, `ll_position` (POSITION_HEADER)."""
     try:
         envelope = orjson.loads(state)
-        return [("ce_type", envelope["type"].encode()), ("ce_sequence", str(version).encode()),
-                ("ce_id", envelope["id"].encode())]
+        headers = [("ce_type", envelope["type"].encode()), ("ce_sequence", str(version).encode()),
+                   ("ce_id", envelope["id"].encode())]
     except (KeyError, TypeError, AttributeError, orjson.JSONDecodeError) as exc:
         raise CorruptEvent(f"version {version}: undecodable event: {exc}") from exc
+    if position is not None:
+        headers.append((POSITION_HEADER, str(position).encode()))
+    return headers
 
 
 def subject_and_sequence(state: bytes) -> tuple[str, int]:

@@ -16,7 +16,10 @@ import orjson
 
 from leadledger.cli.common import TIME, Context, emit_json, fail, json_option, pass_ctx
 from lifecycle.inbound import InboundHandler, Result, Tally, raw_fields
-from lifecycle.simulate import generate
+from lifecycle.operations.policy import PolicyError
+from lifecycle.policies import AlreadyPublished, PolicyStream
+from lifecycle.simulate import DEFAULT_POLICY, generate
+from lifecycle.simulate.routed import simulate_routed
 from schemas.inbound import MAX_MESSAGE_BYTES
 
 #: a UTF-8 byte order mark, which some exporters put before the first line
@@ -185,14 +188,29 @@ def with_start(messages: Iterator[dict[str, Any]], start: datetime) -> Iterator[
 @click.option("--days", type=click.IntRange(1, 3650), default=120, show_default=True,
               help="Captures spread over this many days from --start.")
 @click.option("--out", type=click.Path(path_type=Path), help="Write the inbound messages here instead of applying them.")
+@click.option("--operate", "routed", is_flag=True,
+              help="leadledger's router and SLA clocks assign the leads (no upstream assignments): publishes "
+                   "the bundled demo policy when the store has none (or --policy), runs operate on the "
+                   "simulated clock, and each lead's life goes on with the rep the router chose.")
+@click.option("--policy", "policy_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="With --operate: publish this policy file first (when it is not the latest version already).")
 @json_option
 @pass_ctx
 def simulate(ctx: Context, leads: int, seed: int, start: datetime, days: int, out: Path | None,
-             as_json: bool) -> None:
+             routed: bool, policy_file: Path | None, as_json: bool) -> None:
     """Deterministic realistic traffic through the write path (same path as ingest).
 
     The same --seed and --start give the same messages, so running it again changes nothing;
-    a message's idempotency key names its seed and start, so a new --start adds new traffic."""
+    a message's idempotency key names its seed and start, so a new --start adds new traffic.
+    With --operate, the router's decisions shape the traffic, and the same seed, start and policy
+    give the same decisions."""
+    if routed:
+        if out is not None:
+            fail("--operate runs the router on the store while it simulates; it cannot write --out", 2)
+        _simulate_routed(ctx, leads, seed, start, days, policy_file, as_json)
+        return
+    if policy_file is not None:
+        fail("--policy goes with --operate", 2)
     messages = with_start(generate(leads=leads, seed=seed, start=start, days=days,
                                    mql_threshold=ctx.settings.mql_threshold), start)
     if out is not None:
@@ -224,3 +242,39 @@ def simulate(ctx: Context, leads: int, seed: int, start: datetime, days: int, ou
             click.echo(f"a lead that was won: {example}  (try: leadledger history {example})")
     for line in refused:
         click.echo(f"  refused {line}", err=True)
+
+
+def _simulate_routed(ctx: Context, leads: int, seed: int, start: datetime, days: int, policy_file: Path | None,
+                     as_json: bool) -> None:
+    stream = PolicyStream(ctx.app.store)
+    published = None
+    if policy_file is not None or not stream.versions():
+        path = policy_file or DEFAULT_POLICY
+        try:
+            published = stream.publish(path.read_text(encoding="utf-8"), actor=ctx.settings.actor,
+                                       now=datetime.now(UTC))
+        except PolicyError as exc:
+            fail(f"{path}: the policy is not valid:\n" + "\n".join(f"  {p}" for p in exc.problems), 2)
+        except AlreadyPublished:
+            pass
+    tag = start.astimezone(UTC).strftime("@%Y%m%dT%H%M%SZ")
+    report = simulate_routed(ctx.app, leads=leads, seed=seed, start=start, days=days,
+                             mql_threshold=ctx.settings.mql_threshold, until=datetime.now(UTC), id_tag=tag)
+    tally, op = report.tally, report.operator
+    if as_json:
+        emit_json({"leads": leads, "seed": seed, **tally.as_json(),
+                   "policy_version": published.version if published else stream.versions()[-1].version,
+                   "operator": {"runs": report.runs, **op.as_json()}, "waiting_for_router": report.waiting,
+                   "example_won_lead": str(report.example_won_lead) if report.example_won_lead else None})
+    else:
+        if published is not None:
+            click.echo(f"published policy version {published.version} ({policy_file or 'the bundled demo policy'})")
+        decided = ", ".join(f"{n} {kind}" for kind, n in sorted(op.decisions.items())) or "nothing"
+        click.echo(f"simulated {leads} leads (seed {seed}) with leadledger's router: {tally.applied} events "
+                   f"applied, {tally.duplicates} duplicates ignored, {tally.dead_lettered} refused; the operator "
+                   f"ran {report.runs} times on the simulated clock and decided {decided}")
+        if report.example_won_lead:
+            click.echo(f"a lead that was won: {report.example_won_lead}  "
+                       f"(try: leadledger history {report.example_won_lead})")
+    for line in report.refused:
+        click.echo(f"  refused: {line}", err=True)

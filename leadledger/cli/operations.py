@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import click
+from kafka.errors import KafkaError
 
+from consumers.kafka.settings import KafkaSettings
+from consumers.operate_kafka import KafkaOperateError, KafkaRows
 from leadledger.cli.common import (
     TIME,
     Context,
@@ -23,6 +26,7 @@ from leadledger.cli.common import (
 from lifecycle.operate import OperateReport, OperatorRunner
 from lifecycle.operations.policy import Policy, PolicyError, diff, parse_policy
 from lifecycle.policies import AlreadyPublished, PolicyStream, PolicyTimeline, Published
+from lifecycle.settings import SettingsError
 
 log = logging.getLogger("leadledger.operate")
 
@@ -65,6 +69,9 @@ def _version_json(item: Published) -> dict[str, Any]:
 @click.group()
 def policy() -> None:
     """The policy: calendars, reps, routing rules, SLA rules, scoring and FX rates in one TOML file.
+
+    Routing and SLA rules drive `leadledger operate`; [scoring] and [fx] are validated and
+    published with the rest, but nothing acts on them yet (revenue uses LEADLEDGER_FX_FILE).
 
     Publishing records a new version on the policy stream (hash-chained, checked by
     `leadledger verify`); every decision the operator makes names the version it used.
@@ -151,6 +158,7 @@ def _pick(timeline: PolicyTimeline, version: int | None, as_of: datetime | None)
 @pass_ctx
 def show(ctx: Context, version: int | None, as_of: datetime | None, listing: bool, as_json: bool) -> None:
     """Print a published policy version's file as published (or list the versions)."""
+    ctx.read_only = True  # refuse a folder without a store instead of creating one
     timeline = PolicyTimeline(PolicyStream(ctx.app.store).versions())
     if listing:
         rows = [_version_json(v) for v in timeline.versions]
@@ -182,24 +190,31 @@ def diff_command(ctx: Context, a: str | None, b: str | None, as_json: bool) -> N
     A and B are version numbers (3, v3) or files; with one argument it is compared with the latest
     version, with none the latest version is compared with the one before.
     """
-    timeline = PolicyTimeline(PolicyStream(ctx.app.store).versions())
+    ctx.read_only = True  # refuse a folder without a store instead of creating one
+    found: list[PolicyTimeline] = []
+
+    def published() -> PolicyTimeline:  # only read when a version is named: two files need no store
+        if not found:
+            found.append(PolicyTimeline(PolicyStream(ctx.app.store).versions()))
+        return found[0]
 
     def load(ref: str) -> tuple[str, Policy]:
         number = ref[1:] if ref.lower().startswith("v") else ref
         if number.isdigit():
-            return f"v{number}", _pick(timeline, int(number), None).policy
+            return f"v{number}", _pick(published(), int(number), None).policy
         path = Path(ref)
         if not path.is_file():
             fail(f"{ref!r} is neither a published version (1, v2 …) nor a policy file", 2)
         return str(path), _parsed(path)
 
     if a is None:
+        timeline = published()
         if len(timeline.versions) < 2:
             fail("diff needs two policies: give A and B (versions or files), or publish a second version", 2)
         left = (f"v{len(timeline.versions) - 1}", timeline.versions[-2].policy)
         right = (f"v{len(timeline.versions)}", timeline.versions[-1].policy)
     elif b is None:
-        latest = _pick(timeline, None, None)
+        latest = _pick(published(), None, None)
         left, right = (f"v{latest.version}", latest.policy), load(a)
     else:
         left, right = load(a), load(b)
@@ -215,7 +230,9 @@ def diff_command(ctx: Context, a: str | None, b: str | None, as_json: bool) -> N
 
 
 @click.command()
-@click.option("--once", is_flag=True, help="Catch up with the store and fire what is due, then exit.")
+@click.option("--once", is_flag=True,
+              help="Catch up (with the store; with --source kafka, with the relay's position) and fire what "
+                   "is due, then exit.")
 @click.option("--now", type=TIME, envvar="LEADLEDGER_NOW",
               help="The operator's clock (RFC 3339): which SLA deadlines and queue releases are due. "
                    "Default: the real time [env LEADLEDGER_NOW].")
@@ -225,10 +242,15 @@ def diff_command(ctx: Context, a: str | None, b: str | None, as_json: bool) -> N
               help="Seconds to wait for new events when caught up.")
 @click.option("--log-every", type=click.FloatRange(0.1, 3600), default=10.0, show_default=True,
               help="Seconds between progress lines.")
+@click.option("--source", "source_kind", type=click.Choice(["store", "kafka"]), default="store", show_default=True,
+              help="store: the event store's notification log; kafka: the lead-events topic, every partition, "
+                   "merged back into store order (LEADLEDGER_KAFKA_*; the relay must run).")
+@click.option("--bootstrap", help="With --source kafka: Kafka bootstrap servers host:port[,...] "
+                                   "[env LEADLEDGER_KAFKA_BOOTSTRAP].")
 @json_option
 @pass_ctx
 def operate(ctx: Context, once: bool, now: datetime | None, batch: int, poll_interval: float, log_every: float,
-            as_json: bool) -> None:
+            source_kind: str, bootstrap: str | None, as_json: bool) -> None:
     """Run the router and the SLA clocks over the store's events.
 
     Each decision (an assignment with its reasons, a queued lead, an SLA warning or breach) is
@@ -236,7 +258,24 @@ def operate(ctx: Context, once: bool, now: datetime | None, batch: int, poll_int
     neither loses nor repeats one; on restart the operator rebuilds its state from the store and
     deadlines that passed while it was down fire with their true times. With no policy published
     it decides nothing. A second operator on the same store loses its transaction and rebuilds.
+
+    With --source kafka the events are read from leadledger.lead-events (published by `leadledger
+    relay`) up to the relay's stored position, in store order, and the per-partition offsets are
+    stored with the position: the decisions are the same as from the store.
     """
+    source: KafkaRows | None = None
+    kafka: KafkaSettings | None = None
+    failures: tuple[type[Exception], ...] = ()
+    if source_kind == "kafka":
+        try:
+            kafka = KafkaSettings.from_env(bootstrap=bootstrap or ctx.settings.kafka_bootstrap)
+        except SettingsError as exc:
+            fail(str(exc), 2)
+        try:
+            source = KafkaRows(ctx.app.store, kafka)
+        except KafkaError as exc:
+            fail(f"Kafka at {kafka.bootstrap}: {exc}")
+        failures = (KafkaError, KafkaOperateError)
     log_to_stderr()
     last = [time.monotonic()]
 
@@ -246,20 +285,26 @@ def operate(ctx: Context, once: bool, now: datetime | None, batch: int, poll_int
             log.info("operate: handled %d events, %d decisions, position %d of %d", report.handled,
                      sum(report.decisions.values()), report.position, report.head)
 
-    runner = OperatorRunner(ctx.app.store, batch=batch, on_progress=progress)
+    runner = OperatorRunner(ctx.app.store, batch=batch, on_progress=progress, source=source)
 
     def clock() -> datetime:
         return now or datetime.now(UTC)
 
     total = OperateReport()
-    with stop_on_signals() as should_stop:
-        if once:
-            total = runner.run_once(clock(), stop=should_stop)
-        else:
-            for report in runner.follow(clock, should_stop, poll_interval):
-                total = report
-                if sum(report.decisions.values()):
-                    log.info("operate: %s", report.as_json())
+    try:
+        with stop_on_signals() as should_stop:
+            if once:
+                total = runner.run_once(clock(), stop=should_stop)
+            else:
+                for report in runner.follow(clock, should_stop, poll_interval):
+                    total = report
+                    if sum(report.decisions.values()):
+                        log.info("operate: %s", report.as_json())
+    except failures as exc:
+        assert kafka is not None
+        fail(f"operate from Kafka at {kafka.bootstrap} ({kafka.events_topic}): {exc}")
+    finally:
+        runner.close()
     if as_json:
         emit_json(total.as_json())
     else:

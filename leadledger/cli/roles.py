@@ -165,6 +165,12 @@ def _render_status(report: dict[str, Any]) -> None:
     click.echo(f"event store ({store['backend']}): head at notification {store['head']}")
     checkpoint = "none" if emb["checkpoint"] is None else emb["checkpoint"]
     click.echo(f"embedded projector: checkpoint {checkpoint}, {emb['lag']} behind the store")
+    op = report["operator"]
+    if op["position"] is None:
+        click.echo("operator: has not run (leadledger operate)")
+    else:
+        where = f", Kafka offsets {op['offsets']}" if "offsets" in op else ""
+        click.echo(f"operator: position {op['position']}, {op['lag']} behind the store ({op['commits']} commits){where}")
     kafka = report["kafka"]
     if not kafka["configured"]:
         click.echo(kafka["note"])

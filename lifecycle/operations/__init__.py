@@ -1,1 +1,1 @@
-"""Lead operations as pure decisions (docs/contract.md): the policy, calendars, the router and SLA clocks — no IO."""
+"""Lead operations as pure decisions (docs/operations.md): the policy, calendars, the router and SLA clocks — no IO."""

@@ -1,4 +1,4 @@
-"""Working time (docs/contract.md): a calendar's hours and holidays, a rep's absences, and business-time arithmetic.
+"""Working time (docs/operations.md): a calendar's hours and holidays, a rep's absences, and business-time arithmetic.
 
 An instant is working when its local wall time, in the calendar's zone, lies in [start, end) of its local
 date's hours and that date is not a holiday. Offsets come from `zoneinfo` only, so a day's working time

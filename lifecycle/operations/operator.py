@@ -34,6 +34,12 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 
 
+_NEVER = 2**62  # µs: later than any instant a policy can name
+#: a pending SLA timer: (at µs, clock start µs, the lead's capture position, lead, sla id, warned|breached,
+#: the lead's timer generation, the policy version the clock is judged by)
+_Timer = tuple[int, int, int, UUID, str, str, int, int]
+
+
 def to_us(value: datetime) -> int:
     return (value - _EPOCH) // _US
 
@@ -115,6 +121,7 @@ class _Queued:
     exclude: str | None  # the breaching owner of a reassignment
     owner: str | None  # the owner when queued (a reassignment keeps it until released)
     release_at: int | None = None  # the first instant a candidate exists, as last computed (None: none)
+    version: int = 0  # the queueing's version in the lead's stream: with queued_at, where it stands
 
 
 class Operator:
@@ -129,7 +136,8 @@ class Operator:
         self.currents: dict[str, dict[str, int]] = {}
         self.queue: dict[UUID, _Queued] = {}
         self._queue_seq = 0
-        self._timers: list[tuple[int, int, int, UUID, str, str, int]] = []  # (at, started, capture pos, lead, sla, kind, gen)
+        self._timers: list[_Timer] = []
+        self._versions: dict[int, Any] = {}  # the policy versions clocks are judged by, by number
         self.position = 0  # the last notification id handled or folded
         self.policy: Any = None  # the version in force for the next event (lifecycle.policies.Published)
         self.decided = 0
@@ -149,7 +157,8 @@ class Operator:
         """Under a policy (after a rebuild, or when a new version comes into force): derive every lead's
         pending SLA timers and the queue's release instants."""
         pol: Policy | None = self.policy.policy if self.policy is not None else None
-        self._clock_kinds = frozenset().union(*({r.start} | r.stop for r in pol.sla)) if pol is not None else frozenset()
+        if pol is not None:  # older versions' kinds stay: their clocks still run
+            self._clock_kinds = self._clock_kinds.union(*({r.start} | r.stop for r in pol.sla))
         self._timers.clear()
         for lead_id in self.leads:
             self._rearm(lead_id)
@@ -186,6 +195,16 @@ class Operator:
                 self.arm()
         return list(self._due(to_us(now), releases_inclusive=True))
 
+    def next_due(self) -> datetime | None:
+        """The earliest instant a queue release or an SLA timer is due, from what was handled so far
+        (None: nothing pending). A simulation runs the operator there; `operate` itself needs it not."""
+        if self.policy is None:
+            return None
+        release = self._next_release(_NEVER)
+        timer = self._next_timer(_NEVER)
+        found = [at for at in (release[0] if release else None, timer[0] if timer else None) if at is not None]
+        return from_us(min(found)) if found else None
+
     # ---------------------------------------------------------------------------- learning
 
     def _learn(self, seen: Seen) -> None:
@@ -209,23 +228,15 @@ class Operator:
         elif name in OWNER_CLEARING_EVENTS:
             owner = None
         kinds = sla.event_kinds(name, stage)
-        # the aggregate's view, in store order
-        if owner is not False:
-            lead.owner = owner
-        if stage is not None:
-            lead.stage = stage
         if name == "LeadAssigned":
-            self._dequeue(seen.lead)
             if data.get("method") == "round_robin" and data.get("candidates"):
                 self._advance(str(data["rule"]), str(data["owner"]), data["candidates"])
         elif name == "LeadRoutingQueued":
-            self._enqueue(seen.lead, to_us(seen.occurred), data)
+            self._enqueue(seen.lead, to_us(seen.occurred), seen.version, data)
         elif name in ("LeadSLAWarned", "LeadSLABreached"):
             started = to_us(datetime.fromisoformat(str(data["started_at"])))
             lead.fired.add((str(data["sla"]), started, "warned" if name == "LeadSLAWarned" else "breached"))
             return
-        elif stage is not None and seen.lead in self.queue and stage not in self._routing_on():
-            self._dequeue(seen.lead)  # a queued lead that left the routing stages waits no more
         if not kinds and owner is False:
             return
         item = _Item(to_us(seen.occurred), seen.version, kinds, stage, owner, seen.position)
@@ -235,8 +246,14 @@ class Operator:
             insort(lead.items, item, key=_Item.key)
         if stage is not None or owner is not False:
             self._resegment(seen.lead, lead, item.occurred)
-            self._rearm(seen.lead)
-        elif kinds & self._clock_kinds:
+            # the lead's owner and stage by occurred-at (events of one instant in store order): a decision
+            # folded after later events of its lead (a rebuild) lands where it occurred, as when it was made
+            _, lead.owner, lead.stage = lead.segments[-1]
+        entry = self.queue.get(seen.lead)
+        if entry is not None and name != "LeadRoutingQueued" and item.key() > (entry.queued_at, entry.version) and (
+                self._lets_go(entry, lead, item)):
+            self._dequeue(seen.lead)
+        if stage is not None or owner is not False or kinds & self._clock_kinds:
             self._rearm(seen.lead)
 
     def _routing_on(self) -> set[str]:
@@ -250,12 +267,37 @@ class Operator:
             state[c["rep"]] = state.get(c["rep"], 0) + int(c["weight"])
         state[winner] = state.get(winner, 0) - total
 
-    def _enqueue(self, lead_id: UUID, at: int, data: dict[str, Any]) -> None:
+    def _enqueue(self, lead_id: UUID, at: int, version: int, data: dict[str, Any]) -> None:
         exclude = next((e["rep"] for e in data.get("excluded") or () if e.get("reason") == "breached"), None)
         self._queue_seq += 1
         lead = self.leads[lead_id]
-        self.queue[lead_id] = _Queued(self._queue_seq, lead_id, at, exclude, lead.owner)
+        entry = _Queued(self._queue_seq, lead_id, at, exclude, self._owner_at(lead, at), version=version)
+        # a rebuild may fold the queueing after later events of the lead (by occurred-at, then version):
+        # those let it go as they did when they were learned after it
+        if any(self._lets_go(entry, lead, item) for item in lead.items if item.key() > (at, version)):
+            return
+        self.queue[lead_id] = entry
         self._stale[lead_id] = at
+
+    def _lets_go(self, entry: _Queued, lead: _Lead, item: _Item) -> bool:
+        """Whether `item` (at or after the queueing) ends the lead's wait: an assignment by anyone, a stage
+        outside the routing stages, or — queued to be reassigned — a contact while its breaching owner
+        still owns it (it stays theirs)."""
+        if isinstance(item.owner, str):
+            return True
+        if item.stage is not None:
+            version = self.policies.before(item.position)  # in force for that event (a rebuild has no current one)
+            routing_stages = version.policy.routing if version is not None else None
+            if routing_stages is None or item.stage not in {s.value for s in routing_stages.on}:
+                return True
+        return ("contacted" in item.kinds and entry.exclude is not None
+                and self._owner_at(lead, item.occurred) == entry.exclude)
+
+    @staticmethod
+    def _owner_at(lead: _Lead, at: int) -> str | None:
+        """The lead's owner at `at` by occurred-at (its segments)."""
+        index = bisect_right(lead.segments, at, key=lambda s: s[0]) - 1
+        return lead.segments[index][1] if index >= 0 else None
 
     def _dequeue(self, lead_id: UUID) -> None:
         self.queue.pop(lead_id, None)
@@ -453,34 +495,42 @@ class Operator:
     # ---- SLA timers
 
     def _rearm(self, lead_id: UUID) -> None:
-        """Push the lead's pending SLA timers (older entries of the lead are skipped when popped)."""
+        """Push the lead's pending SLA timers (older entries of the lead are skipped when popped). Each
+        clock is judged by the policy version in force when its start event was stored: publishing a new
+        version never reaches back to clocks already running, and none runs from before the first."""
         if self.policy is None:
-            return
-        pol: Policy = self.policy.policy
-        if not pol.sla:
             return
         lead = self.leads[lead_id]
         lead.timer_generation += 1
+        in_force = [self.policies.before(item.position) for item in lead.items]
+        versions = {v.version: v for v in in_force if v is not None and v.policy.sla}
         events = None
-        for rule in pol.sla:
-            if not _mentions(lead, rule):
-                continue
-            if events is None:
-                events = self._clock_events(lead)
-            for clock in sla.runs(pol, rule, events):
-                started = to_us(clock.started_at)
-                due: list[tuple[str, datetime]] = [("breached", clock.deadline)]
-                if clock.warn_at is not None:
-                    due.insert(0, ("warned", clock.warn_at))
-                for kind, when in due:
-                    if (rule.id, started, kind) in lead.fired:
-                        continue
-                    if clock.ended_at is not None and clock.ended_at <= when:
-                        continue
-                    # ties broken by what the history fixes (the lead's capture in store order), never by
-                    # when this process happened to compute the timer: a rebuilt operator fires in the same order
-                    heapq.heappush(self._timers, (to_us(when), started, lead.captured_position, lead_id, rule.id, kind,
-                                                  lead.timer_generation))
+        for number, version in sorted(versions.items()):
+            pol: Policy = version.policy
+            self._versions[number] = version
+            for rule in pol.sla:
+                if not _mentions(lead, rule):
+                    continue
+                if events is None:
+                    events = self._clock_events(lead)
+                for clock in sla.runs(pol, rule, events):
+                    start = in_force[clock.start_index]
+                    if start is None or start.version != number:
+                        continue  # this run started under another version: judged by that one's rules
+                    started = to_us(clock.started_at)
+                    due: list[tuple[str, datetime]] = [("breached", clock.deadline)]
+                    if clock.warn_at is not None:
+                        due.insert(0, ("warned", clock.warn_at))
+                    for kind, when in due:
+                        if (rule.id, started, kind) in lead.fired:
+                            continue
+                        if clock.ended_at is not None and (clock.ended_at < when or (
+                                clock.ended_at == when and clock.ended_by == "stop")):
+                            continue  # a stop at the instant is in time; a restart there is late
+                        # ties broken by what the history fixes (the lead's capture in store order), never by
+                        # when this process computed the timer: a rebuilt operator fires in the same order
+                        heapq.heappush(self._timers, (to_us(when), started, lead.captured_position, lead_id, rule.id,
+                                                      kind, lead.timer_generation, number))
 
     def _clock_events(self, lead: _Lead) -> list[sla.ClockEvent]:
         out = []
@@ -491,7 +541,7 @@ class Operator:
             out.append(sla.ClockEvent(from_us(item.occurred), item.kinds, owner))
         return out
 
-    def _next_timer(self, at: int) -> tuple[int, int, int, UUID, str, str, int] | None:
+    def _next_timer(self, at: int) -> _Timer | None:
         while self._timers:
             top = self._timers[0]
             lead = self.leads.get(top[3])
@@ -501,9 +551,10 @@ class Operator:
             return top if top[0] < at else None
         return None
 
-    def _fire(self, timer: tuple[int, int, int, UUID, str, str, int]) -> Iterator[Decision]:
-        at, started, _, lead_id, rule_id, kind, _ = timer
-        pol: Policy = self.policy.policy
+    def _fire(self, timer: _Timer) -> Iterator[Decision]:
+        at, started, _, lead_id, rule_id, kind, _, number = timer
+        version = self._versions[number]
+        pol: Policy = version.policy
         rule = next((r for r in pol.sla if r.id == rule_id), None)
         lead = self.leads[lead_id]
         if rule is None or (rule_id, started, kind) in lead.fired:
@@ -515,12 +566,13 @@ class Operator:
         when = from_us(at)
         owner = sla.owner_at(clock.owners, when)
         fields = {"breached": kind == "breached", "sla": rule_id, "started_at": clock.started_at,
-                  "deadline": clock.deadline, "owner": owner, "policy_version": self.policy.version}
+                  "deadline": clock.deadline, "owner": owner, "policy_version": number}
         lead.fired.add((rule_id, started, kind))
         self.decided += 1
         lead.version += 1
         yield Decision(lead_id, "breach" if kind == "breached" else "warn", when, fields)
-        if kind == "breached" and "reassign" in rule.on_breach and owner is not None and lead.owner == owner:
+        if (kind == "breached" and "reassign" in rule.on_breach and owner is not None and lead.owner == owner
+                and lead.stage in OPEN_STAGES):  # a lead out of the open stages needs no new owner
             yield from self._route(lead_id, at, exclude=owner, causation=None)
 
 

@@ -1,4 +1,4 @@
-"""The operations policy (docs/contract.md): one TOML file parsed into frozen typed objects.
+"""The operations policy (docs/operations.md): one TOML file parsed into frozen typed objects.
 
 Every problem is named by its key path (`routing.rules[1].pool.maria: …`); all are collected and refused at once.
 """
@@ -22,7 +22,7 @@ from lifecycle.domain.stage import Stage
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # index = date.weekday()
 
-# What a clock's `start` / `stop` may name: entering a stage, or a non-stage fact (docs/contract.md).
+# What a clock's `start` / `stop` may name: entering a stage, or a non-stage fact (docs/operations.md).
 EVENT_KINDS = frozenset(
     {s.value for s in Stage}
     | {"rejected", "touched", "scored", "assigned", "contacted", "queued",
@@ -31,7 +31,7 @@ EVENT_KINDS = frozenset(
 BREACH_ACTIONS = ("alert", "reassign")
 CLOCKS = ("business", "calendar")
 
-# `when` keys (docs/contract.md): the firmographic attributes of §2, and a touch's own fields for behaviour rules.
+# `when` keys (docs/operations.md): the firmographic attributes captured with a lead, and a touch's own fields for behaviour rules.
 LEAD_KEYS = ("country", "industry", "employees", "employees_gte", "employees_lte", "role", "language",
              "email_domain_kind", "account_key")
 TOUCH_KEYS = ("touch_kind", "channel", "campaign")

@@ -1,4 +1,4 @@
-"""The router as pure functions (docs/contract.md): rule, candidates, account stickiness, smooth weighted round robin.
+"""The router as pure functions (docs/operations.md): rule, candidates, account stickiness, smooth weighted round robin.
 
 The caller gives what holds at the decision instant (each rep's open leads, the rules' round-robin
 `current` values, a breaching owner to exclude); the same inputs always give the same decision.

@@ -19,7 +19,7 @@ ClockStatus: TypeAlias = Literal["open", "met", "breached", "restarted"]
 _US = timedelta(microseconds=1)
 
 
-#: what a non-stage event is to a clock (docs/contract.md); a stage event is also the stage it enters
+#: what a non-stage event is to a clock (docs/operations.md); a stage event is also the stage it enters
 NAME_KINDS = {
     "LeadCaptured": "captured", "LeadRejectedBySales": "rejected", "LeadTouched": "touched",
     "LeadScored": "scored", "LeadAssigned": "assigned", "LeadContacted": "contacted",
@@ -54,7 +54,8 @@ class Clock:
     `deadline` and `warn_at` are projected from the owners known so far (a later owner change can move a
     future deadline). `ended_at` is the first stop, or the start that restarted it. A stop at exactly the
     deadline is met; `status` is `breached` once the deadline is strictly passed without a stop, and
-    `restarted` for a clock restarted before its deadline. `owner` is the owner at the deadline when
+    `restarted` for a clock restarted before its deadline (a restart at the deadline instant is late:
+    breached, like the breach's own reassignment there). `owner` is the owner at the deadline when
     breached, else at the end (or the as-of instant); `owners` are the (from, owner) changes during the
     run. `accumulated` is the counted time up to the end (or the as-of instant).
     """
@@ -115,7 +116,8 @@ def timers(policy: Policy, rule: SlaRule, events: Iterable[ClockEvent], before: 
         if clock.warn_at is not None:
             due.insert(0, ("warned", clock.warn_at))
         for kind, at in due:
-            if at < before and (clock.ended_at is None or clock.ended_at > at):
+            if at < before and (clock.ended_at is None or clock.ended_at > at or (
+                    clock.ended_at == at and clock.ended_by == "restart")):  # a restart at the instant is late
                 owner = _owner_at(clock.owners, at)
                 out.append(Timer(rule.id, kind, at, clock.started_at, clock.deadline, owner))
     out.sort(key=lambda t: t.at)
@@ -131,12 +133,14 @@ class Run:
     deadline: datetime
     ended_at: datetime | None
     owners: tuple[tuple[datetime, str | None], ...]
+    ended_by: Literal["stop", "restart"] | None = None
+    start_index: int = -1  # the index of its start event in the events it was computed from
 
 
 def runs(policy: Policy, rule: SlaRule, events: Sequence[ClockEvent]) -> tuple[Run, ...]:
     """Every run of `rule`'s clock over the lead's events (UTC, sorted by `at`, stably): start, warning,
     deadline, end — as `clocks` computes them, without counting accumulated time up to an as-of instant."""
-    return tuple(_run(policy, rule, events, start, end) for start, end, _ in _spans(rule, events))
+    return tuple(_run(policy, rule, events, start, end, by) for start, end, by in _spans(rule, events))
 
 
 def owner_at(segments: Segments, at: datetime) -> str | None:
@@ -168,7 +172,8 @@ def _spans(rule: SlaRule, evs: Sequence[ClockEvent]) -> list[tuple[int, int | No
     return spans
 
 
-def _run(policy: Policy, rule: SlaRule, evs: Sequence[ClockEvent], start: int, end: int | None) -> Run:
+def _run(policy: Policy, rule: SlaRule, evs: Sequence[ClockEvent], start: int, end: int | None,
+         by: Literal["stop", "restart"] | None = None) -> Run:
     started = evs[start].at
     segments = [(started, evs[start].owner)]
     for event in evs[start + 1:end]:
@@ -178,7 +183,7 @@ def _run(policy: Policy, rule: SlaRule, evs: Sequence[ClockEvent], start: int, e
     warn_at = None
     if rule.warn_at is not None:
         warn_at = _reach(policy, rule, segments, timedelta(microseconds=round(rule.target / _US * rule.warn_at)))
-    return Run(started, warn_at, deadline, evs[end].at if end is not None else None, tuple(segments))
+    return Run(started, warn_at, deadline, evs[end].at if end is not None else None, tuple(segments), by, start)
 
 
 def _clock(policy: Policy, rule: SlaRule, evs: Sequence[ClockEvent], start: int, end: int | None,
@@ -187,7 +192,8 @@ def _clock(policy: Policy, rule: SlaRule, evs: Sequence[ClockEvent], start: int,
     deadline, segments = run.deadline, run.owners
     horizon = run.ended_at if run.ended_at is not None else as_of
     status: ClockStatus
-    if deadline < horizon:
+    if deadline < horizon or (by == "restart" and deadline == horizon):
+        # a restart at the deadline instant is late: the breach's own reassignment restarts it there
         status = "breached"
     elif by == "stop":
         status = "met"

@@ -13,12 +13,17 @@ import math
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from lifecycle.settings import DEFAULT_MQL_THRESHOLD
 from lifecycle.simulate.life import CaptureClock, LeadLife
 from lifecycle.simulate.world import Event
 from schemas.codec import format_time
+
+#: The demo's operations policy (two teams in two time zones, routing by territory, two SLA clocks):
+#: what `simulate --operate` publishes when the store has none.
+DEFAULT_POLICY = Path(__file__).with_name("default_policy.toml")
 
 
 def generate(*, leads: int, seed: int, start: datetime, days: int, mql_threshold: int = DEFAULT_MQL_THRESHOLD,

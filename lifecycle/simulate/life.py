@@ -7,6 +7,7 @@ from bisect import bisect_left, bisect_right
 from datetime import UTC, datetime, time, timedelta
 from itertools import accumulate
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from lifecycle.domain.stages import RULES, GuardContext, Stage
 from lifecycle.simulate.world import (
@@ -30,6 +31,8 @@ from lifecycle.simulate.world import (
     LOSE_REASONS,
     MAX_CYCLES,
     OVERRIDE_REASONS,
+    OWNER_BY_NAME,
+    OWNER_HOURS,
     OWNERS,
     REDELIVERY_RATE,
     REJECT_REASONS,
@@ -48,6 +51,18 @@ from lifecycle.simulate.world import (
 
 class HorizonReached(Exception):
     """Internal: the lead's next event would fall after its horizon; its life ends here."""
+
+
+class AwaitRouting(Exception):
+    """Internal (routed lives): the life needs an owner leadledger's router has not given yet."""
+
+
+class Preempted(Exception):
+    """Internal (routed lives): the router reassigned the lead before the owner's next step."""
+
+
+#: Routed lives: the sales rep a policy names that the simulated world does not know behaves so.
+UNKNOWN_REP = Owner("unknown", "emea", 2 * 3600, 0.10)
 
 
 class CaptureClock:
@@ -76,8 +91,19 @@ class LeadLife:
     """One simulated lead: its stage, score and owner as the system will see them."""
 
     def __init__(self, index: int, captured: int, origin: datetime, rng: random.Random,
-                 companies: int, mql_threshold: int) -> None:
+                 companies: int, mql_threshold: int, *, routed: list[tuple[int, str]] | None = None,
+                 extras_rng: random.Random | None = None) -> None:
+        """`routed`: leadledger's router assigns this lead (no upstream `assign` messages): the
+        router's assignments of it so far, (µs after origin, rep), in time order. The life waits
+        where it needs one more (`awaiting`), and an assignment earlier than the owner's next step
+        (an SLA breach reassignment) hands the lead to the new owner. Lived again with more
+        assignments and the same seeds, it repeats itself up to the first new one."""
         self.rng = rng
+        self.routed = routed
+        self._taken = 0  # routed assignments used so far
+        self._contact_phase = False
+        self.awaiting: int | None = None  # routed: when the life stopped to wait for the router
+        self.extras_rng = extras_rng or rng
         self.origin = origin
         self.threshold = mql_threshold
         self.t = captured
@@ -114,6 +140,8 @@ class LeadLife:
             self._journey()
         except HorizonReached:
             pass
+        except AwaitRouting:
+            self.awaiting = self.t
         self._extras()
         return self.events
 
@@ -227,36 +255,10 @@ class LeadLife:
     def _sales(self, *, upsell: bool) -> str:
         """From mql: route, contact, accept, qualify, close. Returns how the attempt ended."""
         rng, ch = self.rng, self.channel
-        if upsell and self.account_owner is not None:
-            owner, rule = self.account_owner, "upsell:account-owner"
-        else:
-            owner, rule = self._route()
-        self._assign(rng.uniform(5, 600), owner, rule)
-        contacted = False
-        for attempt in range(3):
-            ignores = owner.ignores * (0.3 if upsell else 1.0)
-            delay = None if rng.random() < ignores else owner.median_response_s * rng.lognormvariate(0, 0.9)
-            sla = rng.uniform(2, 24) * 3600
-            late = delay is None or delay > sla
-            if attempt < 2 and late and rng.random() < (0.5 if delay is None else 0.3):
-                owner = rng.choice([o for o in OWNERS if o is not owner])
-                self._assign(sla, owner, "reassign:sla-breach")
-                continue
-            if delay is not None:
-                self._emit(max(delay, 15.0), "contact", "dialer", {"owner": owner.name}, work=True)
-                contacted = True
-            break
-        if not contacted:
-            r = rng.random()
-            if r < 0.5:
-                return "stale"  # sits in mql: nobody works it
-            if r < 0.85:
-                self._fire("reject", rng.uniform(10, 30) * 86400, "crm", work=True,
-                           reason="not worked within SLA")
-                return "recycled"
-            self._fire("disqualify", rng.uniform(10, 30) * 86400, "crm", work=True, reason="duplicate")
-            return "disqualified"
-
+        first = self._routed_contact(upsell) if self.routed is not None else self._upstream_contact(upsell)
+        if isinstance(first, str):
+            return first
+        owner = first
         if rng.random() >= min(0.95, ch.sal * (1.2 if upsell else 1.0)):
             if rng.random() < 0.85:
                 self._fire("reject", rng.uniform(0.5, 72) * 3600, "crm", work=True,
@@ -303,9 +305,80 @@ class LeadLife:
         self._fire("recycle", close_days * 86400, "crm", work=True, reason="not now")
         return "recycled"
 
-    def _extras(self) -> None:
-        """Second forms and consent changes, placed anywhere in the lead's first weeks."""
+    def _routed_contact(self, upsell: bool) -> Owner | str:
+        """The router's owner and their first contact: the owner the contact came from, or how the
+        attempt ended without one. An owner who does not call back waits for the router to hand the
+        lead on (the policy's SLA breach) or, now and then, gives it back after weeks."""
         rng = self.rng
+        owner = self._next_owner()
+        while True:
+            self._contact_phase = True
+            try:
+                if rng.random() >= owner.ignores * (0.3 if upsell else 1.0):
+                    delay = owner.median_response_s * rng.lognormvariate(0, 0.9)
+                    self._emit(max(delay, 15.0), "contact", "dialer", {"owner": owner.name}, work=True)
+                    return owner
+                if rng.random() < 0.7:
+                    owner = self._next_owner()  # the reassignment, when the router makes one
+                    continue
+                self._fire("reject", rng.uniform(10, 30) * 86400, "crm", work=True,
+                           reason="not worked within SLA")
+                return "recycled"
+            except Preempted:
+                owner = self._next_owner()
+            finally:
+                self._contact_phase = False
+
+    def _next_owner(self) -> Owner:
+        """The router's next assignment of the lead (AwaitRouting until it has made one)."""
+        assert self.routed is not None
+        if self._taken >= len(self.routed):
+            raise AwaitRouting
+        at, name = self.routed[self._taken]
+        self._taken += 1
+        self.t = max(self.t, at)
+        self.owner = name
+        return OWNER_BY_NAME.get(name, UNKNOWN_REP)
+
+    def _upstream_contact(self, upsell: bool) -> Owner | str:
+        """Upstream routing (the CRM's rules) and the first contact: the owner the contact came from,
+        or how the attempt ended without one."""
+        rng = self.rng
+        if upsell and self.account_owner is not None:
+            owner, rule = self.account_owner, "upsell:account-owner"
+        else:
+            owner, rule = self._route()
+        self._assign(rng.uniform(5, 600), owner, rule)
+        contacted = False
+        for attempt in range(3):
+            ignores = owner.ignores * (0.3 if upsell else 1.0)
+            delay = None if rng.random() < ignores else owner.median_response_s * rng.lognormvariate(0, 0.9)
+            sla = rng.uniform(2, 24) * 3600
+            late = delay is None or delay > sla
+            if attempt < 2 and late and rng.random() < (0.5 if delay is None else 0.3):
+                owner = rng.choice([o for o in OWNERS if o is not owner])
+                self._assign(sla, owner, "reassign:sla-breach")
+                continue
+            if delay is not None:
+                self._emit(max(delay, 15.0), "contact", "dialer", {"owner": owner.name}, work=True)
+                contacted = True
+            break
+        if not contacted:
+            r = rng.random()
+            if r < 0.5:
+                return "stale"  # sits in mql: nobody works it
+            if r < 0.85:
+                self._fire("reject", rng.uniform(10, 30) * 86400, "crm", work=True,
+                           reason="not worked within SLA")
+                return "recycled"
+            self._fire("disqualify", rng.uniform(10, 30) * 86400, "crm", work=True, reason="duplicate")
+            return "disqualified"
+        return owner
+
+    def _extras(self) -> None:
+        """Second forms and consent changes, placed anywhere in the lead's first weeks (a routed life
+        draws them from its own generator: they come out the same however the journey went)."""
+        rng = self.extras_rng
         recaptures = 1 if rng.random() < 0.07 else 0
         recaptures += 1 if rng.random() < 0.01 else 0
         for _ in range(recaptures):
@@ -397,6 +470,8 @@ class LeadLife:
         t = self.t if exact else self.t + max(1000, int(after_s * SECOND))
         if work:  # people act in office hours
             t = self._office_hours(t)
+        if self.routed is not None:
+            self._reassigned_before(t)
         if t > self.end:
             raise HorizonReached
         self.events.append((t, kind, source, {"email": self.email, **data},
@@ -414,10 +489,23 @@ class LeadLife:
         if t > self.end:
             return
         self.events.insert(i, (t, kind, source, {"email": self.email, **data},
-                               self.rng.random() < REDELIVERY_RATE))
+                               self.extras_rng.random() < REDELIVERY_RATE))
+
+    def _reassigned_before(self, t: int) -> None:
+        """A routed life's step at `t`: the router reassigned the lead before it? Before the first
+        contact that ends the owner's attempt (Preempted); later the new owner takes over."""
+        assert self.routed is not None
+        while self._taken < len(self.routed) and self.routed[self._taken][0] < t and self.owner is not None:
+            if self._contact_phase:
+                raise Preempted
+            self.owner = self.routed[self._taken][1]
+            self._taken += 1
 
     def _office_hours(self, t: int) -> int:
-        """People in sales act on weekdays 08:00-18:00 UTC: move `t` to the next such moment."""
+        """People in sales act on weekdays 08:00-18:00 UTC (a routed lead's owner: in their own time
+        zone and hours): move `t` to the next such moment."""
+        if self.routed is not None and self.owner is not None:
+            return self._owner_hours(t, OWNER_BY_NAME.get(self.owner, UNKNOWN_REP))
         at = self.origin + timedelta(microseconds=t)
         if at.weekday() < 5 and 8 <= at.hour < 18:
             return t
@@ -425,6 +513,18 @@ class LeadLife:
         while day.weekday() >= 5:
             day += timedelta(days=1)
         opens = datetime.combine(day, time(8), tzinfo=UTC) + timedelta(minutes=self.rng.uniform(0, 90))
+        return max(t, (opens - self.origin) // timedelta(microseconds=1))
+
+    def _owner_hours(self, t: int, owner: Owner) -> int:
+        zone_name, opens_at, closes_at = OWNER_HOURS[owner.territory]
+        zone = ZoneInfo(zone_name)
+        at = (self.origin + timedelta(microseconds=t)).astimezone(zone)
+        if at.weekday() < 5 and opens_at <= at.hour < closes_at:
+            return t
+        day = at.date() if at.hour < opens_at else at.date() + timedelta(days=1)
+        while day.weekday() >= 5:
+            day += timedelta(days=1)
+        opens = datetime.combine(day, time(opens_at), tzinfo=zone) + timedelta(minutes=self.rng.uniform(0, 90))
         return max(t, (opens - self.origin) // timedelta(microseconds=1))
 
     def _campaign(self, ch: Channel) -> str | None:

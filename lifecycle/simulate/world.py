@@ -99,6 +99,11 @@ OWNERS: tuple[Owner, ...] = (
     Owner("gus.lindqvist", "na", 2 * 60, 0.02),
     Owner("chen.wei", "na", 50 * 60, 0.08),
 )
+OWNER_BY_NAME: dict[str, Owner] = {o.name: o for o in OWNERS}
+#: Where and when each territory's reps work (routed simulations): time zone, opening and closing hour
+OWNER_HOURS: dict[str, tuple[str, int, int]] = {
+    "emea": ("Europe/Berlin", 8, 18), "na": ("America/New_York", 9, 17), "apac": ("Asia/Tokyo", 9, 18),
+}
 BY_TERRITORY: dict[str, tuple[Owner, ...]] = {
     t: tuple(o for o in OWNERS if o.territory == t) for t in ("emea", "na", "apac")
 }

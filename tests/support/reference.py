@@ -294,17 +294,25 @@ def ref_attribution(evs: list[Ev], p: Params, rates: Rates | None = None,
 
 
 def ref_speed(evs: list[Ev], p: Params) -> list[dict[str, Any]]:
+    """Without a published policy, the system delay is capture → the lead's first assignment."""
     assigned: Counter[str | None] = Counter()
     answered: dict[str | None, list[float]] = defaultdict(list)
+    waited: dict[str | None, list[float]] = defaultdict(list)
     for lead_evs in by_lead(evs, p.as_of, p.known_at).values():
         c = capture(lead_evs)
         if c is None:
             continue
+        first = True
         for i, e in enumerate(lead_evs):
-            if e.name != "LeadAssigned" or not inside(c.at if p.mode == "cohort" else e.at, p.start, p.end):
+            if e.name != "LeadAssigned":
+                continue
+            was_first, first = first, False
+            if not inside(c.at if p.mode == "cohort" else e.at, p.start, p.end):
                 continue
             k = e.data["owner"] if p.by == "owner" else group(c, p.by)
             assigned[k] += 1
+            if was_first:
+                waited[k].append((e.at - c.at).total_seconds())
             for later in lead_evs[i + 1:]:
                 if later.name == "LeadAssigned":
                     break
@@ -312,10 +320,16 @@ def ref_speed(evs: list[Ev], p: Params) -> list[dict[str, Any]]:
                     answered[k].append((later.at - e.at).total_seconds())
                     break
     keys = sorted(set(assigned) | set(answered), key=lambda k: k or "") if p.by else [None]
+
+    def delay(values: list[float]) -> dict[str, Any]:
+        return {"count": len(values), "p50_s": rank(values, Fraction(1, 2)) if values else None,
+                "p90_s": rank(values, Fraction(9, 10)) if values else None}
+
     return [{"key": k, "assignments": assigned[k], "contacted": len(answered[k]),
              "within_5m": sum(1 for v in answered[k] if v <= 300),
              "p50_s": rank(answered[k], Fraction(1, 2)) if answered[k] else None,
-             "p90_s": rank(answered[k], Fraction(9, 10)) if answered[k] else None} for k in keys]
+             "p90_s": rank(answered[k], Fraction(9, 10)) if answered[k] else None,
+             "system_delay": delay(waited[k]), "human_delay": delay(answered[k])} for k in keys]
 
 
 def fmt(t: datetime | None) -> str | None:

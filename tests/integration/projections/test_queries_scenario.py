@@ -223,13 +223,24 @@ def test_scenario(ledger: tuple[Settings, datetime]) -> None:
 
     # ---- speed to lead
     sp = {g["key"]: g for g in ask(s, "speed", "--by", "owner")["groups"]}
+
+    def delay(n: int, p50: float | None = None, p90: float | None = None) -> dict[str, object]:
+        return {"count": n, "p50_s": p50, "p90_s": p90}
+
+    # system delay (no policy published): capture -> the lead's first assignment, Ada 2 d 10 min,
+    # Bob 26 h; Bob's reassignment to cat and Ada's assignment after her recycle are no wait
     assert sp == {
-        "ana": {"key": "ana", "assignments": 2, "contacted": 1, "within_5m": 1, "p50_s": 300.0, "p90_s": 300.0},
-        "ben": {"key": "ben", "assignments": 1, "contacted": 0, "within_5m": 0, "p50_s": None, "p90_s": None},
-        "cat": {"key": "cat", "assignments": 1, "contacted": 1, "within_5m": 0, "p50_s": 301.0, "p90_s": 301.0},
+        "ana": {"key": "ana", "assignments": 2, "contacted": 1, "within_5m": 1, "p50_s": 300.0, "p90_s": 300.0,
+                "system_delay": delay(1, 173400.0, 173400.0), "human_delay": delay(1, 300.0, 300.0)},
+        "ben": {"key": "ben", "assignments": 1, "contacted": 0, "within_5m": 0, "p50_s": None, "p90_s": None,
+                "system_delay": delay(1, 93600.0, 93600.0), "human_delay": delay(0)},
+        "cat": {"key": "cat", "assignments": 1, "contacted": 1, "within_5m": 0, "p50_s": 301.0, "p90_s": 301.0,
+                "system_delay": delay(0), "human_delay": delay(1, 301.0, 301.0)},
     }
     assert ask(s, "speed")["groups"] == [{"key": None, "assignments": 4, "contacted": 2, "within_5m": 1,
-                                          "p50_s": 300.0, "p90_s": 301.0}]
+                                          "p50_s": 300.0, "p90_s": 301.0,
+                                          "system_delay": delay(2, 93600.0, 173400.0),
+                                          "human_delay": delay(2, 300.0, 301.0)}]
 
     # ---- lead list
     ls = ask(s, "leads")["leads"]

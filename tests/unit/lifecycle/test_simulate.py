@@ -13,7 +13,7 @@ import pytest
 
 from lifecycle.domain.stages import RULES, GuardContext, Stage, fire
 from lifecycle.simulate import generate
-from lifecycle.simulate.world import HORIZON
+from lifecycle.simulate.world import ASSIGN_SOURCE, HORIZON
 from schemas.codec import parse_time
 from schemas.inbound import parse
 
@@ -159,7 +159,7 @@ def test_ids_are_unique_per_source_except_redeliveries() -> None:
     keys = Counter((m["source"], m["id"]) for m in messages)
     assert max(keys.values()) <= 2
     sources = {m["source"] for m in messages}
-    assert {"web-forms", "ads-platform", "crm", "dialer", "scoring-engine", "router"} <= sources
+    assert {"web-forms", "ads-platform", "crm", "dialer", "scoring-engine", ASSIGN_SOURCE} <= sources
 
 
 def test_redeliveries_are_exact_copies_right_after_the_original() -> None:

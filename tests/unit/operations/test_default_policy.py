@@ -83,10 +83,11 @@ def test_routing_on_mql_by_territory_and_a_catch_all_that_queues() -> None:
 def test_sla_first_contact_and_sal_follow_up() -> None:
     first, follow_up = policy().sla
     assert (first.id, first.start, first.stop, first.target, first.clock, first.warn_at, first.on_breach) == (
-        "first-contact", "assigned", {"contacted"}, timedelta(hours=4), "business", 0.75, ("alert", "reassign"))
+        "first-contact", "assigned", {"contacted", "sal", "recycled", "disqualified"}, timedelta(hours=4), "business",
+        0.75, ("alert", "reassign"))
     assert (follow_up.id, follow_up.start, follow_up.stop, follow_up.target, follow_up.clock,
             follow_up.on_breach) == ("sal-follow-up", "sal", {"sql", "lost", "disqualified", "recycled"},
-                                     timedelta(days=5), "business", ("alert",))
+                                     timedelta(days=5), "calendar", ("alert",))
     assert policy().scoring is None
 
 

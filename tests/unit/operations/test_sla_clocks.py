@@ -160,6 +160,21 @@ def test_a_stop_exactly_at_the_deadline_is_met() -> None:
         ("warned", t0 + timedelta(minutes=4), "maria", t0, deadline), ("breached", deadline, "maria", t0, deadline)]
 
 
+def test_a_restart_exactly_at_the_deadline_is_late() -> None:
+    """The breach's own reassignment restarts the clock at the deadline instant: that run breached (a stop
+    there is in time, a restart is not), and the operator's timers agree with the query's status."""
+    t0 = berlin(2026, 3, 2, 9, 0)
+    deadline = t0 + timedelta(minutes=5)
+    events = [ev(t0, "assigned"), ev(deadline, "assigned", owner="jonas")]
+    first, second = clocks(POLICY, FIRST, events, FAR)
+    assert (first.status, first.ended_by, first.ended_at) == ("breached", "restart", deadline)
+    assert second.started_at == deadline and second.status == "breached"  # nobody ever called
+    due = timers(POLICY, FIRST, events, deadline + timedelta(microseconds=1))
+    assert [(t.kind, t.started_at) for t in due] == [("warned", t0), ("breached", t0)]
+    early = [ev(t0, "assigned"), ev(deadline - timedelta(microseconds=1), "assigned", owner="jonas")]
+    assert clocks(POLICY, FIRST, early, FAR)[0].status == "restarted"
+
+
 def test_the_state_of_an_open_clock_at_an_instant() -> None:
     t0 = berlin(2026, 3, 2, 17, 58)
     events = [ev(t0, "assigned")]
