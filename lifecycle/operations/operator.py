@@ -111,6 +111,8 @@ class _Lead:
     captured_position: int = 0  # the notification id of its capture (store order of leads)
     fired: set[tuple[str, int, str]] = field(default_factory=set)  # (sla, started µs, warned|breached)
     timer_generation: int = 0
+    #: runs computed before, per policy version (sla.runs' cache)
+    runs: dict[int, sla.RunCache] = field(default_factory=dict)
 
 
 @dataclass
@@ -145,6 +147,8 @@ class Operator:
         #: queued leads whose release instant must be computed (again), from which instant
         self._stale: dict[UUID, int] = {}
         self._releases: list[tuple[int, int, UUID]] = []  # (release µs, queue seq, lead)
+        self._rules_for: Any = None  # the policy `_rules` were selected under
+        self._rules: dict[UUID, routing.RoutingRule | None] = {}
 
     # ---------------------------------------------------------------------------- reading the log
 
@@ -218,6 +222,7 @@ class Operator:
         name = seen.name
         if name == "LeadCaptured":
             lead.attributes = dict(data.get("attributes") or {})
+            self._rules.pop(seen.lead, None)
             account = lead.attributes.get("account_key")
             if isinstance(account, str):
                 self._accounts.setdefault(account, set()).add(seen.lead)
@@ -299,6 +304,15 @@ class Operator:
         index = bisect_right(lead.segments, at, key=lambda s: s[0]) - 1
         return lead.segments[index][1] if index >= 0 else None
 
+    def _rule_of(self, pol: Policy, lead_id: UUID) -> routing.RoutingRule | None:
+        """The routing rule of a queued lead under `pol` (remembered per policy: its attributes are fixed
+        at capture)."""
+        if self._rules_for is not pol:
+            self._rules_for, self._rules = pol, {}
+        if lead_id not in self._rules:
+            self._rules[lead_id] = routing.select_rule(pol, self.leads[lead_id].attributes)
+        return self._rules[lead_id]
+
     def _dequeue(self, lead_id: UUID) -> None:
         self.queue.pop(lead_id, None)
         self._stale.pop(lead_id, None)
@@ -355,7 +369,7 @@ class Operator:
         if not tight:
             return
         for lead_id in self.queue:
-            rule = routing.select_rule(pol, self.leads[lead_id].attributes)
+            rule = self._rule_of(pol, lead_id)
             if rule is not None and any(rep in tight for rep, _ in rule.pool):
                 self._stale[lead_id] = max(self._stale.get(lead_id, 0), at, self.queue[lead_id].queued_at)
 
@@ -448,14 +462,20 @@ class Operator:
     def _next_release(self, at: int) -> tuple[int, _Queued] | None:
         """The queued lead released first at or before `at` (ties: queue order)."""
         pol: Policy = self.policy.policy
+        # the instant depends on the rule, the excluded rep and the instant searched from only (the pool's
+        # loads, not the lead's account): leads queued alike are looked up once
+        known: dict[tuple[str | None, str | None, int], int | None] = {}
         for lead_id, since in sorted(self._stale.items(), key=lambda x: self.queue[x[0]].seq):
             entry = self.queue[lead_id]
             lead = self.leads[lead_id]
-            after = from_us(since)
-            rule = routing.select_rule(pol, lead.attributes)
-            found = routing.release_instant(pol, lead.attributes, after,
-                                            self._open_leads(pol, rule, lead_id, to_us(after)), exclude=entry.exclude)
-            entry.release_at = to_us(found) if found is not None else None
+            rule = self._rule_of(pol, lead_id)
+            key = (rule.id if rule is not None else None, entry.exclude, since)
+            if key not in known:
+                after = from_us(since)
+                found = routing.release_instant(pol, lead.attributes, after,
+                                                self._open_leads(pol, rule, lead_id, since), exclude=entry.exclude)
+                known[key] = to_us(found) if found is not None else None
+            entry.release_at = known[key]
             if entry.release_at is not None:
                 heapq.heappush(self._releases, (entry.release_at, entry.seq, lead_id))
         self._stale.clear()
@@ -513,7 +533,7 @@ class Operator:
                     continue
                 if events is None:
                     events = self._clock_events(lead)
-                for clock in sla.runs(pol, rule, events):
+                for clock in sla.runs(pol, rule, events, lead.runs.setdefault(number, {})):
                     start = in_force[clock.start_index]
                     if start is None or start.version != number:
                         continue  # this run started under another version: judged by that one's rules
@@ -560,7 +580,8 @@ class Operator:
         if rule is None or (rule_id, started, kind) in lead.fired:
             return
         events = self._clock_events(lead)
-        clock = next((c for c in sla.runs(pol, rule, events) if to_us(c.started_at) == started), None)
+        clock = next((c for c in sla.runs(pol, rule, events, lead.runs.setdefault(number, {}))
+                      if to_us(c.started_at) == started), None)
         if clock is None:
             return
         when = from_us(at)

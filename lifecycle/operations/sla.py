@@ -8,7 +8,7 @@ about routing itself still runs out.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal, TypeAlias
 
@@ -137,10 +137,33 @@ class Run:
     start_index: int = -1  # the index of its start event in the events it was computed from
 
 
-def runs(policy: Policy, rule: SlaRule, events: Sequence[ClockEvent]) -> tuple[Run, ...]:
+#: what `runs` remembers of runs computed before: (rule, start, end, how it ended, owners during it) → Run
+RunCache: TypeAlias = dict[tuple[object, ...], "Run"]
+
+
+def runs(policy: Policy, rule: SlaRule, events: Sequence[ClockEvent], cache: RunCache | None = None,
+         ) -> tuple[Run, ...]:
     """Every run of `rule`'s clock over the lead's events (UTC, sorted by `at`, stably): start, warning,
-    deadline, end — as `clocks` computes them, without counting accumulated time up to an as-of instant."""
-    return tuple(_run(policy, rule, events, start, end, by) for start, end, by in _spans(rule, events))
+    deadline, end — as `clocks` computes them, without counting accumulated time up to an as-of instant.
+
+    With `cache` (one per lead and policy version), a run whose start, end and owners are unchanged since
+    it was last computed is not computed again: a lead's runs are asked for at every one of its events."""
+    if cache is None:
+        return tuple(_run(policy, rule, events, start, end, by) for start, end, by in _spans(rule, events))
+    out = []
+    for start, end, by in _spans(rule, events):
+        owners: list[object] = [events[start].owner]
+        previous = events[start].owner
+        for event in events[start + 1:end]:
+            if event.owner != previous:
+                owners.append((event.at, event.owner))
+                previous = event.owner
+        key = (rule.id, events[start].at, events[end].at if end is not None else None, by, tuple(owners))
+        found = cache.get(key)
+        if found is None:
+            found = cache[key] = _run(policy, rule, events, start, end, by)
+        out.append(found if found.start_index == start else replace(found, start_index=start))
+    return tuple(out)
 
 
 def owner_at(segments: Segments, at: datetime) -> str | None:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from lifecycle.operations.policy import SlaRule, parse_policy
-from lifecycle.operations.sla import Clock, ClockEvent, clock_at, clocks, timers
+from lifecycle.operations.sla import Clock, ClockEvent, clock_at, clocks, runs, timers
 
 BERLIN = ZoneInfo("Europe/Berlin")
 POLICY = parse_policy("""
@@ -210,3 +210,19 @@ def test_an_event_of_a_stop_kind_and_the_start_kind_stops_then_starts() -> None:
     first, second = clocks(POLICY, rule, [ClockEvent(t0, frozenset({"recycled"}), None), rejected], FAR)
     assert (first.status, first.ended_by) == ("met", "stop")
     assert second.started_at == rejected.at and second.status == "breached"
+
+
+def test_runs_remembered_between_calls_are_the_runs_computed_afresh() -> None:
+    """The operator asks for a lead's runs at each of its events; with a cache, runs whose start, end and
+    owners did not change are taken from it — and every answer equals the one computed from scratch,
+    also when an event arrives late (an insertion in the middle) or the owner changes during a run."""
+    t0 = berlin(2026, 3, 2, 9, 0)
+    stream = [ev(t0, "assigned"), ev(t0 + timedelta(minutes=3), "touched", owner="jonas"),
+              ev(t0 + timedelta(hours=2), "assigned", owner="jonas"), ev(t0 + timedelta(hours=30), "contacted"),
+              ev(t0 + timedelta(days=3), "assigned"), ev(t0 + timedelta(minutes=1), "assigned", owner="jonas")]
+    cache: dict[tuple[object, ...], object] = {}
+    known: list[ClockEvent] = []
+    for event in stream:
+        known = sorted([*known, event], key=lambda e: e.at)
+        assert runs(POLICY, FIRST, known, cache) == runs(POLICY, FIRST, known)  # type: ignore[arg-type]
+    assert len(runs(POLICY, FIRST, known)) == 4 and cache
