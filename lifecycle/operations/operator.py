@@ -149,6 +149,9 @@ class Operator:
         self._releases: list[tuple[int, int, UUID]] = []  # (release µs, queue seq, lead)
         self._rules_for: Any = None  # the policy `_rules` were selected under
         self._rules: dict[UUID, routing.RoutingRule | None] = {}
+        self._index_for: Any = None  # the policy `_index` was built under
+        self._index: dict[str, dict[UUID, None]] = {}  # queued leads by rule id
+        self._bucket: dict[UUID, str] = {}  # a queued lead's rule id in `_index`
 
     # ---------------------------------------------------------------------------- reading the log
 
@@ -283,6 +286,11 @@ class Operator:
             return
         self.queue[lead_id] = entry
         self._stale[lead_id] = at
+        pol = self.policy.policy if self.policy is not None else None
+        if pol is not None and self._index_for is pol:
+            self._index_add(pol, lead_id)
+        else:
+            self._index_for = None  # built again for the policy in force when next asked
 
     def _lets_go(self, entry: _Queued, lead: _Lead, item: _Item) -> bool:
         """Whether `item` (at or after the queueing) ends the lead's wait: an assignment by anyone, a stage
@@ -316,6 +324,9 @@ class Operator:
     def _dequeue(self, lead_id: UUID) -> None:
         self.queue.pop(lead_id, None)
         self._stale.pop(lead_id, None)
+        bucket = self._bucket.pop(lead_id, None)
+        if bucket is not None:
+            self._index[bucket].pop(lead_id, None)
 
     def _resegment(self, lead_id: UUID, lead: _Lead, at: int) -> None:
         segments: list[tuple[int, str | None, str | None]] = []
@@ -368,10 +379,28 @@ class Operator:
                 tight.add(rep)
         if not tight:
             return
-        for lead_id in self.queue:
-            rule = self._rule_of(pol, lead_id)
-            if rule is not None and any(rep in tight for rep, _ in rule.pool):
-                self._stale[lead_id] = max(self._stale.get(lead_id, 0), at, self.queue[lead_id].queued_at)
+        if pol.routing is None:
+            return
+        by_rule = self._queued_by_rule(pol)
+        for rule in pol.routing.rules:
+            if any(rep in tight for rep, _ in rule.pool):
+                for lead_id in by_rule.get(rule.id, ()):
+                    self._stale[lead_id] = max(self._stale.get(lead_id, 0), at, self.queue[lead_id].queued_at)
+
+    def _queued_by_rule(self, pol: Policy) -> dict[str, dict[UUID, None]]:
+        """The queued leads by their routing rule under `pol` (in queue order; kept up to date by
+        `_enqueue` and `_dequeue` once built for the policy in force)."""
+        if self._index_for is not pol:
+            self._index_for, self._index, self._bucket = pol, {}, {}
+            for lead_id in self.queue:
+                self._index_add(pol, lead_id)
+        return self._index
+
+    def _index_add(self, pol: Policy, lead_id: UUID) -> None:
+        rule = self._rule_of(pol, lead_id)
+        if rule is not None:
+            self._index.setdefault(rule.id, {})[lead_id] = None
+            self._bucket[lead_id] = rule.id
 
     # ---------------------------------------------------------------------------- at an instant
 
