@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from consumers.kafka.settings import KafkaSettings
+from leadledger.bootstrap import bootstrap
+from lifecycle.application import LeadLedger
 from lifecycle.settings import Settings
 from tests.support.env import KAFKA_BOOTSTRAP, POSTGRES_DSN, SKIP_NO_POSTGRES, TEST_SECRET, sqlite_settings
 from tests.support.kafka_broker import TansuBroker
@@ -38,6 +40,14 @@ def backend_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings
         return sqlite_settings(tmp_path)
     schema = request.getfixturevalue("postgres_schema")
     return Settings(home=tmp_path, postgres_dsn=POSTGRES_DSN, postgres_schema=schema, secret=TEST_SECRET)
+
+
+@pytest.fixture
+def app(backend_settings: Settings) -> Iterator[LeadLedger]:
+    """The application over one store backend (every test using it runs once per backend)."""
+    ledger = bootstrap(backend_settings)
+    yield ledger
+    ledger.store.close()
 
 
 # ---------------------------------------------------------------- Kafka

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-import pytest
 from kafka import KafkaProducer
 
 from consumers.kafka.settings import KafkaSettings
@@ -17,13 +15,6 @@ from leadledger.bootstrap import bootstrap
 from lifecycle.application import LeadLedger
 from lifecycle.settings import Settings
 from tests.support.kafka_inbound import check_topic, fill, read_topic, stored
-
-
-@pytest.fixture
-def app(backend_settings: Settings) -> Iterator[LeadLedger]:
-    ledger = bootstrap(backend_settings)
-    yield ledger
-    ledger.store.close()
 
 
 def test_relay_publishes_the_store_in_order_and_resumes_where_it_stopped(

@@ -27,7 +27,6 @@ from leadledger.bootstrap import bootstrap
 from lifecycle.application import LeadLedger
 from lifecycle.domain import commands as cmd
 from lifecycle.operate import OperateReport, OperatorRunner
-from lifecycle.settings import Settings
 from tests.support.cli import cli_env
 from tests.support.env import sqlite_settings
 from tests.support.kafka_inbound import kafka_env
@@ -35,13 +34,6 @@ from tests.support.kafka_projection import all_rows, publish_events
 
 MONDAY, NOW = op.MONDAY, op.NOW
 DAY2 = MONDAY + timedelta(days=1, hours=3)
-
-
-@pytest.fixture
-def app(backend_settings: Settings) -> Iterator[LeadLedger]:
-    ledger = bootstrap(backend_settings)
-    yield ledger
-    ledger.store.close()
 
 
 @pytest.fixture

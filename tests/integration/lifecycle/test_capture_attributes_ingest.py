@@ -6,7 +6,6 @@ to every command and message."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,18 +22,10 @@ from lifecycle.audit import history, verify
 from lifecycle.domain import commands as cmd
 from lifecycle.domain.events import OPERATOR_ACTORS
 from lifecycle.inbound import InboundHandler
-from lifecycle.settings import Settings
 from tests.support.cli import runner_env
 from tests.support.env import sqlite_settings
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def app(backend_settings: Settings) -> Iterator[LeadLedger]:
-    ledger = bootstrap(backend_settings)
-    yield ledger
-    ledger.store.close()
 
 
 def capture(app: LeadLedger, email: str, actor: str = "web-forms", minute: int = 0, **fields: Any) -> UUID:

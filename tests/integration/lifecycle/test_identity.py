@@ -11,7 +11,6 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,13 +35,6 @@ FIXTURE = Path(__file__).parent / "fixtures" / "legacy-events.sqlite"
 def capture(email: str, minute: int = 0, key: tuple[str, str] | None = None, **kw: Any) -> cmd.Capture:
     return cmd.Capture(occurred_at=T0 + timedelta(minutes=minute), actor="t", message_key=key, email=email,
                        channel=kw.pop("channel", "webinar"), **kw)
-
-
-@pytest.fixture
-def app(backend_settings: Settings) -> Iterator[LeadLedger]:
-    ledger = bootstrap(backend_settings)
-    yield ledger
-    ledger.store.close()
 
 
 # ---------------------------------------------------------------- the secret

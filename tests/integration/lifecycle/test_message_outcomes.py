@@ -15,7 +15,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -50,13 +49,6 @@ MINIMAL = [
     msg("transition", "t-2", {"email": "ada@example.com", "trigger": "qualify_mql"}, source="crm", minute=3),
     msg("assign", "a-1", {"email": "ada@example.com", "owner": "olivia"}, source="crm", minute=4),
 ]
-
-
-@pytest.fixture
-def app(backend_settings: Settings) -> Iterator[LeadLedger]:
-    ledger = bootstrap(backend_settings)
-    yield ledger
-    ledger.store.close()
 
 
 def handle(app: LeadLedger, lines: list[bytes], batch_size: int = 500) -> tuple[Tally, list[Result[int]]]:

@@ -9,21 +9,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import orjson
-import pytest
 
 from leadledger.bootstrap import bootstrap
 from lifecycle.application import LeadLedger
 from lifecycle.domain import commands as cmd
 from lifecycle.operate import OperateReport, OperatorRunner
 from lifecycle.policies import PolicyStream
-from lifecycle.settings import Settings
 from tests.support.cli import cli_env
 from tests.support.env import sqlite_settings
 
@@ -62,6 +59,16 @@ def _ref(lead: UUID) -> cmd.LeadRef:
     return cmd.LeadRef(lead_id=lead)
 
 
+def _qualified(app: LeadLedger, email: str, captured_at: datetime, mql_at: datetime) -> UUID:
+    """A lead captured and qualified as an MQL (by override), what routes it: its id."""
+    out = app.execute(cmd.Capture(occurred_at=captured_at, actor="test", message_key=None, email=email,
+                                  channel="web"))
+    assert out.lead_id is not None
+    app.execute(cmd.Transition(occurred_at=mql_at, actor="test", message_key=None, lead=_ref(out.lead_id),
+                               trigger="qualify_mql", override=True, reason="x"))
+    return out.lead_id
+
+
 def _history(app: LeadLedger, leads: int = 12, seed: int = 7) -> list[UUID]:
     """Leads qualified over three days, day and night; some contacted in time, some late, some lost."""
     rng = random.Random(seed)
@@ -94,13 +101,6 @@ def _decisions(app: LeadLedger) -> list[tuple[Any, ...]]:
             out.append((str(lead), version, envelope["type"], envelope["time"], orjson.dumps(envelope["data"],
                         option=orjson.OPT_SORT_KEYS)))
     return sorted(out)
-
-
-@pytest.fixture
-def app(backend_settings: Settings) -> Iterator[LeadLedger]:
-    ledger = bootstrap(backend_settings)
-    yield ledger
-    ledger.store.close()
 
 
 NOW = MONDAY + timedelta(days=4)
@@ -142,19 +142,14 @@ class TestOperate:
 
     def test_a_deadline_that_passed_while_down_fires_on_restart_at_its_true_instant(self, app: LeadLedger) -> None:
         _published(app)
-        out = app.execute(cmd.Capture(occurred_at=MONDAY + timedelta(hours=1), actor="test", message_key=None,
-                                      email="late@firm.example", channel="web"))
-        assert out.lead_id is not None
-        app.execute(cmd.Transition(occurred_at=MONDAY + timedelta(hours=1, minutes=1), actor="test",
-                                   message_key=None, lead=_ref(out.lead_id), trigger="qualify_mql", override=True,
-                                   reason="x"))
+        out = _qualified(app, "late@firm.example", MONDAY + timedelta(hours=1), MONDAY + timedelta(hours=1, minutes=1))
         first = OperatorRunner(app.store).run_once(MONDAY + timedelta(hours=1, minutes=2))
         assert first.decisions == {"assign": 1}
         # down for a day; the restarted operator fires the warning and breach at their own instants
         OperatorRunner(app.store).run_once(MONDAY + timedelta(days=1))
         times: dict[str, str] = {}
         for d in sorted(_decisions(app), key=lambda d: d[1]):  # the first of each kind, by version
-            if d[0] == str(out.lead_id):
+            if d[0] == str(out):
                 times.setdefault(d[2].split(".")[2], d[3])
         assert times["LeadSLAWarned"] == "2026-03-02T08:16:00.000000Z"
         assert times["LeadSLABreached"] == "2026-03-02T08:31:00.000000Z"
@@ -164,18 +159,14 @@ class TestOperate:
         before jonas is back, so the queue lets it go: no reassignment the next morning."""
         _published(app)
         tuesday = MONDAY + timedelta(days=1, hours=1)  # 09:00 in Berlin
-        out = app.execute(cmd.Capture(occurred_at=tuesday, actor="test", message_key=None, email="q@firm.example",
-                                      channel="web"))
-        assert out.lead_id is not None
-        app.execute(cmd.Transition(occurred_at=tuesday + timedelta(minutes=1), actor="test", message_key=None,
-                                   lead=_ref(out.lead_id), trigger="qualify_mql", override=True, reason="x"))
+        out = _qualified(app, "q@firm.example", tuesday, tuesday + timedelta(minutes=1))
         OperatorRunner(app.store).run_once(tuesday + timedelta(hours=1))  # assigned, warned, breached, queued
         app.execute(cmd.Contact(occurred_at=tuesday + timedelta(hours=2), actor="test", message_key=None,
-                                lead=_ref(out.lead_id)))
+                                lead=_ref(out)))
         OperatorRunner(app.store).run_once(NOW)  # past Wednesday 08:00, when jonas could have taken it
         names = [d[2].split(".")[2] for d in sorted(_decisions(app), key=lambda d: d[1])]
         assert names == ["LeadAssigned", "LeadSLAWarned", "LeadSLABreached", "LeadRoutingQueued"]
-        assert app.load(out.lead_id).owner == "maria"  # type: ignore[union-attr]
+        assert app.load(out).owner == "maria"  # type: ignore[union-attr]
 
     def test_a_new_policy_version_never_reaches_back_to_running_clocks(self, app: LeadLedger) -> None:
         """A lead MQL'd before any policy has no clock; one assigned under v1 (30 min) and contacted at
@@ -186,44 +177,30 @@ class TestOperate:
         app.execute(cmd.Assign(occurred_at=MONDAY + timedelta(minutes=1), actor="test", message_key=None,
                                lead=_ref(before.lead_id), owner="maria", rule="manual"))
         _published(app)
-        first = app.execute(cmd.Capture(occurred_at=MONDAY + timedelta(hours=1), actor="test", message_key=None,
-                                        email="v1@firm.example", channel="web"))
-        assert first.lead_id is not None
-        app.execute(cmd.Transition(occurred_at=MONDAY + timedelta(hours=1, minutes=1), actor="test",
-                                   message_key=None, lead=_ref(first.lead_id), trigger="qualify_mql", override=True,
-                                   reason="x"))
+        first = _qualified(app, "v1@firm.example", MONDAY + timedelta(hours=1), MONDAY + timedelta(hours=1, minutes=1))
         OperatorRunner(app.store).run_once(MONDAY + timedelta(hours=1, minutes=2))  # assigned under v1
         app.execute(cmd.Contact(occurred_at=MONDAY + timedelta(hours=1, minutes=26), actor="test", message_key=None,
-                                lead=_ref(first.lead_id)))
+                                lead=_ref(first)))
         PolicyStream(app.store).publish(POLICY.replace('target = "30m"', 'target = "20m"'), actor="test",
                                         now=MONDAY + timedelta(hours=2))
-        second = app.execute(cmd.Capture(occurred_at=MONDAY + timedelta(hours=3), actor="test", message_key=None,
-                                         email="v2@firm.example", channel="web"))
-        assert second.lead_id is not None
-        app.execute(cmd.Transition(occurred_at=MONDAY + timedelta(hours=3, minutes=1), actor="test",
-                                   message_key=None, lead=_ref(second.lead_id), trigger="qualify_mql",
-                                   override=True, reason="x"))
+        second = _qualified(app, "v2@firm.example", MONDAY + timedelta(hours=3), MONDAY + timedelta(hours=3, minutes=1))
         OperatorRunner(app.store).run_once(NOW)
         per_lead: dict[str, list[tuple[str, str, int]]] = {}
         for lead, _, kind, at, data in sorted(_decisions(app), key=lambda d: (d[0], d[1])):
             per_lead.setdefault(lead, []).append((kind.split(".")[2], at, orjson.loads(data)["policy_version"]))
         assert str(before.lead_id) not in per_lead  # its clock started before any policy
-        assert per_lead[str(first.lead_id)] == [("LeadAssigned", "2026-03-02T08:01:00.000000Z", 1),
+        assert per_lead[str(first)] == [("LeadAssigned", "2026-03-02T08:01:00.000000Z", 1),
                                                 ("LeadSLAWarned", "2026-03-02T08:16:00.000000Z", 1)]
-        assert [(k, v) for k, _, v in per_lead[str(second.lead_id)]][:3] == [
+        assert [(k, v) for k, _, v in per_lead[str(second)]][:3] == [
             ("LeadAssigned", 2), ("LeadSLAWarned", 2), ("LeadSLABreached", 2)]
-        assert per_lead[str(second.lead_id)][2][1] == "2026-03-02T10:21:00.000000Z"  # 20 minutes: v2's target
+        assert per_lead[str(second)][2][1] == "2026-03-02T10:21:00.000000Z"  # 20 minutes: v2's target
 
     def test_a_breach_of_a_lead_out_of_the_open_stages_reassigns_nobody(self, app: LeadLedger) -> None:
         _published(app)
-        out = app.execute(cmd.Capture(occurred_at=MONDAY, actor="test", message_key=None, email="dq@firm.example",
-                                      channel="web"))
-        assert out.lead_id is not None
-        app.execute(cmd.Transition(occurred_at=MONDAY + timedelta(minutes=1), actor="test", message_key=None,
-                                   lead=_ref(out.lead_id), trigger="qualify_mql", override=True, reason="x"))
+        out = _qualified(app, "dq@firm.example", MONDAY, MONDAY + timedelta(minutes=1))
         OperatorRunner(app.store).run_once(MONDAY + timedelta(minutes=2))
         app.execute(cmd.Transition(occurred_at=MONDAY + timedelta(minutes=5), actor="test", message_key=None,
-                                   lead=_ref(out.lead_id), trigger="disqualify", reason="spam"))
+                                   lead=_ref(out), trigger="disqualify", reason="spam"))
         OperatorRunner(app.store).run_once(NOW)
         names = [d[2].split(".")[2] for d in sorted(_decisions(app), key=lambda d: d[1])]
         assert names == ["LeadAssigned", "LeadSLAWarned", "LeadSLABreached"]  # the clock ran (no stop kind), no reassign
@@ -234,24 +211,16 @@ class TestOperate:
         live one had, so a restart decides nothing more."""
         _published(app)
         night = MONDAY + timedelta(hours=14)  # 22:00 in Berlin: nobody works
-        out = app.execute(cmd.Capture(occurred_at=night, actor="test", message_key=None, email="n@firm.example",
-                                      channel="web"))
-        assert out.lead_id is not None
-        app.execute(cmd.Transition(occurred_at=night + timedelta(minutes=1), actor="test", message_key=None,
-                                   lead=_ref(out.lead_id), trigger="qualify_mql", override=True, reason="x"))
+        out = _qualified(app, "n@firm.example", night, night + timedelta(minutes=1))
         app.execute(cmd.Transition(occurred_at=night + timedelta(hours=2), actor="test", message_key=None,
-                                   lead=_ref(out.lead_id), trigger="disqualify", reason="spam"))
+                                   lead=_ref(out), trigger="disqualify", reason="spam"))
         # Tuesday (jonas away): maria's lead breaches, nobody else can take it, it queues; maria accepts
         # it at 11:00, before the operator ever ran: the queue lets it go, whenever that is learned
         tuesday = MONDAY + timedelta(days=1, hours=1)
-        kept = app.execute(cmd.Capture(occurred_at=tuesday, actor="test", message_key=None, email="k@firm.example",
-                                       channel="web"))
-        assert kept.lead_id is not None
-        app.execute(cmd.Transition(occurred_at=tuesday + timedelta(minutes=1), actor="test", message_key=None,
-                                   lead=_ref(kept.lead_id), trigger="qualify_mql", override=True, reason="x"))
+        kept = _qualified(app, "k@firm.example", tuesday, tuesday + timedelta(minutes=1))
         OperatorRunner(app.store).run_once(tuesday + timedelta(minutes=2))  # assigned to maria
         app.execute(cmd.Transition(occurred_at=tuesday + timedelta(hours=2), actor="test", message_key=None,
-                                   lead=_ref(kept.lead_id), trigger="accept"))
+                                   lead=_ref(kept), trigger="accept"))
         _history(app)
         live = OperatorRunner(app.store, batch=100_000)
         first = live.run_once(NOW)
@@ -263,19 +232,15 @@ class TestOperate:
         assert set(restarted.operator.queue) == set(live.operator.queue)  # the same derived state
         assert {k: (v.owner, v.stage) for k, v in restarted.operator.leads.items()} == {
             k: (v.owner, v.stage) for k, v in live.operator.leads.items()}
-        assert app.load(out.lead_id).owner is None  # type: ignore[union-attr]
-        assert app.load(kept.lead_id).owner == "maria"  # type: ignore[union-attr]
+        assert app.load(out).owner is None  # type: ignore[union-attr]
+        assert app.load(kept).owner == "maria"  # type: ignore[union-attr]
 
     def test_a_contact_exactly_at_the_deadline_is_met(self, app: LeadLedger) -> None:
         _published(app)
-        out = app.execute(cmd.Capture(occurred_at=MONDAY, actor="test", message_key=None, email="x@firm.example",
-                                      channel="web"))
-        assert out.lead_id is not None
-        app.execute(cmd.Transition(occurred_at=MONDAY + timedelta(minutes=10), actor="test", message_key=None,
-                                   lead=_ref(out.lead_id), trigger="qualify_mql", override=True, reason="x"))
+        out = _qualified(app, "x@firm.example", MONDAY, MONDAY + timedelta(minutes=10))
         OperatorRunner(app.store).run_once(MONDAY + timedelta(minutes=11))
         app.execute(cmd.Contact(occurred_at=MONDAY + timedelta(minutes=40), actor="test", message_key=None,
-                                lead=_ref(out.lead_id)))
+                                lead=_ref(out)))
         OperatorRunner(app.store).run_once(MONDAY + timedelta(days=1))
         names = [d[2].split(".")[2] for d in _decisions(app)]
         assert names == ["LeadAssigned", "LeadSLAWarned"]
@@ -337,7 +302,7 @@ def _owners(app: LeadLedger) -> dict[int, str | None]:
 
 
 def _decisions_in_lead_order(app: LeadLedger) -> list[tuple[Any, ...]]:
-    index = {}
+    index: dict[str, int] = {}
     for _, lead, version, _ in app.store.iter_raw():
         if version == 1:
             index[str(lead)] = len(index)

@@ -72,13 +72,6 @@ def versions(app: LeadLedger, lead_id: UUID) -> list[int]:
 
 
 @pytest.fixture
-def app(backend_settings: Settings) -> Iterator[LeadLedger]:
-    ledger = bootstrap(backend_settings)
-    yield ledger
-    ledger.store.close()
-
-
-@pytest.fixture
 def second_app(backend_settings: Settings) -> Iterator[LeadLedger]:
     """Another process's application on the same store."""
     ledger = bootstrap(backend_settings)
