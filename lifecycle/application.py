@@ -19,6 +19,8 @@ from lifecycle.domain import commands as cmd
 from lifecycle.domain.errors import ConcurrencyConflict, InvalidCommand, LifecycleError, UnknownLead
 from lifecycle.domain.events import OPERATOR_ACTORS
 from lifecycle.domain.lead import Lead
+from lifecycle.operations.scoring import threshold_of
+from lifecycle.policies import PolicyStream
 from lifecycle.privacy import InvalidEmail, normalize_email
 from lifecycle.settings import Settings
 from lifecycle.store.repository import Changes, LeadStore, Loaded, StoreConflict
@@ -107,6 +109,8 @@ class LeadLedger:
         self.settings = settings
         self._cache: OrderedDict[UUID, Loaded] = OrderedDict()
         self._cache_size = cache_size
+        self._threshold_of: tuple[int, bytes] | None = None  # the policy versions `_threshold` was read from
+        self._threshold = settings.mql_threshold
 
     # ---- public ---------------------------------------------------------------
 
@@ -484,10 +488,22 @@ class LeadLedger:
             currency=command.currency,
             override=command.override,
             bant=command.bant,
-            mql_threshold=self.settings.mql_threshold,
+            mql_threshold=self.mql_threshold() if command.trigger == "qualify_mql" else self.settings.mql_threshold,
             **at,
         )
         return lead
+
+    def mql_threshold(self) -> int:
+        """The score an MQL needs now: the latest published policy's `[scoring]` threshold, else the
+        configured one (LEADLEDGER_MQL_THRESHOLD). Read per qualification, parsed once per version."""
+        bodies = self.store.policy_bodies()
+        if not bodies:
+            return self.settings.mql_threshold
+        key = (len(bodies), bodies[-1])
+        if self._threshold_of != key:
+            latest = PolicyStream(self.store).versions()[-1].policy.scoring
+            self._threshold_of, self._threshold = key, threshold_of(latest, self.settings.mql_threshold)
+        return self._threshold
 
     def _consent(self, command: cmd.Consent, attempt: _Attempt, at: _Stamp) -> Lead:
         lead = self._lead(command.lead, attempt)

@@ -1,9 +1,10 @@
 """Why leadledger decided what it did: one readable line per decision event (pure, no IO).
 
 `explain(name, data)` reads a stored event's name and its data as `history` shows it (times as
-RFC 3339 strings, or datetimes) and says why the router assigned or queued the lead, or why an SLA
-clock warned or breached. Every other event, and an assignment made by hand or upstream (`method`
-null), has no explanation: None.
+RFC 3339 strings, or datetimes) and says why the router assigned or queued the lead, why an SLA clock
+warned or breached, or what the scorer's rules gave. Every other event, an assignment made by hand or
+upstream (`method` null) and an upstream score have no explanation: None. (The scorer's automatic MQL
+carries its reason in the event itself.)
 """
 
 from __future__ import annotations
@@ -30,7 +31,29 @@ def explain(name: str, data: Mapping[str, Any]) -> str | None:
         return _queued(data)
     if name in ("LeadSLAWarned", "LeadSLABreached"):
         return _sla(data, breached=name == "LeadSLABreached")
+    if name == "LeadScored":
+        return _scored(data)
     return None
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+
+
+def _scored(data: Mapping[str, Any]) -> str | None:
+    """The scorer's score: its total and what each matching rule gave (an upstream score: None)."""
+    model = data.get("model")
+    if model in (None, "external"):
+        return None
+    parts = [f"{c.get('rule')} {_signed(c.get('points'))}" for c in _items(data.get("contributions"))]
+    rules = ", ".join(parts) if parts else "no rule matched"
+    return f"scored {data.get('total')} by {_policy(data)}: {rules}"
+
+
+def _signed(points: object) -> str:
+    if not isinstance(points, int | float):
+        return str(points)
+    shown = f"{points:.1f}".rstrip("0").rstrip(".")
+    return shown if shown.startswith("-") else f"+{shown}"
 
 
 # ---------------------------------------------------------------------------------------------- routing

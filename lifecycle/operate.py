@@ -1,4 +1,4 @@
-"""`leadledger operate` over the store's notification log: run the router and the SLA clocks and
+"""`leadledger operate` over the store's notification log: run the router, the SLA clocks and the scorer and
 append their decisions with the operator's position in ONE transaction.
 
 The position is the notification id of the last lead event the operator handled; it is stored in
@@ -32,8 +32,10 @@ from uuid import UUID
 
 import orjson
 
-from lifecycle.operations.operator import Decision, Operator, Seen
+from lifecycle.domain.errors import LifecycleError
+from lifecycle.operations.operator import Decision, Operator, Seen, to_us
 from lifecycle.policies import PolicyStream, PolicyTimeline
+from lifecycle.settings import DEFAULT_MQL_THRESHOLD
 from lifecycle.store.repository import Changes, LeadStore, Loaded, StoreConflict
 from schemas import codec
 
@@ -49,7 +51,7 @@ class OperateReport:
 
     handled: int = 0  # lead events handled after the position
     folded: int = 0  # events folded to rebuild the state
-    decisions: Counter[str] = field(default_factory=Counter)  # by kind: assign, queue, warn, breach
+    decisions: Counter[str] = field(default_factory=Counter)  # by kind: assign, queue, warn, breach, score, qualify
     position: int = 0
     head: int = 0
     rebuilds: int = 0
@@ -114,8 +116,9 @@ class OperatorRunner:
 
     def __init__(self, store: LeadStore, name: str = OPERATOR, batch: int = 5000,
                  on_progress: Callable[[OperateReport], None] | None = None, *,
-                 source: RowSource | None = None) -> None:
+                 source: RowSource | None = None, mql_threshold: int = DEFAULT_MQL_THRESHOLD) -> None:
         self.store = store
+        self.mql_threshold = mql_threshold  # the scorer's, when the policy's [scoring] names no threshold
         self.name = name
         self.batch = batch
         self.on_progress = on_progress
@@ -149,7 +152,7 @@ class OperatorRunner:
         self.source.restore(state)
         policies = PolicyStream(self.store).versions()
         self._policy_count = len(policies)
-        operator = Operator(PolicyTimeline(policies))
+        operator = Operator(PolicyTimeline(policies), mql_threshold=self.mql_threshold, head=self._head)
         for row in self.store.iter_raw(0, batch=20_000):
             seen = decode(row)
             if seen.decided or seen.position <= self.position:
@@ -158,6 +161,13 @@ class OperatorRunner:
         operator.position = self.position
         self.operator = operator
         report.rebuilds += 1
+
+    def _head(self, lead_id: UUID) -> tuple[str, int]:
+        """The lead's stored stage and latest stage change (the scorer's automatic MQL asks)."""
+        loaded = self.store.load(lead_id)
+        if loaded is None:  # cannot be: the operator saw its capture in the store
+            raise StoreConflict(f"lead {lead_id} is not in the store any more")
+        return loaded.lead.stage.value, to_us(loaded.lead.last_change_at)
 
     def _refresh_policies(self) -> None:
         """Versions published since the last look come into force at their positions."""
@@ -233,8 +243,14 @@ class OperatorRunner:
         row = (self.name, self.seq + 1, orjson.dumps({"position": position, **self.source.checkpoint()}).decode())
         for _ in range(_RETRIES):
             leads = self.store.load_many({d.lead for d in decisions})
-            for decision in decisions:
-                _apply(leads[decision.lead], decision)
+            try:
+                for decision in decisions:
+                    _apply(leads[decision.lead], decision)
+            except LifecycleError as exc:
+                # only an automatic MQL can be refused, when the lead was moved on after the operator looked
+                # (an ingest meanwhile): decide again from the store as it is now
+                log.warning("a decision no longer fits its lead (%s): deciding again", exc)
+                raise _Overtaken() from None
             try:
                 # in the order of the decisions (never of a set of ids, which differ from store to store):
                 # the same history stores its decisions in the same order
@@ -272,6 +288,12 @@ def _apply(loaded: Loaded, decision: Decision) -> None:
     elif decision.kind == "queue":
         lead.queue_for_routing(rule=f["rule"], policy_version=f["policy_version"], excluded=f["excluded"],
                                occurred_at=decision.occurred_at, causation=decision.causation)
+    elif decision.kind == "score":
+        lead.scorer_score(fit=f["fit"], behaviour=f["behaviour"], total=f["total"], contributions=f["contributions"],
+                          policy_version=f["policy_version"], occurred_at=decision.occurred_at)
+    elif decision.kind == "qualify":
+        lead.auto_qualify(total=f["total"], threshold=f["threshold"], policy_version=f["policy_version"],
+                          occurred_at=decision.occurred_at)
     else:
         lead.sla_timer(breached=f["breached"], sla=f["sla"], started_at=f["started_at"], deadline=f["deadline"],
                        owner=f["owner"], policy_version=f["policy_version"], occurred_at=decision.occurred_at)

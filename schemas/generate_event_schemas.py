@@ -73,8 +73,23 @@ FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "amount": {"type": "number", "exclusiveMinimum": 0, "description": "deal value, in `currency`"},
     "currency": {"type": "string", "pattern": "^[A-Z]{3}$", "description": "ISO 4217 code, upper case"},
-    "fit": _percent("how well the lead fits the ideal customer profile"),
-    "behaviour": _percent("how engaged the lead is"),
+    "fit": {"type": "integer", "description": "how well the lead fits the ideal customer profile: 0-100 from "
+            "upstream; the scorer's sum of its matching fit rules' points (may be negative or above 100)"},
+    "behaviour": {"type": "number", "description": "how engaged the lead is: 0-100 from upstream; the scorer's "
+                  "decayed, capped sum of its behaviour rules' points"},
+    "model": {"type": "string", "pattern": "^(external|policy:v[1-9][0-9]*)$",
+              "description": "whose score: external (upstream or by hand) or policy:vN (the scorer under policy "
+              "version N)"},
+    "contributions": {
+        "type": "array",
+        "description": "the scorer's matching rules and the points each contributed (fit rules first)",
+        "items": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"rule": {"type": "string", "minLength": 1}, "points": {"type": "number"}},
+            "required": ["rule", "points"],
+        },
+    },
     "total": _percent("the score the MQL threshold is compared with"),
     "attributes": {
         "type": "object",

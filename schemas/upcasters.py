@@ -68,3 +68,9 @@ def _captured_v2(data: dict[str, Any]) -> dict[str, Any]:
 def _assigned_v1(data: dict[str, Any]) -> dict[str, Any]:
     """v2 adds the router's reasons; every v1 assignment was manual or upstream."""
     return {**data, "method": None, "policy_version": None, "candidates": None, "excluded": None}
+
+
+@upcaster("LeadScored", 1)
+def _scored_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """v2 says whose score it is; every v1 score came from upstream or by hand."""
+    return {**data, "model": "external", "contributions": None, "policy_version": None}

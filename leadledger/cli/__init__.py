@@ -34,7 +34,8 @@ _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 #: command name -> "module:attribute" of its click command, by kind of user
 COMMANDS: dict[str, str] = {
     **{name: f"leadledger.cli.write:{name}" for name in
-       ("capture", "touch", "score", "assign", "contact", "transition", "consent", "erase")},
+       ("capture", "touch", "assign", "contact", "transition", "consent", "erase")},
+    "score": "leadledger.cli.score:score",
     **{name: f"leadledger.cli.bulk:{name}" for name in ("ingest", "simulate")},
     **{name: f"leadledger.cli.audit:{name}" for name in ("history", "verify", "export")},
     **{name: f"leadledger.cli.queries:{name}" for name in ("funnel", "velocity", "attribution", "speed", "report")},

@@ -127,6 +127,19 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
+class GuardedGroup(click.Group):
+    """A group whose subcommands run inside the CLI's error boundary (the root group's `guard`), so
+    under --json an error also answers `{"error": ...}` on stdout."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        guard = getattr(ctx.find_root().command, "guard", None)
+        if (command is not None and command.callback is not None and guard is not None
+                and not getattr(command.callback, "__leadledger_guarded__", False)):
+            command.callback = guard(command.callback)
+        return command
+
+
 def lead_ref(value: str) -> cmd.LeadRef:
     """A lead argument: a lead id, or an e-mail."""
     if "@" in value:

@@ -70,8 +70,9 @@ def _version_json(item: Published) -> dict[str, Any]:
 def policy() -> None:
     """The policy: calendars, reps, routing rules, SLA rules, scoring and FX rates in one TOML file.
 
-    Routing and SLA rules drive `leadledger operate`; [scoring] and [fx] are validated and
-    published with the rest, but nothing acts on them yet (revenue uses LEADLEDGER_FX_FILE).
+    Routing, SLA and scoring rules drive `leadledger operate` (the scorer's threshold is also the
+    one every MQL transition needs); [fx] is validated and published with the rest, but nothing
+    acts on it yet (revenue uses LEADLEDGER_FX_FILE).
 
     Publishing records a new version on the policy stream (hash-chained, checked by
     `leadledger verify`); every decision the operator makes names the version it used.
@@ -251,9 +252,10 @@ def diff_command(ctx: Context, a: str | None, b: str | None, as_json: bool) -> N
 @pass_ctx
 def operate(ctx: Context, once: bool, now: datetime | None, batch: int, poll_interval: float, log_every: float,
             source_kind: str, bootstrap: str | None, as_json: bool) -> None:
-    """Run the router and the SLA clocks over the store's events.
+    """Run the router, the SLA clocks and the scorer over the store's events.
 
-    Each decision (an assignment with its reasons, a queued lead, an SLA warning or breach) is
+    Each decision (an assignment with its reasons, a queued lead, an SLA warning or breach, a
+    score with each rule's points, an automatic MQL) is
     appended to the lead's stream in the same transaction as the operator's position, so a crash
     neither loses nor repeats one; on restart the operator rebuilds its state from the store and
     deadlines that passed while it was down fire with their true times. With no policy published
@@ -285,7 +287,8 @@ def operate(ctx: Context, once: bool, now: datetime | None, batch: int, poll_int
             log.info("operate: handled %d events, %d decisions, position %d of %d", report.handled,
                      sum(report.decisions.values()), report.position, report.head)
 
-    runner = OperatorRunner(ctx.app.store, batch=batch, on_progress=progress, source=source)
+    runner = OperatorRunner(ctx.app.store, batch=batch, on_progress=progress, source=source,
+                            mql_threshold=ctx.settings.mql_threshold)
 
     def clock() -> datetime:
         return now or datetime.now(UTC)
@@ -311,4 +314,5 @@ def operate(ctx: Context, once: bool, now: datetime | None, batch: int, poll_int
         d = total.decisions
         click.echo(f"operated up to event {total.position} of {total.head}: handled {total.handled} events, "
                    f"decided {sum(d.values())} (assigned {d['assign']}, queued {d['queue']}, "
-                   f"SLA warnings {d['warn']}, breaches {d['breach']})", err=True)
+                   f"SLA warnings {d['warn']}, breaches {d['breach']}, scores {d['score']}, "
+                   f"automatic MQLs {d['qualify']})", err=True)

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from leadledger.answers import tidy
 from leadledger.cli.common import TIME, Context, emit_json, fail, json_option, pass_ctx
+from leadledger.cli.common import GuardedGroup as _GuardedGroup
 from leadledger.cli.tables import literal, literal_table, show
 from lifecycle.operate import decode
 from lifecycle.operations.backtest import backtest as run_backtest
@@ -41,19 +42,6 @@ Per rule: queued = queue decisions in the window; released = of those,
 assigned (by the router or by hand) before the window's end, with their
 median wait (release - queued, nearest rank); still queued at the end;
 left = left the routing stages first."""
-
-
-class _GuardedGroup(click.Group):
-    """A group whose subcommands run inside the CLI's error boundary (the root group's `guard`), so
-    under --json an error also answers `{"error": ...}` on stdout."""
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        command = super().get_command(ctx, cmd_name)
-        guard = getattr(ctx.find_root().command, "guard", None)
-        if (command is not None and command.callback is not None and guard is not None
-                and not getattr(command.callback, "__leadledger_guarded__", False)):
-            command.callback = guard(command.callback)
-        return command
 
 
 @click.group(cls=_GuardedGroup)

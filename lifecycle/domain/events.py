@@ -171,11 +171,17 @@ class LeadTouched(LeadEvent):
 
 
 class LeadScored(LeadEvent):
-    """A new fit/behaviour score; `total` becomes the lead's latest score."""
+    """A new score; `total` becomes the lead's latest score. `model` says whose: `external` (upstream or by hand: fit and behaviour as given, 0-100) or `policy:vN` (leadledger's scorer, actor `scorer`, under policy version N: fit is the sum of the matching fit rules' points, behaviour the decayed, capped sum of the behaviour rules' touches, and `contributions` each matching rule's points)."""
 
     fit: int | None
-    behaviour: int | None
+    behaviour: float | None
     total: int
+    model: str
+    contributions: list[dict[str, Any]] | None  # [{rule, points}] (scorer only)
+    policy_version: int | None
+
+    #: v2: whose score (`model`), and the scorer's contributions and policy version
+    SCHEMA_VERSION = 2
 
     def apply(self, aggregate: Lead) -> None:
         super().apply(aggregate)

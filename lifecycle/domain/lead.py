@@ -19,7 +19,14 @@ from lifecycle.domain.errors import (
     UnknownTrigger,
 )
 from lifecycle.domain.stage import Stage
-from lifecycle.domain.stages import RULE_OF_EVENT, RULES, TRIGGERS, GuardContext, allowed_triggers, fire
+from lifecycle.domain.stages import (
+    RULE_OF_EVENT,
+    RULES,
+    TRIGGERS,
+    GuardContext,
+    allowed_triggers,
+    fire,
+)
 
 
 def _clean(value: str | None) -> str | None:
@@ -215,7 +222,8 @@ class Lead(Aggregate):
             if value is not None and not 0 <= value <= 100:
                 raise InvalidCommand(self.id, f"score {label} must be between 0 and 100, got {value}")
         self._record(
-            ev.LeadScored, occurred_at, actor, causation, fit=fit, behaviour=behaviour, total=total
+            ev.LeadScored, occurred_at, actor, causation, fit=fit, behaviour=behaviour, total=total,
+            model="external", contributions=None, policy_version=None,
         )
 
     def assign(
@@ -261,6 +269,26 @@ class Lead(Aggregate):
     ) -> None:
         self._record(ev.LeadRoutingQueued, occurred_at, "router", causation, rule=rule,
                      policy_version=policy_version, excluded=excluded)
+
+    def scorer_score(
+        self, *, fit: int, behaviour: float, total: int, contributions: list[dict[str, Any]],
+        policy_version: int, occurred_at: datetime,
+    ) -> None:
+        """The scorer's score under policy version `policy_version`, with each matching rule's points."""
+        self._record(ev.LeadScored, occurred_at, "scorer", None, fit=fit, behaviour=behaviour, total=total,
+                     model=f"policy:v{policy_version}", contributions=contributions,
+                     policy_version=policy_version)
+
+    def auto_qualify(self, *, total: int, threshold: int, policy_version: int, occurred_at: datetime) -> None:
+        """The scorer's automatic MQL: its score `total` reached the policy's `threshold` (the scorer checked
+        it). Refused like any transition if the lead cannot become an MQL from where it stands, or not at
+        that instant."""
+        dest = fire(self.stage, "qualify_mql")
+        if dest is None:
+            raise InvalidTransition(self.id, self.stage.value, "qualify_mql", allowed_triggers(self.stage))
+        self._record(ev.LeadQualifiedAsMQL, occurred_at, "scorer", None, from_stage=self.stage, to_stage=dest,
+                     score=total, override=False,
+                     reason=f"score {total} >= threshold {threshold} (policy v{policy_version})")
 
     def sla_timer(
         self, *, breached: bool, sla: str, started_at: datetime, deadline: datetime, owner: str | None,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_right, insort
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -26,8 +26,9 @@ from uuid import UUID
 from lifecycle.domain.events import OPERATOR_ACTORS
 from lifecycle.domain.stage import Stage
 from lifecycle.domain.stages import OWNER_CLEARING_EVENTS
-from lifecycle.operations import routing, sla
-from lifecycle.operations.policy import Policy, SlaRule
+from lifecycle.operations import routing, scoring, sla
+from lifecycle.operations.policy import Policy, Scoring, SlaRule
+from lifecycle.settings import DEFAULT_MQL_THRESHOLD
 
 OPEN_STAGES = frozenset({Stage.MQL.value, Stage.SAL.value, Stage.SQL.value})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -72,7 +73,7 @@ class Decision:
     """An event the operator records: `kind` names the aggregate method (lifecycle/operate.py)."""
 
     lead: UUID
-    kind: Literal["assign", "queue", "warn", "breach"]
+    kind: Literal["assign", "queue", "warn", "breach", "score", "qualify"]
     occurred_at: datetime
     fields: dict[str, Any]
     causation: str | None = None
@@ -82,6 +83,12 @@ class PolicySource(Protocol):
     """Which policy version is in force for a trigger at a notification id (lifecycle/policies.py)."""
 
     def before(self, position: int) -> Any: ...
+
+
+#: The lead as stored now, for the scorer's automatic MQL: its stage and the instant (µs) of its latest
+#: stage change. A lead the store moved on since the event at hand (a catch-up over old history) is not
+#: qualified at that event: its stored history already went on without it.
+Head = Callable[[UUID], tuple[str, int]]
 
 
 @dataclass
@@ -113,6 +120,9 @@ class _Lead:
     timer_generation: int = 0
     #: runs computed before, per policy version (sla.runs' cache)
     runs: dict[int, sla.RunCache] = field(default_factory=dict)
+    touches: list[scoring.Touch] = field(default_factory=list)  # the scorer's input (store order)
+    scored: tuple[int, int] | None = None  # (policy version, total) of the scorer's latest score
+    changed: int = 0  # µs: the latest stage change by occurred-at (a stage change before it is impossible)
 
 
 @dataclass
@@ -129,8 +139,11 @@ class _Queued:
 class Operator:
     """Derived state and decisions; see the module docstring."""
 
-    def __init__(self, policies: PolicySource) -> None:
+    def __init__(self, policies: PolicySource, *, mql_threshold: int = DEFAULT_MQL_THRESHOLD,
+                 head: Head | None = None) -> None:
         self.policies = policies
+        self.mql_threshold = mql_threshold  # the scorer's threshold when the policy's [scoring] names none
+        self.head = head  # None: the store holds nothing beyond what was handled (simulations, backtests)
         self.leads: dict[UUID, _Lead] = {}
         self._starts: dict[str, list[int]] = {}
         self._ends: dict[str, list[int]] = {}
@@ -189,6 +202,11 @@ class Operator:
         if lead is None or self.policy is None:
             return out
         entered = seen.data.get("to_stage")
+        if seen.name in ("LeadCaptured", "LeadTouched") and self.policy.policy.scoring is not None:
+            scored, qualified = self._score(seen.lead, lead, at)
+            out.extend(scored)
+            if qualified:
+                entered = "mql"
         if (entered is not None and entered in self._routing_on() and lead.owner is None
                 and seen.lead not in self.queue):
             out.extend(self._route(seen.lead, at, exclude=None, causation=None))
@@ -223,6 +241,11 @@ class Operator:
         lead.version = max(lead.version, seen.version)
         data = seen.data
         name = seen.name
+        if name == "LeadTouched":
+            lead.touches.append(scoring.Touch(to_us(seen.occurred), data.get("kind"), data.get("channel"),
+                                              data.get("campaign")))
+        elif name == "LeadScored" and seen.actor == "scorer":
+            lead.scored = (int(data["policy_version"]), int(data["total"]))
         if name == "LeadCaptured":
             lead.attributes = dict(data.get("attributes") or {})
             self._rules.pop(seen.lead, None)
@@ -252,6 +275,8 @@ class Operator:
             lead.items.append(item)
         else:
             insort(lead.items, item, key=_Item.key)
+        if stage is not None:
+            lead.changed = max(lead.changed, item.occurred)
         if stage is not None or owner is not False:
             self._resegment(seen.lead, lead, item.occurred)
             # the lead's owner and stage by occurred-at (events of one instant in store order): a decision
@@ -464,10 +489,43 @@ class Operator:
             return [made]
         return []
 
-    def _learn_decision(self, lead_id: UUID, name: str, when: datetime, fields: dict[str, Any]) -> None:
+    def _learn_decision(self, lead_id: UUID, name: str, when: datetime, fields: dict[str, Any],
+                        actor: str = "router") -> None:
         lead = self.leads[lead_id]
         self.decided += 1
-        self._learn(Seen(self.position, lead_id, lead.version + 1, name, when, "router", "", fields))
+        self._learn(Seen(self.position, lead_id, lead.version + 1, name, when, actor, "", fields))
+
+    # ---- the scorer
+
+    def _score(self, lead_id: UUID, lead: _Lead, at: int) -> tuple[list[Decision], bool]:
+        """Score the lead at `at` (its capture or a touch): a `LeadScored` when the total differs from the
+        scorer's previous one for the lead (or the policy version does: the capture always records one),
+        then the automatic MQL when the total reaches the threshold while the lead is in captured, nurtured
+        or recycled and nothing stored moved it on since. The scorer's previous score is its own: scores
+        from upstream in between neither suppress nor force one (the MQL guard of a manual or upstream
+        transition uses the latest of either kind)."""
+        version = self.policy.version
+        model: Scoring = self.policy.policy.scoring
+        score = scoring.evaluate(model, lead.attributes, lead.touches, at)
+        out: list[Decision] = []
+        when = from_us(at)
+        if lead.scored != (version, score.total):
+            fields = {**score.payload(), "policy_version": version}
+            out.append(Decision(lead_id, "score", when, fields))
+            self._learn_decision(lead_id, "LeadScored", when, fields, actor="scorer")
+        threshold = scoring.threshold_of(model, self.mql_threshold)
+        if not model.auto_mql or score.total < threshold or lead.stage not in scoring.PRE_MQL_STAGES or (
+                at < lead.changed):
+            return out, False
+        if self.head is not None:
+            stage, changed = self.head(lead_id)
+            if stage not in scoring.PRE_MQL_STAGES or at < changed:
+                return out, False
+        fields = {"total": score.total, "threshold": threshold, "policy_version": version}
+        out.append(Decision(lead_id, "qualify", when, fields))
+        self._learn_decision(lead_id, "LeadQualifiedAsMQL", when, {"from_stage": lead.stage, "to_stage": "mql"},
+                             actor="scorer")
+        return out, True
 
     def _due(self, at: int, *, releases_inclusive: bool) -> Iterator[Decision]:
         """Releases at or before `at` and timers strictly before it, in instant order (ties: releases in

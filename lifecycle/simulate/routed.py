@@ -80,7 +80,7 @@ class RoutedSimulation:
         self.leads = leads
         self.handler = InboundHandler(app, batch_size=batch_size)
         self.batch_size = batch_size
-        self.runner = OperatorRunner(self.store)
+        self.runner = OperatorRunner(self.store, mql_threshold=mql_threshold)
         self.report = RoutedReport()
         self._rng = random.Random(seed)
         self._clock = CaptureClock(self.origin, days, leads)

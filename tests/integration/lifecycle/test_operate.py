@@ -15,6 +15,7 @@ from typing import Any
 from uuid import UUID
 
 import orjson
+import pytest
 
 from leadledger.bootstrap import bootstrap
 from lifecycle.application import LeadLedger
@@ -88,6 +89,36 @@ def _history(app: LeadLedger, leads: int = 12, seed: int = 7) -> list[UUID]:
     return ids
 
 
+SCORING = """
+[scoring]
+threshold = 50
+auto_mql = true
+[[scoring.fit]]
+id = "large"
+when = { employees_gte = 200 }
+points = 20
+[[scoring.behaviour]]
+id = "webinar"
+when = { touch_kind = "webinar_attended" }
+points = 15
+half_life = "2d"
+"""
+
+
+def _scored_history(app: LeadLedger, leads: int = 12, seed: int = 5) -> None:
+    """Leads captured with a company size and touched over three days: the scorer qualifies those that
+    reach 50, the router then assigns them, their SLA clocks run."""
+    rng = random.Random(seed)
+    for i in range(leads):
+        at = MONDAY + timedelta(hours=rng.randrange(0, 60), minutes=rng.randrange(60))
+        out = app.execute(cmd.Capture(occurred_at=at, actor="test", message_key=None, email=f"s{i}@firm{i}.example",
+                                      channel="web", employees=rng.choice([20, 500])))
+        assert out.lead_id is not None
+        for k in range(rng.randrange(4)):
+            app.execute(cmd.Touch(occurred_at=at + timedelta(hours=3 * k + 1), actor="test", message_key=None,
+                                  lead=_ref(out.lead_id), channel="webinar", kind="webinar_attended"))
+
+
 def _published(app: LeadLedger, text: str = POLICY) -> None:
     PolicyStream(app.store).publish(text, actor="test", now=MONDAY - timedelta(days=1))
 
@@ -97,7 +128,7 @@ def _decisions(app: LeadLedger) -> list[tuple[Any, ...]]:
     out = []
     for _, lead, version, state in app.store.iter_raw():
         envelope = orjson.loads(state)
-        if envelope["actor"] in ("router", "sla"):
+        if envelope["actor"] in ("router", "sla", "scorer"):
             out.append((str(lead), version, envelope["type"], envelope["time"], orjson.dumps(envelope["data"],
                         option=orjson.OPT_SORT_KEYS)))
     return sorted(out)
@@ -318,11 +349,14 @@ def _operate(home: Path, *extra: str) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def test_sigkill_anywhere_gives_the_decisions_of_an_uninterrupted_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("scored", [False, True], ids=["routing-and-sla", "with-the-scorer"])
+def test_sigkill_anywhere_gives_the_decisions_of_an_uninterrupted_run(tmp_path: Path, scored: bool) -> None:
     inputs = tmp_path / "inputs"
     app = bootstrap(sqlite_settings(inputs))
-    _published(app)
+    _published(app, POLICY + SCORING if scored else POLICY)
     _history(app, leads=16)
+    if scored:
+        _scored_history(app, leads=16)
     app.store.close()
     calm, crashed = tmp_path / "calm", tmp_path / "crashed"
     shutil.copytree(inputs, calm)
@@ -345,6 +379,9 @@ def test_sigkill_anywhere_gives_the_decisions_of_an_uninterrupted_run(tmp_path: 
     try:
         assert _decisions(two) == _decisions(one)  # the same lead ids: the stores are copies of one
         assert _decisions(one)
+        if scored:
+            kinds = {d[2].split(".")[2] for d in _decisions(one)}
+            assert {"LeadScored", "LeadQualifiedAsMQL", "LeadAssigned"} <= kinds
     finally:
         one.store.close()
         two.store.close()
