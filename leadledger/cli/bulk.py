@@ -211,8 +211,9 @@ def simulate(ctx: Context, leads: int, seed: int, start: datetime, days: int, ou
         return
     if policy_file is not None:
         fail("--policy goes with --operate", 2)
-    messages = with_start(generate(leads=leads, seed=seed, start=start, days=days,
-                                   mql_threshold=ctx.settings.mql_threshold), start)
+    # the lives qualify with the threshold the store's policy sets (else the configured one)
+    threshold = ctx.settings.mql_threshold if out is not None else ctx.app.mql_threshold()
+    messages = with_start(generate(leads=leads, seed=seed, start=start, days=days, mql_threshold=threshold), start)
     if out is not None:
         n = 0
         with out.open("wb") as fh:
@@ -259,7 +260,7 @@ def _simulate_routed(ctx: Context, leads: int, seed: int, start: datetime, days:
             pass
     tag = start.astimezone(UTC).strftime("@%Y%m%dT%H%M%SZ")
     report = simulate_routed(ctx.app, leads=leads, seed=seed, start=start, days=days,
-                             mql_threshold=ctx.settings.mql_threshold, until=datetime.now(UTC), id_tag=tag)
+                             mql_threshold=ctx.app.mql_threshold(), until=datetime.now(UTC), id_tag=tag)
     tally, op = report.tally, report.operator
     if as_json:
         emit_json({"leads": leads, "seed": seed, **tally.as_json(),
