@@ -41,10 +41,12 @@ COMMANDS: dict[str, str] = {
     **{name: f"leadledger.cli.queries:{name}" for name in ("funnel", "velocity", "attribution", "speed", "report")},
     "leads": "leadledger.cli.queries:leads_command",
     "sla": "leadledger.cli.queries:sla",
+    "qualification": "leadledger.cli.queries:qualification",
     **{name: f"leadledger.cli.projector:{name}" for name in ("project", "replay")},
     **{name: f"leadledger.cli.roles:{name}" for name in ("consume", "relay", "status", "serve")},
     "alerts": "leadledger.cli.alerts:alerts",
     "routing": "leadledger.cli.routing:routing",
+    "scoring": "leadledger.cli.scoring:scoring",
     **{name: f"leadledger.cli.operations:{name}" for name in ("policy", "operate")},
 }
 

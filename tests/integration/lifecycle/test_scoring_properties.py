@@ -1,9 +1,11 @@
 """Properties of the scorer over whole histories: every score it recorded live is the score `score explain`
 computes for the same instant; generated lives scored and qualified in one run or in many runs, and
-after a restart, give the same events."""
+after a restart, give the same events; the back-test of the published model finds the live automatic
+MQL instants exactly."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,8 +20,9 @@ from lifecycle.application import LeadLedger
 from lifecycle.audit import checked_records
 from lifecycle.domain import commands as cmd
 from lifecycle.inbound import InboundHandler
-from lifecycle.operate import OperatorRunner
-from lifecycle.operations import scoring
+from lifecycle.operate import OperatorRunner, decode
+from lifecycle.operations import scoring, scoring_backtest
+from lifecycle.operations.fairness import Window
 from lifecycle.policies import PolicyStream
 from lifecycle.simulate import generate
 from tests.support.env import sqlite_settings
@@ -102,8 +105,10 @@ _life = st.tuples(
 )
 
 
-def _live(app: LeadLedger, lives: list[Any], start: int = 0) -> list[UUID]:
-    """Store the lives from index `start` on (lead i captured at START + i hours): their ids."""
+def _live(app: LeadLedger, lives: list[Any], start: int = 0, after: Callable[[], object] = lambda: None,
+          ) -> list[UUID]:
+    """Store the lives from index `start` on (lead i captured at START + i hours), calling `after` after
+    each command: their ids."""
     ids = []
     for i, (employees, role, free, touches, nurture_after) in enumerate(lives[start:], start=start):
         at = START + timedelta(hours=i)
@@ -112,14 +117,17 @@ def _live(app: LeadLedger, lives: list[Any], start: int = 0) -> list[UUID]:
                                       channel="web", employees=employees, role=role))
         assert out.lead_id is not None
         ids.append(out.lead_id)
+        after()
         ref = cmd.LeadRef(lead_id=out.lead_id)
         for k, (minutes, kind) in enumerate(touches):
             at += timedelta(minutes=minutes)
-            if nurture_after == k:
+            if nurture_after == k:  # refused once the scorer made the lead an MQL (in a live run)
                 app.execute(cmd.Transition(occurred_at=at, actor="test", message_key=None, lead=ref,
                                            trigger="nurture"))
+                after()
             app.execute(cmd.Touch(occurred_at=at + timedelta(seconds=1), actor="test", message_key=None, lead=ref,
                                   channel="web", kind=kind))
+            after()
     return ids
 
 
@@ -156,3 +164,28 @@ def test_one_run_many_runs_and_a_restart_decide_the_same(tmp_path_factory: Any, 
     finally:
         whole.store.close()
         steps.store.close()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lives=st.lists(_life, min_size=1, max_size=6))
+def test_the_backtest_of_the_published_model_reproduces_the_live_mql_instants(tmp_path_factory: Any,
+                                                                               lives: list[Any]) -> None:
+    """Operated live (after every command), the scorer's automatic MQLs happen exactly where the
+    back-test of the same model, over the history they made, says the model would have made them."""
+    app = bootstrap(sqlite_settings(tmp_path_factory.mktemp("live")))
+    try:
+        PolicyStream(app.store).publish(MODEL, actor="test", now=START)
+        runner = OperatorRunner(app.store)
+        ids = _live(app, lives, after=lambda: runner.run_once(START + timedelta(days=30)))
+        live: dict[UUID, int | None] = dict.fromkeys(ids)
+        for _, lead, _, state in app.store.iter_raw():
+            envelope = orjson.loads(state)
+            if envelope["actor"] == "scorer" and "LeadQualifiedAsMQL" in envelope["type"] and live[lead] is None:
+                live[lead] = scoring.us(datetime.fromisoformat(envelope["time"]))
+        model = PolicyStream(app.store).versions()[-1].policy.scoring
+        assert model is not None
+        folded = scoring_backtest.fold((decode(row) for row in app.store.iter_raw()), Window())
+        backtested = {facts.lead: scoring_backtest.would_be_mql(model, 55, facts) for facts in folded.leads}
+        assert backtested == live
+    finally:
+        app.store.close()
