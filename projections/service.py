@@ -21,7 +21,7 @@ from lifecycle.audit import history as lead_history
 from lifecycle.domain.stages import FUNNEL_ORDER
 from lifecycle.policies import PolicyTimeline, Published
 from lifecycle.store.repository import LeadStore
-from projections import attribution, funnel, leads, sla, speed, velocity
+from projections import attribution, funnel, leads, qualification, sla, speed, velocity
 from projections.base import Lead, Projection
 from projections.engine.db import ReadModelDB
 from projections.engine.registry import BY_NAME
@@ -108,6 +108,13 @@ class Analytics:
         known = [v for v in self.policies().versions if w.known_at is None or dt_to_us(v.recorded_at) <= w.known_at]
         return speed.compute(w, tables[speed.ASSIGNMENTS.name], tables[speed.RESPONSES.name], self.db.query,
                              tables[speed.WAITS.name], speed.routing_timeline(known))
+
+    def qualification(self, q: Query) -> dict[str, Any]:
+        """MQL entries in [from, to) by source (scorer, external, override) and the MQL → won rate of each."""
+        w = qualification.check_qualification(q)
+        tables = self._tables(w, BY_NAME["qualification"])
+        return qualification.compute(w, tables[qualification.ENTRIES.name], tables[qualification.WINS.name],
+                                     self.db.query)
 
     def sla(self, q: Query, now: datetime | None = None) -> dict[str, Any]:
         """SLA compliance per rule or owner, from every lead's timeline and the published policies

@@ -1,7 +1,7 @@
 """The lean typed envelope projections fold: one `Fact` per stored lead event.
 
 A `Fact` keeps only what the read models use (times as integer microseconds
-since the epoch, the target stage, channel/campaign, owner, score or amount), so
+since the epoch, the target stage, channel/campaign, owner, score or amount, an MQL's source), so
 a replay decodes a stored row with one `orjson.loads` and no datetime objects;
 the event's type and data are read by the codec (`schemas.codec.read_data`).
 `from_record` builds the same Fact from a `schemas.codec.EventRecord`.
@@ -39,6 +39,7 @@ class Fact(NamedTuple):
     owner: str | None = None  # LeadAssigned / LeadContacted / a stage event with an owner (LeadAcceptedBySales)
     value: float | None = None  # LeadScored total, a stage event's amount (LeadWon)
     currency: str | None = None  # the amount's ISO 4217 code (LeadWon)
+    source: str | None = None  # LeadQualifiedAsMQL: who qualified the lead (`mql_source`)
 
 
 # ---------------------------------------------------------------- time
@@ -68,29 +69,46 @@ def format_us(value: int | None) -> str | None:
 
 # ---------------------------------------------------------------- decoding
 
+#: Who qualified an MQL: leadledger's scorer (actor `scorer`), a person by override, or the guard
+#: on a score that came from upstream (any other MQL).
+MQL_SOURCES = ("scorer", "external", "override")
 
-def fact_from_data(name: str, version: int, occurred: int, recorded: int, data: dict[str, Any]) -> Fact:
-    """The Fact of an event given its (current-version) envelope `data`."""
+
+def mql_source(actor: str | None, data: dict[str, Any]) -> str:
+    """The source of a LeadQualifiedAsMQL event recorded by `actor` with `data` (`MQL_SOURCES`)."""
+    if actor == "scorer":
+        return "scorer"
+    return "override" if data.get("override") else "external"
+
+
+def fact_from_data(name: str, version: int, occurred: int, recorded: int, data: dict[str, Any],
+                   actor: str | None = None) -> Fact:
+    """The Fact of an event given its (current-version) envelope `data` and `actor`."""
     kind = _KINDS.get(name, _OTHER)
+    if kind == _MQL:
+        return _new(Fact, (occurred, version, name, recorded, data.get("to_stage"), None, None, None, None, None,
+                           mql_source(actor, data)))
     if kind == _STAGE:
-        return _new(Fact, (occurred, version, name, recorded, data.get("to_stage"), None, None, None, None, None))
+        return _new(Fact, (occurred, version, name, recorded, data.get("to_stage"), None, None, None, None, None,
+                           None))
     if kind == _TOUCH:
         return _new(Fact, (occurred, version, name, recorded, data.get("to_stage"), data.get("channel"),
-                           data.get("campaign"), None, None, None))
+                           data.get("campaign"), None, None, None, None))
     if kind == _SCORE:
         total = data.get("total")
         return _new(Fact, (occurred, version, name, recorded, None, None, None, None,
-                           None if total is None else float(total), None))
+                           None if total is None else float(total), None, None))
     if kind == _OWNER:
-        return _new(Fact, (occurred, version, name, recorded, None, None, None, data.get("owner"), None, None))
+        return _new(Fact, (occurred, version, name, recorded, None, None, None, data.get("owner"), None, None,
+                           None))
     if kind == _STAGE_OWNER:
         return _new(Fact, (occurred, version, name, recorded, data.get("to_stage"), None, None, data.get("owner"),
-                           None, None))
+                           None, None, None))
     if kind == _STAGE_AMOUNT:
         amount = data.get("amount")
         return _new(Fact, (occurred, version, name, recorded, data.get("to_stage"), None, None, None,
-                           None if amount is None else float(amount), data.get("currency")))
-    return _new(Fact, (occurred, version, name, recorded, None, None, None, None, None, None))
+                           None if amount is None else float(amount), data.get("currency"), None))
+    return _new(Fact, (occurred, version, name, recorded, None, None, None, None, None, None, None))
 
 
 def _stage_kind(name: str) -> int:
@@ -99,10 +117,10 @@ def _stage_kind(name: str) -> int:
     return _STAGE_OWNER if "owner" in fields else _STAGE_AMOUNT if "amount" in fields else _STAGE
 
 
-_OTHER, _TOUCH, _SCORE, _OWNER, _STAGE, _STAGE_OWNER, _STAGE_AMOUNT = range(7)
+_OTHER, _TOUCH, _SCORE, _OWNER, _STAGE, _STAGE_OWNER, _STAGE_AMOUNT, _MQL = range(8)
 _KINDS = {**{n: _stage_kind(n) for n in STAGE_EVENTS}, "LeadTouched": _TOUCH, "LeadCaptured": _TOUCH,
-          "LeadScored": _SCORE, "LeadAssigned": _OWNER, "LeadContacted": _OWNER}
-_new = tuple.__new__  # a Fact from its ten fields, without the keyword handling of Fact(...)
+          "LeadScored": _SCORE, "LeadAssigned": _OWNER, "LeadContacted": _OWNER, "LeadQualifiedAsMQL": _MQL}
+_new = tuple.__new__  # a Fact from its eleven fields, without the keyword handling of Fact(...)
 
 
 def decode_state(version: int, state: bytes) -> Fact:
@@ -110,7 +128,8 @@ def decode_state(version: int, state: bytes) -> Fact:
     try:
         envelope = orjson.loads(state)
         name, _, data = read_data(envelope)
-        return fact_from_data(name, version, parse_us(envelope["time"]), parse_us(envelope["recordedat"]), data)
+        return fact_from_data(name, version, parse_us(envelope["time"]), parse_us(envelope["recordedat"]), data,
+                              envelope.get("actor"))
     except (KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
         raise CorruptEvent(f"version {version}: undecodable event: {exc}") from exc
 
@@ -122,7 +141,8 @@ def decode_checked(lead: str, version: int, state: bytes, where: str = "") -> tu
     envelope, digest = checked_body(lead, version, state, where)
     try:
         name, _, data = read_data(envelope)
-        fact = fact_from_data(name, version, parse_us(envelope["time"]), parse_us(envelope["recordedat"]), data)
+        fact = fact_from_data(name, version, parse_us(envelope["time"]), parse_us(envelope["recordedat"]), data,
+                              envelope.get("actor"))
     except (KeyError, TypeError, ValueError) as exc:
         raise corrupt_event(lead, version, f"undecodable event: {exc}", where) from exc
     return fact, digest, envelope["prevhash"]
@@ -131,7 +151,7 @@ def decode_checked(lead: str, version: int, state: bytes, where: str = "") -> tu
 def from_record(record: EventRecord) -> Fact:
     """A decoded `EventRecord` → Fact (the same result as `decode_state` on its row)."""
     return fact_from_data(record.name, record.version, dt_to_us(record.occurred_at),
-                          dt_to_us(record.recorded_at), record.data)
+                          dt_to_us(record.recorded_at), record.data, record.actor)
 
 
 def pack(facts: list[Fact]) -> bytes:

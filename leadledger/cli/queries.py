@@ -1,4 +1,5 @@
-"""The analyst's questions: `funnel`, `velocity`, `attribution`, `speed`, `sla`, `leads` and the HTML `report`."""
+"""The analyst's questions: `funnel`, `velocity`, `attribution`, `speed`, `sla`, `qualification`, `leads` and
+the HTML `report`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any, TypeVar
 import click
 from rich.text import Text
 
-from leadledger.answers import leads_answer, sla_answer, window_answer
+from leadledger.answers import leads_answer, sla_answer, tidy, window_answer
 from leadledger.bootstrap import open_analytics
 from leadledger.cli.common import TIME, Context, emit_json, fail, json_option, pass_ctx
 from leadledger.cli.tables import literal, literal_table, show
@@ -207,6 +208,16 @@ def render_sla(result: dict[str, Any]) -> None:
     _print(table)
 
 
+def render_qualification(result: dict[str, Any]) -> None:
+    table = literal_table(_title(result, "MQL entries in the window by source"))
+    for col in ("source", "entries", "leads", "won after", "mql -> won"):
+        table.add_column(literal(col), justify="left" if col == "source" else "right")
+    for row in [*result["sources"], result["total"]]:
+        table.add_row(literal(row["source"]), *(literal(row[k]) for k in ("entries", "leads", "won")),
+                      literal(fmt_percent(row["rate"])))
+    _print(table)
+
+
 def _leads_renderer(filters: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
     def render(result: dict[str, Any]) -> None:
         when = f"as of {_when(result['as_of'], 'now')}" + (
@@ -321,6 +332,25 @@ def sla(ctx: Context, by: str, from_: datetime | None, to: datetime | None, as_o
     (default: now); a business clock counts only working hours of its calendar."""
     q = Query(by=by, from_=from_, to=to, as_of=as_of, known_at=known_at)
     _answer(lambda: _analytics(ctx).sla(q), as_json, render_sla, lambda r: sla_answer(r, q))
+
+
+@click.command()
+@click.option("--from", "from_", type=TIME, help="MQL entries that occurred at or after this (date = 00:00 UTC).")
+@click.option("--to", "to", type=TIME, help="...and before this.")
+@click.option("--as-of", type=TIME, help="Only events that occurred at or before this time.")
+@click.option("--known-at", type=TIME, help="...and were recorded at or before this time (exact, slower).")
+@json_option
+@pass_ctx
+def qualification(ctx: Context, from_: datetime | None, to: datetime | None, as_of: datetime | None,
+                  known_at: datetime | None, as_json: bool) -> None:
+    """MQLs by source and the MQL -> won rate of each: per source, the MQL entries in [--from, --to),
+    the distinct leads they qualified, how many of those were won at or after one of them, and
+    won / leads.
+
+    Sources: scorer (leadledger's scorer qualified the lead), override (a person, with a reason),
+    external (the guard passed on a score from upstream). A row `all` counts each lead once."""
+    q = Query(from_=from_, to=to, as_of=as_of, known_at=known_at)
+    _answer(lambda: _analytics(ctx).qualification(q), as_json, render_qualification, tidy)
 
 
 @click.command(name="leads")

@@ -13,6 +13,7 @@ from projections.engine.db import ReadModelDB
 from projections.engine.timeline import TIMELINE
 from projections.funnel import Funnel
 from projections.leads import Leads
+from projections.qualification import Qualification
 from projections.speed import Speed
 from projections.velocity import Velocity
 
@@ -26,12 +27,13 @@ REGISTRY = Table(
 #: The engine's own tables, next to the projections'.
 ENGINE_TABLES = (TIMELINE, CHECKPOINTS, REGISTRY, MARKS)
 #: The row of `rm_projections` that holds the version of the engine's tables (2: each lead's hash
-#: chain in the timeline, the marks beside the checkpoints).
+#: chain in the timeline, the marks beside the checkpoints; 3: an MQL's fact in the timeline keeps its
+#: source, which older timelines lack, so they are read again from the source).
 ENGINE = "#engine"
-ENGINE_VERSION = 2
+ENGINE_VERSION = 3
 
 #: Every read model, in the order they are folded.
-PROJECTIONS: tuple[Projection, ...] = (Funnel(), Velocity(), Attribution(), Speed(), Leads())
+PROJECTIONS: tuple[Projection, ...] = (Funnel(), Velocity(), Attribution(), Speed(), Qualification(), Leads())
 BY_NAME: dict[str, Projection] = {p.name: p for p in PROJECTIONS}
 
 

@@ -1,6 +1,6 @@
 """The HTML report: one self-contained page (inline CSS and SVG, no scripts or external
-references) with the funnel, time in stage, attribution, speed to lead and, with a policy that has
-SLA rules, SLA compliance."""
+references) with the funnel, time in stage, attribution, speed to lead, qualification (MQLs by
+source and their MQL → won rate) and, with a policy that has SLA rules, SLA compliance."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from projections.report.sections import (
     attribution_section,
     fmt_amounts,
     funnel_section,
+    qualification_section,
     sla_section,
     speed_section,
     unconverted_total,
@@ -106,6 +107,7 @@ def render_report(analytics: Analytics, query: Query, *, generated_at: datetime 
     attribution = analytics.attribution(replace(query, by="channel"))
     speed = analytics.speed(replace(query, by="owner"))
     speed_all = analytics.speed(base)
+    qualification = analytics.qualification(replace(base, mode="cohort"))  # always on the MQL entry
     sla = analytics.sla(replace(query, by="rule", mode="cohort"))
 
     stages = funnel["groups"][0]["stages"] if funnel["groups"] else {}
@@ -160,6 +162,7 @@ def render_report(analytics: Analytics, query: Query, *, generated_at: datetime 
         velocity_section(velocity),
         attribution_section(attribution, by_channel),
         speed_section(speed, speed_all),
+        qualification_section(qualification),
         sla_section(sla),
         "</div>",
         "<footer><dl>",

@@ -1,5 +1,5 @@
-"""The report's four sections (funnel, time in stage, attribution, speed to lead): each turns the
-service's answer into a headline, a chart and a table."""
+"""The report's sections (funnel, time in stage, attribution, speed to lead, qualification, SLA
+compliance): each turns the service's answer into a headline, a chart and a table."""
 
 from __future__ import annotations
 
@@ -241,6 +241,52 @@ def speed_section(speed: dict[str, Any], overall: dict[str, Any]) -> str:
                        ("p50", True), ("p90", True)], rows))
     out.append('<p class="note">Time from each assignment to the lead\'s first contact after it and before '
                "any reassignment; p50 and p90 over the contacted ones.</p></section>")
+    return "".join(out)
+
+
+#: who qualified an MQL, as the report names them: in a table, and after "qualified"
+SOURCE_NAMES = {"scorer": "Scorer (automatic)", "external": "Upstream score", "override": "Override"}
+QUALIFIED_HOW = {"scorer": "by the scorer", "external": "on an upstream score", "override": "by override"}
+
+
+def qualification_section(qualification: dict[str, Any]) -> str:
+    """Per MQL source (scorer, upstream score, override): the MQL entries in the period, the leads
+    they qualified, how many of those were won after, and that rate."""
+    rows: list[dict[str, Any]] = qualification["sources"]
+    total: dict[str, Any] = qualification["total"]
+    out = ['<section id="qualification"><h2>Qualification: where MQLs come from</h2>']
+    if not total["entries"]:
+        out.append('<p class="empty">No MQLs in this period.</p></section>')
+        return "".join(out)
+    name = {r["source"]: SOURCE_NAMES.get(r["source"], r["source"]) for r in rows}
+    how = {r["source"]: QUALIFIED_HOW.get(r["source"], r["source"]) for r in rows}
+    shares = ", ".join(f"{fmt_percent(ratio(r['entries'], total['entries']), 0)} {esc(how[r['source']])}"
+                       for r in rows if r["entries"])
+    lede = (f"{fmt_int(total['entries'])} MQL entries qualified {fmt_int(total['leads'])} leads ({shares}); "
+            f"{fmt_percent(total['rate'])} of those leads were won after.")
+    rated = [r for r in rows if r["leads"]]
+    if len(rated) > 1:
+        best = max(rated, key=lambda r: (r["rate"], r["leads"]))
+        lede += (f" Leads qualified <strong>{esc(how[best['source']])}</strong> were won most often: "
+                 f"{fmt_percent(best['rate'])} of {fmt_int(best['leads'])}.{caution(best['leads'])}")
+    out.append(f'<p class="lede">{lede}</p>')
+    out.append(figure(charts.bar_chart(
+        [name[r["source"]] for r in rated],
+        [Series("MQL → won", charts.GREEN, [r["rate"] for r in rated])],
+        title="MQL → won rate by source", value_label=lambda v: fmt_percent(v, 0),
+        axis_label="share of the qualified leads won after", ticks=charts.percent_ticks,
+        annotations=[f"n = {fmt_int(r['leads'])} leads" for r in rated],
+    )))
+    table_rows = [[esc(label), fmt_int(r["entries"]), fmt_int(r["leads"]), fmt_int(r["won"]), fmt_percent(r["rate"])]
+                  for label, r in [*((name[r["source"]], r) for r in rows if r["entries"]), ("All sources", total)]]
+    out.append(table([("Source", False), ("MQL entries", True), ("Leads", True), ("Won after", True),
+                      ("MQL → won", True)], table_rows))
+    out.append('<p class="note">MQL entries that occurred in the period, whatever the funnel mode; a lead '
+               "qualified again later counts once more as an entry and once per source as a lead. "
+               "Scorer: leadledger's scorer qualified the lead itself; upstream score: the lead's latest score, "
+               "from upstream, reached the threshold; override: a person qualified it with a reason. Won after: "
+               "the lead was won at or after one of those entries (by the as-of time), so a win may count for "
+               "two sources. All sources counts each lead once.</p></section>")
     return "".join(out)
 
 

@@ -19,7 +19,7 @@ DATA: dict[str, Any] = {"to_stage": "mql", "from_stage": "nurtured", "channel": 
 
 def reference(name: str, version: int, occurred: int, recorded: int, data: dict[str, Any]) -> Fact:
     """What each event type contributes, spelled out field by field."""
-    stage = channel = campaign = owner = value = currency = None
+    stage = channel = campaign = owner = value = currency = source = None
     if name in ("LeadCaptured", "LeadTouched"):
         stage, channel, campaign = data.get("to_stage"), data.get("channel"), data.get("campaign")
     elif name == "LeadScored":
@@ -31,7 +31,8 @@ def reference(name: str, version: int, occurred: int, recorded: int, data: dict[
         owner = data.get("owner") if name == "LeadAcceptedBySales" else None
         value = float(data["amount"]) if name == "LeadWon" and data.get("amount") is not None else None
         currency = data.get("currency") if name == "LeadWon" else None
-    return Fact(occurred, version, name, recorded, stage, channel, campaign, owner, value, currency)
+        source = ("override" if data.get("override") else "external") if name == "LeadQualifiedAsMQL" else None
+    return Fact(occurred, version, name, recorded, stage, channel, campaign, owner, value, currency, source)
 
 
 def envelope(name: str, data: dict[str, Any], schema: int | None = None) -> bytes:
