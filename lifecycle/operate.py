@@ -17,32 +17,50 @@ the same rows in the same order and stores its per-partition offsets in the oper
 same compare-and-set transaction. Either way the state is rebuilt from the store, so both decide the
 same. Several operators over one store (whatever their sources) are kept apart by that
 compare-and-set: the one that commits second at a position stores nothing, rebuilds and goes on.
+
+Catching up is kept cheap three ways. A rebuild decodes only what it folds: the rows after the position
+are parsed for their actor alone (`maybe_decided`), and the lead events among them are decoded — hash
+checked — when they are handled. A long catch-up or rebuild from a SQLite file store (at least
+DECODER_BACKLOG rows to read) reads and decodes in a forked helper (`_Decoder`), one batch ahead of the batch being decided, so the
+runner's process only decides and commits; a row the helper cannot decode is decoded again here, which
+raises what `decode` raises. And the leads decided on are kept as the last commit left them: a later
+decision on one of them folds its history again only if the store holds another version meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
+import marshal
+import multiprocessing
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any, Protocol
 from uuid import UUID
 
 import orjson
 
 from lifecycle.domain.errors import LifecycleError
-from lifecycle.operations.operator import Decision, Operator, Seen, to_us
+from lifecycle.domain.events import OPERATOR_ACTORS
+from lifecycle.operations.operator import Decision, Operator, Seen, from_us, to_us
 from lifecycle.policies import PolicyStream, PolicyTimeline
 from lifecycle.settings import DEFAULT_MQL_THRESHOLD
 from lifecycle.store.repository import Changes, LeadStore, Loaded, StoreConflict
+from lifecycle.store.sqlite import LogFile
 from schemas import codec
 
 log = logging.getLogger("leadledger.operate")
 
 OPERATOR = "operator"
 _RETRIES = 5
+#: decided leads kept as committed (their next decisions skip re-folding their history, unless the store
+#: moved on meanwhile): about the leads a few batches decide on
+LOADED_CACHE = 20_000
+#: a catch-up of at least this many rows (on a SQLite file store) reads and decodes them in a helper process
+DECODER_BACKLOG = 50_000
 
 
 @dataclass
@@ -75,6 +93,19 @@ def decode(row: tuple[int, UUID, int, bytes]) -> Seen:
 
 
 Row = tuple[int, UUID, int, bytes]  # (notification id, lead, version, stored state)
+
+
+def maybe_decided(row: tuple[int, object, int, bytes]) -> bool:
+    """Whether a row may be one of leadledger's own decisions, from its parsed JSON alone (no hash check:
+    the rebuild decodes — and checks — every row it folds, and the catch-up every row it handles). False
+    only for a well-formed envelope whose actor is a string outside OPERATOR_ACTORS, which `decode` would
+    read as not decided; anything else is decoded in full (and refused there if it is corrupt)."""
+    try:
+        envelope = orjson.loads(row[3])
+    except orjson.JSONDecodeError:
+        return True
+    actor = envelope.get("actor") if isinstance(envelope, dict) else None
+    return not isinstance(actor, str) or actor in OPERATOR_ACTORS
 
 
 class RowSource(Protocol):
@@ -111,6 +142,148 @@ class StoreRows:
         pass
 
 
+# ---------------------------------------------------------------------------- decoding in a helper process
+
+#: a decoded row as the decoder process hands it over: (notification id, lead id as stored, version, event
+#: name, occurred µs, actor, event id, data)
+_Decoded = tuple[int, str, int, str, int, str, str, dict[str, Any]]
+
+
+def _decoded(row: tuple[int, str, int, bytes]) -> _Decoded:
+    seen = decode((row[0], UUID(row[1]), row[2], row[3]))
+    return (seen.position, row[1], seen.version, seen.name, to_us(seen.occurred), seen.actor, seen.event_id,
+            seen.data)
+
+
+def _decode_all(rows: list[tuple[int, str, int, bytes]], keep: Callable[[tuple[int, str, int, bytes]], bool],
+                ) -> tuple[list[_Decoded], tuple[int, str, int, bytes] | None]:
+    """The rows `keep` wants, decoded in order, up to the first that does not decode (handed over raw: the
+    runner decodes it again itself, and so raises exactly what `decode` raises there)."""
+    out: list[_Decoded] = []
+    for row in rows:
+        if keep(row):
+            try:
+                out.append(_decoded(row))
+            except Exception:
+                return out, row
+    return out, None
+
+
+def _folded_by_rebuild(position: int, row: tuple[int, str, int, bytes]) -> bool:
+    return row[0] <= position or maybe_decided(row)
+
+
+def _decoder_main(conn: Any, log_file: LogFile) -> None:
+    """The decoder process: answer ("rows", after, limit) with the rows after `after`, decoded; and
+    ("fold", position) with the rows a rebuild folds (every row up to `position`, and the decisions after
+    it), in chunks, the last one flagged."""
+    try:
+        with log_file.open() as log:
+            while (request := marshal.loads(conn.recv_bytes())) is not None:
+                if request[0] == "rows":
+                    decoded, failed = _decode_all(log.after(request[1], request[2]), lambda _: True)
+                    conn.send_bytes(marshal.dumps(("ok", decoded, failed, True)))
+                    continue
+                position, after = request[1], 0
+                while rows := log.after(after, 20_000):
+                    after = rows[-1][0]
+                    decoded, failed = _decode_all(rows, partial(_folded_by_rebuild, position))
+                    conn.send_bytes(marshal.dumps(("ok", decoded, failed, failed is not None)))
+                    if failed is not None:
+                        break
+                else:
+                    conn.send_bytes(marshal.dumps(("ok", [], None, True)))
+    except (EOFError, BrokenPipeError):
+        pass
+    except BaseException as exc:  # reported by the runner
+        conn.send_bytes(marshal.dumps(("failed", f"{type(exc).__name__}: {exc}", None, True)))
+    finally:
+        conn.close()
+
+
+class _Decoder:
+    """A forked process that reads the store's log file on a connection of its own and decodes it (hash
+    checked, upcast, times parsed), so the runner's process only decides: while one batch is handled,
+    the next is read and decoded (one batch ahead, so memory stays bounded)."""
+
+    def __init__(self, log_file: LogFile) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self._conn, theirs = ctx.Pipe()
+        self._proc = ctx.Process(target=_decoder_main, args=(theirs, log_file), daemon=True,
+                                 name="operate decoder")
+        self._proc.start()
+        theirs.close()
+        self._pending: tuple[int, int] | None = None
+        self._ids: dict[str, UUID] = {}
+
+    @staticmethod
+    def usable(store: LeadStore) -> LogFile | None:
+        """The store's log file when a forked decoder can read it (SQLite file, fork available)."""
+        if "fork" not in multiprocessing.get_all_start_methods():
+            return None
+        return store.log_file()
+
+    def _recv(self) -> tuple[list[Seen], bool]:
+        try:
+            status, decoded, failed, last = marshal.loads(self._conn.recv_bytes())
+        except (EOFError, OSError) as exc:
+            raise RuntimeError(f"the operate decoder (pid {self._proc.pid}) died") from exc
+        if status != "ok":
+            raise RuntimeError(f"the operate decoder failed: {decoded}")
+        out = [Seen(position, self._id(lead), version, name, from_us(occurred), actor, event_id, data)
+               for position, lead, version, name, occurred, actor, event_id, data in decoded]
+        if failed is not None:
+            decode((failed[0], UUID(failed[1]), failed[2], failed[3]))  # raises what decode raises
+            raise RuntimeError(f"the operate decoder refused row {failed[0]}, which decodes here")
+        return out, last
+
+    def _id(self, lead: str) -> UUID:
+        found = self._ids.get(lead)
+        if found is None:
+            if len(self._ids) > 500_000:
+                self._ids.clear()
+            found = self._ids[lead] = UUID(lead)
+        return found
+
+    def _drop_pending(self) -> None:
+        if self._pending is not None:
+            self._pending = None
+            self._recv()  # a speculation that was not needed
+
+    def rows(self, after: int, limit: int) -> list[Seen]:
+        """The rows after `after`, decoded; the next batch is asked for at once when this one is full."""
+        if self._pending != (after, limit):
+            self._drop_pending()
+            self._conn.send_bytes(marshal.dumps(("rows", after, limit)))
+        self._pending = None
+        out, _ = self._recv()
+        if len(out) == limit:
+            self._conn.send_bytes(marshal.dumps(("rows", out[-1].position, limit)))
+            self._pending = (out[-1].position, limit)
+        return out
+
+    def fold(self, position: int) -> Iterator[Seen]:
+        """What a rebuild folds: every row up to `position`, and the rows after it that may be decisions."""
+        self._drop_pending()
+        self._conn.send_bytes(marshal.dumps(("fold", position)))
+        while True:
+            out, last = self._recv()
+            yield from out
+            if last:
+                return
+
+    def close(self) -> None:
+        try:
+            self._drop_pending()
+            self._conn.send_bytes(marshal.dumps(None))
+        except (OSError, RuntimeError):
+            pass
+        self._proc.join(timeout=5)
+        if self._proc.is_alive():
+            self._proc.kill()
+        self._conn.close()
+
+
 class OperatorRunner:
     """One operator over one store, reading its events from `source` (default: the store's log)."""
 
@@ -127,8 +300,13 @@ class OperatorRunner:
         self.seq = 0
         self.position = 0
         self._policy_count = -1
+        #: the leads as the runner's last commits left them (a fresh load folds the same, slower)
+        self._loaded: OrderedDict[UUID, Loaded] = OrderedDict()
+        self._decoder: _Decoder | None = None  # during a long catch-up from the store (run_once)
+        self._own_source = source is None
 
     def close(self) -> None:
+        self._stop_decoder()
         self.source.close()
 
     # ---------------------------------------------------------------------------- state
@@ -149,18 +327,48 @@ class OperatorRunner:
         """Fold the log: every event up to the saved position, and every decision recorded."""
         self.seq, state = self._stored()
         self.position = int(state["position"])
+        self._loaded.clear()
         self.source.restore(state)
         policies = PolicyStream(self.store).versions()
         self._policy_count = len(policies)
         operator = Operator(PolicyTimeline(policies), mql_threshold=self.mql_threshold, head=self._head)
-        for row in self.store.iter_raw(0, batch=20_000):
-            seen = decode(row)
+        for seen in self._to_fold():
             if seen.decided or seen.position <= self.position:
                 operator.fold(seen)
                 report.folded += 1
         operator.position = self.position
         self.operator = operator
         report.rebuilds += 1
+
+    def _to_fold(self) -> Iterator[Seen]:
+        """The rows a rebuild folds, decoded: every row up to the position, and the decisions after it (a
+        row after it that is no decision is decoded, and checked, when it is handled)."""
+        if self._decoder is not None:
+            yield from self._decoder.fold(self.position)
+            return
+        for row in self.store.iter_raw(0, batch=20_000):
+            if row[0] <= self.position or maybe_decided(row):
+                yield decode(row)
+
+    def _rows(self) -> list[Seen]:
+        """The next batch after the position, decoded."""
+        if self._decoder is not None:
+            return self._decoder.rows(self.position, self.batch)
+        return [decode(row) for row in self.source.rows(self.position, self.batch)]
+
+    def _start_decoder(self) -> None:
+        """A helper process to read and decode a long catch-up (or rebuild) from the store's log file."""
+        if not self._own_source or self._decoder is not None:
+            return
+        log_file = _Decoder.usable(self.store)
+        position = self.position if self.operator is not None else 0  # a rebuild reads the whole log
+        if log_file is not None and self.store.head_position() - position >= DECODER_BACKLOG:
+            self._decoder = _Decoder(log_file)
+
+    def _stop_decoder(self) -> None:
+        if self._decoder is not None:
+            self._decoder.close()
+            self._decoder = None
 
     def _head(self, lead_id: UUID) -> tuple[str, int]:
         """The lead's stored stage and latest stage change (the scorer's automatic MQL asks)."""
@@ -184,13 +392,17 @@ class OperatorRunner:
         """Catch up with the log, then fire what is due before `now`."""
         started = time.perf_counter()
         report = report or OperateReport()
-        if self.operator is None:
-            self.rebuild(report)
-        self._refresh_policies()
-        self._catch_up(report, started, stop)
-        if not stop():
-            self._step([], now, report)
-            self._catch_up(report, started, stop)  # over the decisions just stored: the position passes them
+        self._start_decoder()
+        try:
+            if self.operator is None:
+                self.rebuild(report)
+            self._refresh_policies()
+            self._catch_up(report, started, stop)
+            if not stop():
+                self._step([], now, report)
+                self._catch_up(report, started, stop)  # over the decisions just stored: the position passes them
+        finally:
+            self._stop_decoder()
         report.position = self.position
         report.head = self.store.head_position()
         report.seconds = time.perf_counter() - started
@@ -198,7 +410,7 @@ class OperatorRunner:
 
     def _catch_up(self, report: OperateReport, started: float, stop: Callable[[], bool]) -> None:
         while not stop():
-            rows = self.source.rows(self.position, self.batch)
+            rows = self._rows()
             if not rows:
                 return
             self._step(rows, None, report)
@@ -207,7 +419,7 @@ class OperatorRunner:
                 report.seconds = time.perf_counter() - started
                 self.on_progress(report)
 
-    def _step(self, rows: list[Row], now: datetime | None, report: OperateReport) -> None:
+    def _step(self, rows: list[Seen], now: datetime | None, report: OperateReport) -> None:
         """Handle a batch (or fire the timers due before `now`) and commit it; on a conflict with another
         operator, rebuild and do it again from the stored position."""
         for _ in range(_RETRIES):
@@ -215,8 +427,7 @@ class OperatorRunner:
             decisions: list[Decision] = []
             position = self.position
             handled = 0
-            for row in rows:
-                seen = decode(row)
+            for seen in rows:
                 decisions.extend(self.operator.handle(seen))
                 position = seen.position
                 handled += not seen.decided
@@ -231,7 +442,7 @@ class OperatorRunner:
                 self.operator = None
                 self.rebuild(report)
                 self._refresh_policies()
-                rows = [r for r in rows if r[0] > self.position]
+                rows = [seen for seen in rows if seen.position > self.position]
                 continue
             report.handled += handled
             report.decisions.update(d.kind for d in decisions)
@@ -242,7 +453,7 @@ class OperatorRunner:
     def _commit(self, decisions: list[Decision], position: int) -> None:
         row = (self.name, self.seq + 1, orjson.dumps({"position": position, **self.source.checkpoint()}).decode())
         for _ in range(_RETRIES):
-            leads = self.store.load_many({d.lead for d in decisions})
+            leads = self._load({d.lead for d in decisions})
             try:
                 for decision in decisions:
                     _apply(leads[decision.lead], decision)
@@ -250,6 +461,7 @@ class OperatorRunner:
                 # only an automatic MQL can be refused, when the lead was moved on after the operator looked
                 # (an ingest meanwhile): decide again from the store as it is now
                 log.warning("a decision no longer fits its lead (%s): deciding again", exc)
+                self._forget(leads)
                 raise _Overtaken() from None
             try:
                 # in the order of the decisions (never of a set of ids, which differ from store to store):
@@ -257,12 +469,32 @@ class OperatorRunner:
                 order = dict.fromkeys(d.lead for d in decisions)
                 self.store.commit(Changes(leads=[leads[lead] for lead in order], operator=row))
             except StoreConflict:
+                self._forget(leads)  # their pending events were not stored
                 if self._saved()[0] != self.seq:
                     raise _Overtaken() from None
                 continue  # a lead was written meanwhile (ingest): its decision stands, on its new version
             self.seq += 1
+            for lead_id in order:
+                self._loaded[lead_id] = leads[lead_id]
+                self._loaded.move_to_end(lead_id)
+            while len(self._loaded) > LOADED_CACHE:
+                self._loaded.popitem(last=False)
             return
         raise StoreConflict("the leads the operator decided on kept changing under it; try again")
+
+    def _load(self, lead_ids: set[UUID]) -> dict[UUID, Loaded]:
+        """The leads as stored now: kept from the runner's last commits where the store holds no other
+        version since (one query), loaded and folded otherwise."""
+        kept = {lead_id: self._loaded[lead_id] for lead_id in lead_ids if lead_id in self._loaded}
+        moved = self.store.stale({lead_id: loaded.lead.version for lead_id, loaded in kept.items()}) if kept else set()
+        for lead_id in moved:
+            del kept[lead_id]
+            del self._loaded[lead_id]
+        return {**kept, **self.store.load_many(lead_ids - kept.keys())}
+
+    def _forget(self, leads: Mapping[UUID, Loaded]) -> None:
+        for lead_id in leads:
+            self._loaded.pop(lead_id, None)
 
     def follow(self, clock: Callable[[], datetime], stop: Callable[[], bool], interval: float = 1.0,
                ) -> Iterator[OperateReport]:

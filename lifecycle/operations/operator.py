@@ -11,11 +11,21 @@ folded at once, so later decisions see it before it is stored.
 Open leads, owners and stages are taken at the decision instant by `occurred_at` over the histories
 folded so far: each lead's timeline is kept sorted by (occurred_at, version), and each rep's intervals
 of holding an open lead are indexed so "open leads of rep r at t" is two bisections.
+
+The work per event does not grow with the queue or with a lead's history. Queued leads wait in lanes
+(one per routing rule and excluded rep, in queue order): a release instant is a function of (rule,
+excluded rep, the instant looked from, the pool's loads there), a change that can free a full rep marks
+the rule once, and at the next look each lane computes one instant for all its leads that look from the
+mark (the lane's base, of which only the first in queue order can come up) and one for each lead with
+an instant of its own (queued after the mark, or refused at its release). A lead's segments, its
+clocks' view of its events and the policy version in force for each are kept in step as events are
+learned (rebuilt only when an event is folded out of order).
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
 from bisect import bisect_right, insort
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -36,6 +46,7 @@ _US = timedelta(microseconds=1)
 
 
 _NEVER = 2**62  # µs: later than any instant a policy can name
+_KINDS: dict[tuple[str, str | None], frozenset[str]] = {}  # sla.event_kinds by (event name, stage entered)
 #: a pending SLA timer: (at µs, clock start µs, the lead's capture position, lead, sla id, warned|breached,
 #: the lead's timer generation, the policy version the clock is judged by)
 _Timer = tuple[int, int, int, UUID, str, str, int, int]
@@ -80,7 +91,9 @@ class Decision:
 
 
 class PolicySource(Protocol):
-    """Which policy version is in force for a trigger at a notification id (lifecycle/policies.py)."""
+    """Which policy version is in force for a trigger at a notification id (lifecycle/policies.py). One
+    object always gives the same answer for a position (the operator remembers them per object: the runner
+    sets a new one when versions are published)."""
 
     def before(self, position: int) -> Any: ...
 
@@ -120,20 +133,72 @@ class _Lead:
     timer_generation: int = 0
     #: runs computed before, per policy version (sla.runs' cache)
     runs: dict[int, sla.RunCache] = field(default_factory=dict)
+    #: derived from `items`, kept in step as items are added (an item folded out of order rebuilds them):
+    #: the kinds of all items, the clocks' view of each item, and the policy version in force for each
+    kinds: set[str] = field(default_factory=set)
+    clock_events: list[sla.ClockEvent] | None = None
+    in_force: list[Any] | None = None
+    in_force_of: Any = None  # the policy source `in_force` was looked up in
     touches: list[scoring.Touch] = field(default_factory=list)  # the scorer's input (store order)
     scored: tuple[int, int] | None = None  # (policy version, total) of the scorer's latest score
     changed: int = 0  # µs: the latest stage change by occurred-at (a stage change before it is impossible)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Queued:
     seq: int
     lead: UUID
     queued_at: int
     exclude: str | None  # the breaching owner of a reassignment
     owner: str | None  # the owner when queued (a reassignment keeps it until released)
-    release_at: int | None = None  # the first instant a candidate exists, as last computed (None: none)
+    #: the first instant a candidate exists, as last computed for this lead alone (None: none, or it
+    #: shares its lane's)
+    release_at: int | None = None
     version: int = 0  # the queueing's version in the lead's stream: with queued_at, where it stands
+    lane: _Lane | None = None  # where it waits under the policy in force (None: no rule, or no policy yet)
+    own: bool = True  # its release instant is its own, not its lane's shared one
+    #: set since the last look (queueing, a new policy, a release that found no candidate): the instant to
+    #: look from, and how many freeing marks its rule had then (the later ones apply on top)
+    since: int | None = None
+    marks_seen: int = 0
+
+
+@dataclass(eq=False)
+class _Lane:
+    """The leads queued under one rule with one excluded rep (None: a first routing), in queue order.
+
+    A release instant depends on (rule, excluded rep, the instant looked from) and the pool's loads
+    only, and each freeing mark of the rule has all of its queued leads look again from the mark's
+    instant (from their queueing when that is later): so most of a lane share one instant, the lane's
+    `since` and `release_at`. Those are the lane's base — every member not in `own` — and of them only
+    the first in queue order can be released next."""
+
+    rule: routing.RoutingRule
+    exclude: str | None
+    members: dict[UUID, _Queued] = field(default_factory=dict)  # in queue order (seq)
+    own: dict[UUID, _Queued] = field(default_factory=dict)  # the members with an instant of their own
+    since: int = 0
+    release_at: int | None = None
+    epoch: int = 0  # counts the base's looks: heap entries of an older one are stale
+    latest_queued: int = -1  # at least the latest queued_at of a base member
+
+    def head(self) -> _Queued | None:
+        """The base's first member in queue order."""
+        if not self.own:
+            return next(iter(self.members.values()), None)
+        return next((e for e in self.members.values() if not e.own), None)
+
+
+@dataclass(eq=False)
+class _RuleQueue:
+    """A rule's lanes, and the instants of the freeing marks made since the last look."""
+
+    lanes: dict[str | None, _Lane] = field(default_factory=dict)
+    marks: list[int] = field(default_factory=list)
+
+
+#: a release candidate in the heap: (release µs, queue seq, tie, a lane's base or one lead, the lane's epoch)
+_Release = tuple[int, int, int, "_Lane | _Queued", int]
 
 
 class Operator:
@@ -157,14 +222,17 @@ class Operator:
         self.policy: Any = None  # the version in force for the next event (lifecycle.policies.Published)
         self.decided = 0
         self._clock_kinds: frozenset[str] = frozenset()
-        #: queued leads whose release instant must be computed (again), from which instant
-        self._stale: dict[UUID, int] = {}
-        self._releases: list[tuple[int, int, UUID]] = []  # (release µs, queue seq, lead)
+        #: queued leads to look at again on their own, from their `since` (see _Queued)
+        self._looking: dict[UUID, _Queued] = {}
+        self._lanes_for: Any = None  # the policy `_lanes` were built under
+        self._lanes: dict[str, _RuleQueue] = {}  # by rule id
+        self._marked: dict[str, _RuleQueue] = {}  # the rules with freeing marks since the last look
+        self._releases: list[_Release] = []
+        self._tie = itertools.count()
         self._rules_for: Any = None  # the policy `_rules` were selected under
         self._rules: dict[UUID, routing.RoutingRule | None] = {}
-        self._index_for: Any = None  # the policy `_index` was built under
-        self._index: dict[str, dict[UUID, None]] = {}  # queued leads by rule id
-        self._bucket: dict[UUID, str] = {}  # a queued lead's rule id in `_index`
+        self._routing_on_for: Any = None  # the policy `_routing_stages` were read from
+        self._routing_stages: frozenset[str] = frozenset()
 
     # ---------------------------------------------------------------------------- reading the log
 
@@ -182,8 +250,15 @@ class Operator:
         self._timers.clear()
         for lead_id in self.leads:
             self._rearm(lead_id)
-        for lead_id, entry in self.queue.items():
-            self._stale[lead_id] = max(self._stale.get(lead_id, 0), entry.queued_at)
+        # every queued lead looks again from its queueing (or later, if it was to), in the new lanes
+        since = {lead_id: max(self._since(entry) or 0, entry.queued_at) for lead_id, entry in self.queue.items()}
+        self._lanes_for, self._lanes, self._marked = pol, {}, {}
+        self._releases.clear()
+        self._looking.clear()
+        for entry in sorted(self.queue.values(), key=lambda e: e.seq):
+            entry.lane, entry.own, entry.release_at = None, True, None
+            self._place(entry)
+            self._look_from(entry, since[entry.lead])
 
     def handle(self, seen: Seen) -> list[Decision]:
         """Fire what is due before the event, fold it, and decide what it triggers."""
@@ -241,8 +316,9 @@ class Operator:
         lead.version = max(lead.version, seen.version)
         data = seen.data
         name = seen.name
+        occurred = to_us(seen.occurred)
         if name == "LeadTouched":
-            lead.touches.append(scoring.Touch(to_us(seen.occurred), data.get("kind"), data.get("channel"),
+            lead.touches.append(scoring.Touch(occurred, data.get("kind"), data.get("channel"),
                                               data.get("campaign")))
         elif name == "LeadScored" and seen.actor == "scorer":
             lead.scored = (int(data["policy_version"]), int(data["total"]))
@@ -258,27 +334,38 @@ class Operator:
             owner = data.get("owner")
         elif name in OWNER_CLEARING_EVENTS:
             owner = None
-        kinds = sla.event_kinds(name, stage)
+        kinds = _KINDS.get((name, stage))
+        if kinds is None:
+            kinds = _KINDS[name, stage] = sla.event_kinds(name, stage)
         if name == "LeadAssigned":
             if data.get("method") == "round_robin" and data.get("candidates"):
                 self._advance(str(data["rule"]), str(data["owner"]), data["candidates"])
         elif name == "LeadRoutingQueued":
-            self._enqueue(seen.lead, to_us(seen.occurred), seen.version, data)
+            self._enqueue(seen.lead, occurred, seen.version, data)
         elif name in ("LeadSLAWarned", "LeadSLABreached"):
             started = to_us(datetime.fromisoformat(str(data["started_at"])))
             lead.fired.add((str(data["sla"]), started, "warned" if name == "LeadSLAWarned" else "breached"))
             return
         if not kinds and owner is False:
             return
-        item = _Item(to_us(seen.occurred), seen.version, kinds, stage, owner, seen.position)
-        if not lead.items or lead.items[-1].key() <= item.key():
+        item = _Item(occurred, seen.version, kinds, stage, owner, seen.position)
+        lead.kinds |= kinds
+        last = not lead.items or lead.items[-1].key() <= item.key()
+        if last:
             lead.items.append(item)
+            if lead.clock_events is not None:
+                previous = lead.clock_events[-1].owner if lead.clock_events else None
+                at = seen.occurred if seen.occurred.tzinfo is UTC else from_us(occurred)
+                lead.clock_events.append(sla.ClockEvent(at, kinds, previous if owner is False else owner))
+            if lead.in_force is not None and lead.in_force_of is self.policies:
+                lead.in_force.append(self.policies.before(item.position))
         else:
             insort(lead.items, item, key=_Item.key)
+            lead.clock_events = lead.in_force = None
         if stage is not None:
             lead.changed = max(lead.changed, item.occurred)
         if stage is not None or owner is not False:
-            self._resegment(seen.lead, lead, item.occurred)
+            self._resegment(seen.lead, lead, item if last else None)
             # the lead's owner and stage by occurred-at (events of one instant in store order): a decision
             # folded after later events of its lead (a rebuild) lands where it occurred, as when it was made
             _, lead.owner, lead.stage = lead.segments[-1]
@@ -289,9 +376,13 @@ class Operator:
         if stage is not None or owner is not False or kinds & self._clock_kinds:
             self._rearm(seen.lead)
 
-    def _routing_on(self) -> set[str]:
+    def _routing_on(self) -> frozenset[str]:
         pol = self.policy.policy if self.policy is not None else None
-        return {s.value for s in pol.routing.on} if pol is not None and pol.routing is not None else set()
+        if pol is not self._routing_on_for:
+            self._routing_on_for = pol
+            self._routing_stages = frozenset(
+                s.value for s in pol.routing.on) if pol is not None and pol.routing is not None else frozenset()
+        return self._routing_stages
 
     def _advance(self, rule: str, winner: str, candidates: list[dict[str, Any]]) -> None:
         state = self.currents.setdefault(rule, {})
@@ -309,13 +400,12 @@ class Operator:
         # those let it go as they did when they were learned after it
         if any(self._lets_go(entry, lead, item) for item in lead.items if item.key() > (at, version)):
             return
+        before = self.queue.get(lead_id)
+        if before is not None:
+            self._leave(before)
         self.queue[lead_id] = entry
-        self._stale[lead_id] = at
-        pol = self.policy.policy if self.policy is not None else None
-        if pol is not None and self._index_for is pol:
-            self._index_add(pol, lead_id)
-        else:
-            self._index_for = None  # built again for the policy in force when next asked
+        self._place(entry)
+        self._look_from(entry, at)
 
     def _lets_go(self, entry: _Queued, lead: _Lead, item: _Item) -> bool:
         """Whether `item` (at or after the queueing) ends the lead's wait: an assignment by anyone, a stage
@@ -346,36 +436,98 @@ class Operator:
             self._rules[lead_id] = routing.select_rule(pol, self.leads[lead_id].attributes)
         return self._rules[lead_id]
 
-    def _dequeue(self, lead_id: UUID) -> None:
-        self.queue.pop(lead_id, None)
-        self._stale.pop(lead_id, None)
-        bucket = self._bucket.pop(lead_id, None)
-        if bucket is not None:
-            self._index[bucket].pop(lead_id, None)
+    def _place(self, entry: _Queued) -> None:
+        """Put a queued lead in its lane under the policy in force (the lanes are built by `arm`)."""
+        pol = self.policy.policy if self.policy is not None else None
+        if pol is None or self._lanes_for is not pol:
+            return
+        rule = self._rule_of(pol, entry.lead)
+        if rule is None:
+            return  # no rule under this policy: it is never released (nor was it before)
+        queue = self._lanes.get(rule.id)
+        if queue is None:
+            queue = self._lanes[rule.id] = _RuleQueue()
+        lane = queue.lanes.get(entry.exclude)
+        if lane is None:
+            lane = queue.lanes[entry.exclude] = _Lane(rule, entry.exclude)
+        lane.members[entry.lead] = entry
+        if entry.own:
+            lane.own[entry.lead] = entry
+        entry.lane = lane
 
-    def _resegment(self, lead_id: UUID, lead: _Lead, at: int) -> None:
-        segments: list[tuple[int, str | None, str | None]] = []
-        owner: str | None = None
-        stage: str | None = None
-        for item in lead.items:
-            if item.stage is not None:
-                stage = item.stage
-            if item.owner is not False:
-                owner = item.owner
-            if segments and segments[-1][0] == item.occurred:
-                segments[-1] = (item.occurred, owner, stage)
+    def _leave(self, entry: _Queued) -> None:
+        if self._looking.get(entry.lead) is entry:
+            del self._looking[entry.lead]
+        lane = entry.lane
+        if lane is not None:
+            lane.members.pop(entry.lead, None)
+            lane.own.pop(entry.lead, None)
+            entry.lane = None
+
+    def _look_from(self, entry: _Queued, since: int) -> None:
+        """Have the lead look for its release instant again, on its own, from `since`."""
+        entry.since = since
+        entry.release_at = None
+        lane = entry.lane
+        entry.marks_seen = len(self._lanes[lane.rule.id].marks) if lane is not None else 0
+        if not entry.own:
+            entry.own = True
+            if lane is not None:
+                lane.own[entry.lead] = entry
+        self._looking[entry.lead] = entry
+
+    def _since(self, entry: _Queued) -> int | None:
+        """The instant the lead is to look from at the next look (None: it needs no look)."""
+        lane = entry.lane
+        marks = self._lanes[lane.rule.id].marks if lane is not None else []
+        if entry.since is not None:
+            later = marks[entry.marks_seen:]
+            return max(entry.since, max(later), entry.queued_at) if later else entry.since
+        return max(max(marks), entry.queued_at) if marks else None
+
+    def _dequeue(self, lead_id: UUID) -> None:
+        entry = self.queue.pop(lead_id, None)
+        if entry is not None:
+            self._leave(entry)
+
+    def _resegment(self, lead_id: UUID, lead: _Lead, appended: _Item | None) -> None:
+        """The lead's segments and intervals after an owner or stage change: `appended`, an item that
+        went to the end of its items, only extends the segments (segments only ever mark where the owner
+        or stage may change: an extra one with the same state changes no lookup, nor any interval)."""
+        segments = lead.segments
+        if appended is not None:
+            at = appended.occurred
+            owner, stage = (segments[-1][1], segments[-1][2]) if segments else (None, None)
+            if appended.stage is not None:
+                stage = appended.stage
+            if appended.owner is not False:
+                owner = appended.owner
+            if segments and segments[-1][0] == at:
+                segments[-1] = (at, owner, stage)
             else:
-                segments.append((item.occurred, owner, stage))
-        lead.segments = segments
+                segments.append((at, owner, stage))
+        else:  # an item folded out of order (a rebuild): all again
+            segments = []
+            owner = stage = None
+            for item in lead.items:
+                if item.stage is not None:
+                    stage = item.stage
+                if item.owner is not False:
+                    owner = item.owner
+                if segments and segments[-1][0] == item.occurred:
+                    segments[-1] = (item.occurred, owner, stage)
+                else:
+                    segments.append((item.occurred, owner, stage))
+            lead.segments = segments
         intervals: list[tuple[str, int, int | None]] = []
         held: tuple[str, int] | None = None
-        for at, who, where in segments:
+        for since, who, where in segments:
             holder = who if who is not None and where in OPEN_STAGES else None
             if held is not None and held[0] != holder:
-                intervals.append((held[0], held[1], at))
+                intervals.append((held[0], held[1], since))
                 held = None
             if holder is not None and held is None:
-                held = (holder, at)
+                held = (holder, since)
         if held is not None:
             intervals.append((held[0], held[1], None))
         if intervals == lead.intervals:
@@ -391,11 +543,12 @@ class Operator:
         changed = {rep for rep, _, _ in lead.intervals} | {rep for rep, _, _ in intervals}
         lead.intervals = intervals
         if self.queue and self.policy is not None:
-            self._freed(changed, at)
+            self._freed(changed, segments[-1][0])  # from the lead's latest instant
 
     def _freed(self, reps: set[str], at: int) -> None:
         """A change of who holds which open lead can free a rep at capacity: the queued leads whose pool
-        has such a rep get their release instant computed again (a rep below capacity changes nothing)."""
+        has such a rep look for their release instant again, from `at` (from their queueing when that is
+        later; a rep below capacity changes nothing). A mark on the rule does it for all of them at once."""
         pol: Policy = self.policy.policy
         tight = set()
         for rep in reps:
@@ -406,26 +559,11 @@ class Operator:
             return
         if pol.routing is None:
             return
-        by_rule = self._queued_by_rule(pol)
         for rule in pol.routing.rules:
-            if any(rep in tight for rep, _ in rule.pool):
-                for lead_id in by_rule.get(rule.id, ()):
-                    self._stale[lead_id] = max(self._stale.get(lead_id, 0), at, self.queue[lead_id].queued_at)
-
-    def _queued_by_rule(self, pol: Policy) -> dict[str, dict[UUID, None]]:
-        """The queued leads by their routing rule under `pol` (in queue order; kept up to date by
-        `_enqueue` and `_dequeue` once built for the policy in force)."""
-        if self._index_for is not pol:
-            self._index_for, self._index, self._bucket = pol, {}, {}
-            for lead_id in self.queue:
-                self._index_add(pol, lead_id)
-        return self._index
-
-    def _index_add(self, pol: Policy, lead_id: UUID) -> None:
-        rule = self._rule_of(pol, lead_id)
-        if rule is not None:
-            self._index.setdefault(rule.id, {})[lead_id] = None
-            self._bucket[lead_id] = rule.id
+            queue = self._lanes.get(rule.id)
+            if queue is not None and any(rep in tight for rep, _ in rule.pool):
+                queue.marks.append(at)
+                self._marked[rule.id] = queue
 
     # ---------------------------------------------------------------------------- at an instant
 
@@ -443,12 +581,13 @@ class Operator:
         _, owner, stage = lead.segments[index]
         return owner if stage in OPEN_STAGES else None
 
-    def _open_leads(self, pol: Policy, rule: routing.RoutingRule | None, lead_id: UUID, at: int,
-                    ) -> dict[str, list[str | None]]:
-        """What `routing.route` needs of the pool's reps at `at`: per rep, the account key of each open
-        lead (only this lead's account is spelled out, which is all stickiness looks at)."""
-        if rule is None:
-            return {}
+    def _loads(self, rule: routing.RoutingRule, at: int) -> dict[str, int]:
+        """The open leads each rep of the rule's pool holds at `at`."""
+        return {rep: self.open_count(rep, at) for rep, _ in rule.pool}
+
+    def _same_account(self, rule: routing.RoutingRule, lead_id: UUID, at: int, loads: dict[str, int],
+                      ) -> dict[str, int]:
+        """Of those, the leads of this lead's account (all that stickiness looks at)."""
         account = self.leads[lead_id].attributes.get("account_key")
         same: dict[str, int] = {}
         if rule.sticky == "account" and isinstance(account, str):
@@ -457,26 +596,26 @@ class Operator:
                     holder = self._holder_at(self.leads[other], at)
                     if holder is not None:
                         same[holder] = same.get(holder, 0) + 1
-        out: dict[str, list[str | None]] = {}
-        for rep, _ in rule.pool:
-            count = self.open_count(rep, at)
-            hits = min(same.get(rep, 0), count)
-            out[rep] = [account] * hits + [None] * (count - hits)
-        return out
+        return {rep: min(n, loads.get(rep, 0)) for rep, n in same.items()}
+
+    def _decide_route(self, pol: Policy, rule: routing.RoutingRule, lead_id: UUID, at: int,
+                      exclude: str | None) -> routing.Decision:
+        loads = self._loads(rule, at)
+        return routing.route_loads(pol, rule, self.leads[lead_id].attributes.get("account_key"), from_us(at),
+                                   loads, self._same_account(rule, lead_id, at, loads), self.currents,
+                                   exclude=exclude)
 
     # ---------------------------------------------------------------------------- deciding
 
     def _route(self, lead_id: UUID, at: int, *, exclude: str | None, causation: str | None) -> list[Decision]:
         pol: Policy = self.policy.policy
-        lead = self.leads[lead_id]
-        rule = routing.select_rule(pol, lead.attributes)
+        rule = self._rule_of(pol, lead_id)
         if rule is None:
             return []
         when = from_us(at)
-        decision = routing.route(pol, lead.attributes, when, self._open_leads(pol, rule, lead_id, at),
-                                 self.currents, exclude=exclude)
+        decision = self._decide_route(pol, rule, lead_id, at, exclude)
         version = self.policy.version
-        excluded = [{"rep": e.rep, "reason": e.reason} for e in decision.excluded] if decision else []
+        excluded = [{"rep": e.rep, "reason": e.reason} for e in decision.excluded]
         if isinstance(decision, routing.Assigned):
             fields = _assigned_fields(decision, version)
             made = Decision(lead_id, "assign", when, fields, causation)
@@ -548,50 +687,117 @@ class Operator:
 
     def _next_release(self, at: int) -> tuple[int, _Queued] | None:
         """The queued lead released first at or before `at` (ties: queue order)."""
-        pol: Policy = self.policy.policy
-        # the instant depends on the rule, the excluded rep and the instant searched from only (the pool's
-        # loads, not the lead's account): leads queued alike are looked up once
-        known: dict[tuple[str | None, str | None, int], int | None] = {}
-        for lead_id, since in sorted(self._stale.items(), key=lambda x: self.queue[x[0]].seq):
-            entry = self.queue[lead_id]
-            lead = self.leads[lead_id]
-            rule = self._rule_of(pol, lead_id)
-            key = (rule.id if rule is not None else None, entry.exclude, since)
-            if key not in known:
-                after = from_us(since)
-                found = routing.release_instant(pol, lead.attributes, after,
-                                                self._open_leads(pol, rule, lead_id, since), exclude=entry.exclude)
-                known[key] = to_us(found) if found is not None else None
-            entry.release_at = known[key]
-            if entry.release_at is not None:
-                heapq.heappush(self._releases, (entry.release_at, entry.seq, lead_id))
-        self._stale.clear()
-        while self._releases:
-            when, seq, lead_id = self._releases[0]
-            waiting = self.queue.get(lead_id)
-            if waiting is None or waiting.seq != seq or waiting.release_at != when:
-                heapq.heappop(self._releases)
-                continue
-            return (when, waiting) if when <= at else None
+        if self._marked or self._looking:
+            self._look()
+        releases = self._releases
+        while releases:
+            when, seq, _, where, epoch = releases[0]
+            if isinstance(where, _Lane):
+                head = where.head() if where.epoch == epoch else None
+                if head is None:
+                    heapq.heappop(releases)
+                    continue
+                if head.seq != seq:  # its head left: the next member takes its place, later in queue order
+                    heapq.heapreplace(releases, (when, head.seq, next(self._tie), where, epoch))
+                    continue
+                entry = head
+            else:
+                entry = where
+                if self.queue.get(entry.lead) is not entry or not entry.own or entry.release_at != when:
+                    heapq.heappop(releases)
+                    continue
+            return (when, entry) if when <= at else None
         return None
 
+    def _look(self) -> None:
+        """Compute the release instants asked for since the last look: the marked rules' lanes (each base
+        at once, and its own members), then the leads looking on their own. Nothing changes a load while
+        it runs, so an instant depends on (rule, the reps free at the instant looked from but the excluded
+        one, that instant) here: looked up once."""
+        pol: Policy = self.policy.policy
+        known: dict[tuple[str, frozenset[str], int], int | None] = {}
+        counted: dict[tuple[str, int], tuple[dict[str, int], frozenset[str]]] = {}
+
+        def release(lane: _Lane, since: int) -> int | None:
+            rule = lane.rule
+            if rule.fallback is not None and rule.fallback != lane.exclude:
+                return since  # as routing.release_after: the fallback takes it at once
+            found = counted.get((rule.id, since))
+            if found is None:
+                loads = self._loads(rule, since)
+                found = counted[rule.id, since] = (loads, frozenset(
+                    rep for rep, n in loads.items() if not _full(pol, rep, n)))
+            loads, free = found
+            # the first instant one of the reps below capacity (but the excluded one) is available: lanes
+            # of one rule whose excluded reps are full anyway share it
+            eligible = free - {lane.exclude} if lane.exclude in free else free
+            if not eligible:
+                return None  # nobody to release it to until a load changes (a look again then)
+            key = (rule.id, eligible, since)
+            if key not in known:
+                instant = routing.release_after(pol, rule, from_us(since), loads, exclude=lane.exclude)
+                known[key] = to_us(instant) if instant is not None else None
+            return known[key]
+
+        def push(when: int | None, seq: int, where: _Lane | _Queued, epoch: int = 0) -> None:
+            if when is not None:
+                heapq.heappush(self._releases, (when, seq, next(self._tie), where, epoch))
+
+        for queue in self._marked.values():
+            top = max(queue.marks)
+            for lane in queue.lanes.values():
+                if not lane.members:
+                    continue
+                if lane.latest_queued > top:  # base members queued after the mark look from their queueing
+                    lane.latest_queued = -1
+                    for entry in list(lane.members.values()):
+                        if entry.own:
+                            continue
+                        if entry.queued_at > top:
+                            entry.own, entry.since, entry.marks_seen = True, entry.queued_at, len(queue.marks)
+                            lane.own[entry.lead] = entry
+                        else:
+                            lane.latest_queued = max(lane.latest_queued, entry.queued_at)
+                for entry in list(lane.own.values()):
+                    since = self._since(entry)
+                    assert since is not None  # the mark applies to it
+                    entry.since = None
+                    if since == top:  # it shares the lane's instant from now on
+                        del lane.own[entry.lead]
+                        entry.own, entry.release_at = False, None
+                        lane.latest_queued = max(lane.latest_queued, entry.queued_at)
+                    else:
+                        entry.release_at = release(lane, since)
+                        push(entry.release_at, entry.seq, entry)
+                lane.since, lane.release_at = top, release(lane, top)
+                lane.epoch += 1
+                head = lane.head()
+                if head is not None:
+                    push(lane.release_at, head.seq, lane, lane.epoch)
+            queue.marks.clear()
+        self._marked.clear()
+        for entry in self._looking.values():
+            if entry.since is None:
+                continue  # looked at with its marked rule above
+            since, entry.since = entry.since, None
+            entry.release_at = release(entry.lane, since) if entry.lane is not None else None
+            push(entry.release_at, entry.seq, entry)
+        self._looking.clear()
+
     def _release(self, entry: _Queued, at: int) -> Iterator[Decision]:
-        heapq.heappop(self._releases)
         lead = self.leads[entry.lead]
         stage_ok = lead.stage in (self._routing_on() if entry.exclude is None else OPEN_STAGES)
         if lead.owner != entry.owner or not stage_ok:
             self._dequeue(entry.lead)  # decided otherwise meanwhile: nothing to release
             return
         pol: Policy = self.policy.policy
-        rule = routing.select_rule(pol, lead.attributes)
-        decision = routing.route(pol, lead.attributes, from_us(at), self._open_leads(pol, rule, entry.lead, at),
-                                 self.currents, exclude=entry.exclude)
-        if decision is None:
+        rule = self._rule_of(pol, entry.lead)
+        if rule is None:
             self._dequeue(entry.lead)  # no rule matches under this policy any more
             return
+        decision = self._decide_route(pol, rule, entry.lead, at, entry.exclude)
         if not isinstance(decision, routing.Assigned):
-            entry.release_at = None  # the load changed since the instant was computed: look on from here
-            self._stale[entry.lead] = at + 1
+            self._look_from(entry, at + 1)  # the load changed since the instant was computed: look on from here
             return
         self._dequeue(entry.lead)
         when = from_us(at)
@@ -609,7 +815,7 @@ class Operator:
             return
         lead = self.leads[lead_id]
         lead.timer_generation += 1
-        in_force = [self.policies.before(item.position) for item in lead.items]
+        in_force = self._in_force(lead)
         versions = {v.version: v for v in in_force if v is not None and v.policy.sla}
         events = None
         for number, version in sorted(versions.items()):
@@ -639,14 +845,26 @@ class Operator:
                         heapq.heappush(self._timers, (to_us(when), started, lead.captured_position, lead_id, rule.id,
                                                       kind, lead.timer_generation, number))
 
-    def _clock_events(self, lead: _Lead) -> list[sla.ClockEvent]:
-        out = []
-        owner: str | None = None
-        for item in lead.items:
-            if item.owner is not False:
-                owner = item.owner
-            out.append(sla.ClockEvent(from_us(item.occurred), item.kinds, owner))
-        return out
+    def _in_force(self, lead: _Lead) -> list[Any]:
+        """The policy version in force for each of the lead's items (the source gives the same answer for
+        a position as long as it is the same object; the runner replaces it when versions are published)."""
+        if lead.in_force is None or lead.in_force_of is not self.policies:
+            lead.in_force = [self.policies.before(item.position) for item in lead.items]
+            lead.in_force_of = self.policies
+        return lead.in_force
+
+    @staticmethod
+    def _clock_events(lead: _Lead) -> list[sla.ClockEvent]:
+        """The lead's items as its clocks see them (kept in step by `_learn`)."""
+        if lead.clock_events is None:
+            out = []
+            owner: str | None = None
+            for item in lead.items:
+                if item.owner is not False:
+                    owner = item.owner
+                out.append(sla.ClockEvent(from_us(item.occurred), item.kinds, owner))
+            lead.clock_events = out
+        return lead.clock_events
 
     def _next_timer(self, at: int) -> _Timer | None:
         while self._timers:
@@ -692,8 +910,14 @@ def _assigned_fields(decision: routing.Assigned, version: int) -> dict[str, Any]
             "excluded": [{"rep": e.rep, "reason": e.reason} for e in decision.excluded]}
 
 
+def _full(pol: Policy, rep: str, load: int) -> bool:
+    """As routing.release_after skips a rep: at capacity."""
+    capacity = pol.reps[rep].capacity
+    return capacity is not None and load >= capacity
+
+
 def _mentions(lead: _Lead, rule: SlaRule) -> bool:
-    return any(rule.start in item.kinds for item in lead.items)
+    return rule.start in lead.kinds
 
 
 def _remove(values: list[int], value: int) -> None:

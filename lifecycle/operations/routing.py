@@ -2,6 +2,9 @@
 
 The caller gives what holds at the decision instant (each rep's open leads, the rules' round-robin
 `current` values, a breaching owner to exclude); the same inputs always give the same decision.
+`route` and `release_instant` take each rep's open leads as their account keys; `route_loads` and
+`release_after` are the same decisions from counts (a rep's open leads, and those of the lead's own
+account), which is all they look at: the operator keeps counts, never lists.
 """
 
 from __future__ import annotations
@@ -92,12 +95,23 @@ def route(policy: Policy, attributes: Mapping[str, object], at: datetime, open_l
     rule = select_rule(policy, attributes)
     if rule is None:
         return None
+    account = attributes.get("account_key")
+    loads = {rep: len(keys) for rep, keys in open_leads.items()}
+    same = {rep: sum(1 for k in keys if k == account) for rep, keys in open_leads.items()}
+    return route_loads(policy, rule, account, at, loads, same, currents, exclude=exclude)
+
+
+def route_loads(policy: Policy, rule: RoutingRule, account: object, at: datetime, loads: Mapping[str, int],
+                same_account: Mapping[str, int], currents: Currents, *, exclude: str | None = None) -> Decision:
+    """`route` for a lead of `rule` (its selected rule) whose `account_key` is `account`, from counts:
+    `loads` the open leads each rep holds, `same_account` how many of them are of that account."""
+    at = as_utc(at)
     state = currents.get(rule.id, {})
     candidates: list[Candidate] = []
     excluded: list[Exclusion] = []
     local: dict[str, tuple[date, bool]] = {}  # per calendar: reps share a few calendars
     for rep, weight in rule.pool:
-        held = len(open_leads.get(rep, ()))
+        held = loads.get(rep, 0)
         reason = _exclusion(policy, rep, at, held, exclude, local)
         if reason is None:
             candidates.append(Candidate(rep, weight, state.get(rep, 0), held, policy.reps[rep].capacity))
@@ -107,12 +121,10 @@ def route(policy: Policy, attributes: Mapping[str, object], at: datetime, open_l
         if rule.fallback is not None and rule.fallback != exclude:
             return Assigned(rule.fallback, rule.id, "fallback", (), tuple(excluded))
         return Queued(rule.id, tuple(excluded))
-    account = attributes.get("account_key")
     if rule.sticky == "account" and isinstance(account, str) and account:
         # the candidate holding most of the account's open leads; `max` keeps the first, the smallest rep id
-        held_of_account = {c.rep: sum(1 for k in open_leads.get(c.rep, ()) if k == account) for c in candidates}
-        keeper = max(candidates, key=lambda c: held_of_account[c.rep])
-        if held_of_account[keeper.rep] > 0:
+        keeper = max(candidates, key=lambda c: same_account.get(c.rep, 0))
+        if same_account.get(keeper.rep, 0) > 0:
             return Assigned(keeper.rep, rule.id, "sticky", tuple(candidates), tuple(excluded))
     winner = min(candidates, key=lambda c: (-(c.current_before + c.weight), c.rep))
     return Assigned(winner.rep, rule.id, "round_robin", tuple(candidates), tuple(excluded))
@@ -166,6 +178,14 @@ def release_instant(policy: Policy, attributes: Mapping[str, object], after: dat
     rule = select_rule(policy, attributes)
     if rule is None:
         return None
+    return release_after(policy, rule, after, {rep: len(keys) for rep, keys in open_leads.items()},
+                         exclude=exclude, horizon=horizon)
+
+
+def release_after(policy: Policy, rule: RoutingRule, after: datetime, loads: Mapping[str, int], *,
+                  exclude: str | None = None, horizon: timedelta = RELEASE_HORIZON) -> datetime | None:
+    """`release_instant` for a lead of `rule`, from each rep's count of open leads (`loads`): a function
+    of (rule, exclude, after, the pool's loads) alone, which the operator relies on to share it."""
     after = as_utc(after)
     if rule.fallback is not None and rule.fallback != exclude:
         return after
@@ -175,7 +195,7 @@ def release_instant(policy: Policy, attributes: Mapping[str, object], after: dat
     opening: dict[tuple[str, datetime], datetime | None] = {}
     for rep, _ in rule.pool:
         found = policy.reps[rep]
-        if rep == exclude or (found.capacity is not None and len(open_leads.get(rep, ())) >= found.capacity):
+        if rep == exclude or (found.capacity is not None and loads.get(rep, 0) >= found.capacity):
             continue
         calendar = policy.calendars[found.calendar]
         x: datetime | None = after
