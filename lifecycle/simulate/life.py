@@ -1,7 +1,13 @@
-"""One simulated lead's whole life, decided when it is captured: its messages in time order."""
+"""One simulated lead's whole life, decided when it is captured: its messages in time order.
+
+Its propensity (world.py's module docstring) is drawn with the person, before anything else of the
+life, and scales the chance of each step of the journey (`_chance`); its own high-intent touches are
+placed with the extras, from the extras' generator, so a routed life lived again repeats them.
+"""
 
 from __future__ import annotations
 
+import math
 import random
 from bisect import bisect_left, bisect_right
 from datetime import UTC, datetime, time, timedelta
@@ -23,9 +29,14 @@ from lifecycle.simulate.world import (
     FIRST,
     FREE_MAIL,
     FREE_MAIL_SMALL,
+    HIGH_INTENT,
     HORIZON,
     HOUR,
     HOUR_WEIGHT,
+    INTENT_LATER_DAYS,
+    INTENT_SIGMA,
+    INTENT_TOUCHES_FIRST_WEEK,
+    INTENT_TOUCHES_LATER,
     LAST,
     LATE_DQ_REASONS,
     LOSE_REASONS,
@@ -36,16 +47,22 @@ from lifecycle.simulate.world import (
     OWNERS,
     REDELIVERY_RATE,
     REJECT_REASONS,
+    ROLE_WEIGHTS,
+    ROLE_WEIGHTS_SMALL,
     ROLES,
     SAL_REJECT_REASONS,
     SECOND,
     SPAM_REASONS,
+    STEP_ODDS,
+    STEP_WEIGHT,
     UPSELL_RATE,
     WEEKEND_WEIGHT,
     Channel,
     Event,
     Owner,
     company,
+    fit_odds,
+    propensity_scale,
 )
 
 
@@ -63,6 +80,11 @@ class Preempted(Exception):
 
 #: Routed lives: the sales rep a policy names that the simulated world does not know behaves so.
 UNKNOWN_REP = Owner("unknown", "emea", 2 * 3600, 0.10)
+CHANNEL_BY_NAME: dict[str, Channel] = {c.name: c for c in CHANNELS}
+HIGH_INTENT_KINDS = tuple(HIGH_INTENT)
+HIGH_INTENT_WEIGHTS = tuple(accumulate(share for _, share in HIGH_INTENT.values()))
+#: what a hand-raiser does before its MQL: a demo request or a look at the prices
+HAND_RAISER_KINDS = ("demo_requested", "pricing_page")
 
 
 class CaptureClock:
@@ -124,13 +146,19 @@ class LeadLife:
         self.behaviour = rng.randint(5, 30)
         # the person: their role, language, and whether they sign up with a free-mail address
         small = self.company.small
-        self.role = rng.choices(ROLES, weights=(0.35, 0.30, 0.35) if small else (0.12, 0.40, 0.48))[0]
+        self.role = rng.choices(ROLES, weights=ROLE_WEIGHTS_SMALL if small else ROLE_WEIGHTS)[0]
         self.language = rng.choices([code for code, _ in country.languages],
                                     weights=[w for _, w in country.languages])[0]
-        if rng.random() < (FREE_MAIL_SMALL if small else FREE_MAIL):
+        free_mail = rng.random() < (FREE_MAIL_SMALL if small else FREE_MAIL)
+        if free_mail:
             self.email = f"{first}.{last}.{index + 1}@{rng.choice(country.free_mail)}"
         else:
             self.email = f"{first}.{last}.{index + 1}@{self.company.domain}"
+        # how likely the lead is to buy: its fit times its intent (one draw, always here)
+        self.intent = math.exp(rng.gauss(0, INTENT_SIGMA))
+        self.propensity = fit_odds(self.company, self.role, free_mail) * self.intent / propensity_scale()
+        self._step_odds = self.propensity**STEP_WEIGHT
+        self.spam = False  # disqualified right after capture: no touches of its own
 
     # ---- the life -------------------------------------------------------------
 
@@ -182,6 +210,7 @@ class LeadLife:
     def _journey(self) -> None:
         rng, ch = self.rng, self.channel
         if rng.random() < ch.spam:
+            self.spam = True
             if rng.random() < 0.5:
                 self._score(rng.uniform(30, 600), below=True)
             self._fire("disqualify", rng.uniform(600, 2 * 86400), "marketing-automation",
@@ -213,12 +242,12 @@ class LeadLife:
         rng = self.rng
         if not first:
             self.t += int(rng.uniform(7, 45) * DAY)
-        will = rng.random() < p_mql
+        will = rng.random() < self._chance(p_mql, "mql")
         override = will and rng.random() < 0.05
         if will and not override and rng.random() < (0.4 if first else 0.25):
             # a hand-raiser (demo request, pricing page): scored hot, MQL within minutes
             if not first or rng.random() < 0.4:
-                self._touch(rng.uniform(600, 3 * 86400))
+                self._touch(rng.uniform(600, 3 * 86400), hand_raiser=True)
             self._score(rng.uniform(30, 1800), target=rng.randint(self.threshold, max(self.threshold, 96)))
             self._fire("qualify_mql", rng.uniform(30, 900), "marketing-automation")
             return True
@@ -259,7 +288,7 @@ class LeadLife:
         if isinstance(first, str):
             return first
         owner = first
-        if rng.random() >= min(0.95, ch.sal * (1.2 if upsell else 1.0)):
+        if rng.random() >= self._chance(min(0.95, ch.sal * (1.2 if upsell else 1.0)), "sal"):
             if rng.random() < 0.85:
                 self._fire("reject", rng.uniform(0.5, 72) * 3600, "crm", work=True,
                            reason=rng.choice(REJECT_REASONS))
@@ -275,7 +304,7 @@ class LeadLife:
         if rng.random() < 0.3:
             self.behaviour = min(100, self.behaviour + rng.randint(3, 15))
             self._score(rng.uniform(3600, 3 * 86400))
-        if rng.random() >= min(0.95, ch.sql * (1.4 if upsell else 1.0)):
+        if rng.random() >= self._chance(min(0.95, ch.sql * (1.4 if upsell else 1.0)), "sql"):
             r = rng.random()
             if r < 0.5:
                 self._fire("reject", rng.uniform(2, 21) * 86400, "crm", work=True,
@@ -293,7 +322,7 @@ class LeadLife:
         for _ in range(rng.randint(0, 3)):
             self._touch(rng.uniform(1, 10) * 86400, email_share=0.25)
         close_days = rng.uniform(10, 60) if not upsell else rng.uniform(5, 25)
-        if rng.random() < min(0.9, ch.win * (1.6 if upsell else 1.0)):
+        if rng.random() < self._chance(min(0.9, ch.win * (1.6 if upsell else 1.0)), "win"):
             base = ch.deal * (0.35 if upsell else 1.0)
             amount = float(max(500, round(base * rng.lognormvariate(0, 0.6) / 50) * 50))
             self._fire("win", close_days * 86400, "crm", work=True, amount=amount,
@@ -386,7 +415,7 @@ class LeadLife:
             if ch is self.channel:
                 ch = CHANNELS[(CHANNELS.index(ch) + 1) % len(CHANNELS)]
             data: dict[str, Any] = {"channel": ch.name}
-            campaign = self._campaign(ch)
+            campaign = self._campaign(ch, rng)
             if campaign is not None:
                 data["campaign"] = campaign
             data["name"] = self.name
@@ -400,6 +429,20 @@ class LeadLife:
         if change is not None:
             self._insert(rng.uniform(3600, 90 * 86400), "consent", "preference-center",
                          {"given": change, "purpose": rng.choice(CONSENT_PURPOSES)})
+        if self.spam:
+            return
+        for first_day, days, mean in ((0, 7, INTENT_TOUCHES_FIRST_WEEK),
+                                      (7, INTENT_LATER_DAYS, INTENT_TOUCHES_LATER)):
+            for _ in range(poisson(rng, mean * self.intent)):
+                kind = rng.choices(HIGH_INTENT_KINDS, cum_weights=HIGH_INTENT_WEIGHTS)[0]
+                ch = CHANNEL_BY_NAME[HIGH_INTENT[kind][0]]
+                data = {"channel": ch.name}
+                campaign = self._campaign(ch, rng)
+                if campaign is not None:
+                    data["campaign"] = campaign
+                data["kind"] = kind
+                self._insert(rng.uniform(first_day * 86400 + 600, (first_day + days) * 86400), "touch",
+                             ch.touch_source, data)
 
     # ---- steps ----------------------------------------------------------------
 
@@ -417,18 +460,24 @@ class LeadLife:
         self._emit(after_s, "assign", ASSIGN_SOURCE, {"owner": owner.name, "rule": rule})
         self.owner = owner.name
 
-    def _touch(self, after_s: float, email_share: float = 0.0) -> None:
+    def _touch(self, after_s: float, email_share: float = 0.0, *, hand_raiser: bool = False) -> None:
+        """A touch of the journey: a low-intent kind (a hand-raiser's: a demo request or the prices)."""
         rng = self.rng
-        if rng.random() < email_share:
-            ch = EMAIL
+        if hand_raiser:
+            kind = rng.choice(HAND_RAISER_KINDS)
+            ch = CHANNEL_BY_NAME[HIGH_INTENT[kind][0]]
         else:
-            # engagement on any channel, not only the one that captured the lead
-            ch = self.channel if rng.random() < 0.35 else rng.choices(CHANNELS, cum_weights=CHANNEL_WEIGHTS)[0]
+            if rng.random() < email_share:
+                ch = EMAIL
+            else:
+                # engagement on any channel, not only the one that captured the lead
+                ch = self.channel if rng.random() < 0.35 else rng.choices(CHANNELS, cum_weights=CHANNEL_WEIGHTS)[0]
+            kind = rng.choice(ch.low_intent_kinds)
         data: dict[str, Any] = {"channel": ch.name}
         campaign = self._campaign(ch)
         if campaign is not None:
             data["campaign"] = campaign
-        data["kind"] = rng.choice(ch.touch_kinds)
+        data["kind"] = kind
         self._emit(after_s, "touch", ch.touch_source, data, work=rng.random() < 0.8)
 
     def _score(self, after_s: float, *, target: int | None = None, below: bool = False) -> None:
@@ -527,13 +576,31 @@ class LeadLife:
         opens = datetime.combine(day, time(opens_at), tzinfo=zone) + timedelta(minutes=self.rng.uniform(0, 90))
         return max(t, (opens - self.origin) // timedelta(microseconds=1))
 
-    def _campaign(self, ch: Channel) -> str | None:
-        if self.rng.random() < ch.no_campaign:
+    def _campaign(self, ch: Channel, rng: random.Random | None = None) -> str | None:
+        rng = rng or self.rng
+        if rng.random() < ch.no_campaign:
             return None
-        return self.rng.choice(ch.campaigns)
+        return rng.choice(ch.campaigns)
+
+    def _chance(self, p: float, step: str) -> float:
+        """The chance of a step that an average lead takes with chance `p`, for this lead: its odds
+        multiplied by propensity ** STEP_WEIGHT and the step's constant (STEP_ODDS)."""
+        if p >= 1:
+            return 1.0
+        odds = p / (1 - p) * self._step_odds * STEP_ODDS[step]
+        return odds / (1 + odds)
 
 
 def clamp(value: int, low: int, high: int) -> int:
     return max(low, min(high, value))
+
+
+def poisson(rng: random.Random, mean: float) -> int:
+    """A Poisson count with this mean (Knuth's method: the means here are small)."""
+    limit, count, product = math.exp(-mean), 0, rng.random()
+    while product > limit:
+        count += 1
+        product *= rng.random()
+    return count
 
 

@@ -5,11 +5,12 @@ simulated lives as plain `simulate`, but no upstream system assigns the leads: `
 simulated clock and decides, and each lead's life goes on from the router's decision, with the
 behaviour of the rep it chose. The loop is a discrete-event simulation in time order over three
 kinds of instants: the next message of a life, the next instant the operator has something due (a
-queue release, an SLA timer), and a life that stopped to wait for the router (the operator runs at
-once there, so the MQL it waits on is routed before anything later happens). Before the operator
-runs, every message up to that instant is ingested; after it, the router's new assignments are
-handed to their lives, which are lived again from their own seeds (the same up to the new
-assignment) and go on from it.
+queue release, an SLA timer, or a stage change of a lead while others are queued: it may free a rep
+at capacity, and the operator can only see that once it has read it), and a life that stopped to
+wait for the router (the operator runs at once there, so the MQL it waits on is routed before
+anything later happens). Before the operator runs, every message up to that instant is ingested;
+after it, the router's new assignments are handed to their lives, which are lived again from their
+own seeds (the same up to the new assignment) and go on from it.
 
 Decisions depend on the stored history and the policy only, so the same seed, start and policy give
 the same decisions; the messages' ids carry an `r` (`web-forms-s1r-000000001`), so routed and plain
@@ -89,6 +90,7 @@ class RoutedSimulation:
         self._by_lead: dict[UUID, _Life] = {}
         self._heap: list[tuple[int, int, int]] = []  # (time of the life's next message, index, generation)
         self._wakes: list[int] = []  # instants a life stopped to wait for the router
+        self._freed: int | None = None  # a stage change taken while leads were queued: the operator runs there
         self._pending: list[tuple[_Life, dict[str, Any]]] = []  # taken, not yet ingested
         self._counters: dict[str, int] = {}
         self._batched: set[int] = set()  # the lives with a message in `_pending`
@@ -126,6 +128,8 @@ class RoutedSimulation:
 
     def _next_operator_time(self) -> int:
         found = [self._wakes[0]] if self._wakes else []
+        if self._freed is not None:
+            found.append(self._freed)
         operator = self.runner.operator
         due = operator.next_due() if operator is not None else None
         if due is not None:
@@ -164,6 +168,9 @@ class RoutedSimulation:
         life = self._lives[index]
         _, kind, source, data, redelivered = life.events[life.emitted]
         life.emitted += 1
+        operator = self.runner.operator
+        if kind == "transition" and operator is not None and operator.queue and self._freed is None:
+            self._freed = at  # the queued lead it lets go is assigned at this instant, before anything later
         if life.emitted < len(life.events):
             heapq.heappush(self._heap, (life.events[life.emitted][0], index, life.generation))
         if index in self._batched:
@@ -210,6 +217,8 @@ class RoutedSimulation:
         self._flush()
         while self._wakes and self._wakes[0] <= at:
             heapq.heappop(self._wakes)
+        if self._freed is not None and self._freed <= at:
+            self._freed = None
         now = self.origin + timedelta(microseconds=at + (0 if final else 1))
         self.runner.run_once(now, report=self.report.operator)
         self.report.runs += 1

@@ -1,5 +1,26 @@
 """The simulated world: channels and their quality, owners, companies and their countries, names,
-reasons, daily rhythm."""
+reasons, daily rhythm, and what makes a lead likely to buy.
+
+Every lead has a latent propensity, an odds factor drawn when it is captured: its fit, known from
+its firmographics, times its intent, which no form states, divided by propensity_scale() (so that
+the step factor below averages 1 over the world's leads):
+
+- fit: employees (under 50: x0.6, 50-199: x1, 200-999: x2, 1000 and more: x3), industry (software
+  and financial services x1.5, professional services x1.2, retail x0.7, media x0.6, education x0.5,
+  the others x1), role (executive x1.8, manager x1.5, practitioner x0.8, student x0.25) and a
+  free-mail address (x0.5);
+- intent: log-normal with median 1 and log-sd INTENT_SIGMA.
+
+The odds of each step of the journey (MQL, accepted by sales, SQL, won) are multiplied by
+propensity ** STEP_WEIGHT and the step's STEP_ODDS, so that over the four steps a factor of 2
+about doubles the chance of being won, while the funnel as a whole converts as the channels say.
+Intent also sets how many high-intent touches (HIGH_INTENT: pricing-page visits, demo requests,
+webinars attended, introduction calls) a lead makes of its own accord: Poisson with mean intent x
+INTENT_TOUCHES_FIRST_WEEK in the week after capture and intent x INTENT_TOUCHES_LATER in the
+following INTENT_LATER_DAYS. The journey's own touches (nurture e-mail, ads, page views) are
+low-intent kinds whatever the lead, except a hand-raiser's demo request or look at the prices just
+before its MQL. docs/simulate-scoring.md states the rule for users who write a scoring model.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +28,7 @@ import math
 import random
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import lru_cache
+from functools import cache, lru_cache
 from itertools import accumulate
 from typing import Any
 
@@ -47,6 +68,11 @@ class Channel:
     win: float  # chance an SQL is won
     deal: float  # median first deal (in the deal's currency)
 
+    @property
+    def low_intent_kinds(self) -> tuple[str, ...]:
+        """Its touch kinds that are not HIGH_INTENT (every channel has some)."""
+        return tuple(k for k in self.touch_kinds if k not in HIGH_INTENT)
+
 
 CHANNELS: tuple[Channel, ...] = (
     Channel("referral", 0.06, ("partner-program", "customer-referral", "advocate-rewards"), 0.25,
@@ -62,7 +88,7 @@ CHANNELS: tuple[Channel, ...] = (
             0.05, "web-forms", "ads-platform", ("ad_click",),
             spam=0.05, fit=48, mql=0.22, sal=0.56, sql=0.40, win=0.26, deal=11_000),
     Channel("organic", 0.18, ("blog", "seo-guides"), 0.55,
-            "web-forms", "web-analytics", ("page_view", "content_download"),
+            "web-forms", "web-analytics", ("page_view", "content_download", "pricing_page", "demo_requested"),
             spam=0.04, fit=47, mql=0.20, sal=0.56, sql=0.40, win=0.27, deal=10_000),
     Channel("social", 0.21, ("linkedin-lead-gen", "twitter-promo", "facebook-awareness"), 0.10,
             "ads-platform", "ads-platform", ("ad_click", "post_engagement"),
@@ -184,7 +210,9 @@ INDUSTRIES = (("software", 0.22), ("manufacturing", 0.16), ("financial services"
 INDUSTRY_WEIGHTS = tuple(accumulate(w for _, w in INDUSTRIES))
 #: employees per company: log-normal around a median, within these bounds
 EMPLOYEES_MEDIAN, EMPLOYEES_SIGMA, EMPLOYEES_MIN, EMPLOYEES_MAX = 120, 1.9, 5, 50_000
-ROLES = ("executive", "manager", "practitioner")
+ROLES = ("executive", "manager", "practitioner", "student")
+#: how often each role signs up, at a small company and at a larger one
+ROLE_WEIGHTS_SMALL, ROLE_WEIGHTS = (0.33, 0.28, 0.32, 0.07), (0.11, 0.38, 0.45, 0.06)
 #: share of a company's people who sign up with a free-mail address (more at small companies)
 FREE_MAIL_SMALL, FREE_MAIL = 0.35, 0.10
 SMALL_COMPANY = 50  # employees below this: a small company (more executives, more free mail)
@@ -219,6 +247,54 @@ def company(number: int) -> Company:
     slug = "-".join(w.lower() for w in words) + (str(tier + 1) if tier else "")
     name = " ".join([*words, *([str(tier + 1)] if tier else []), rng.choice(country.legal_forms)])
     return Company(name, f"{slug}.{country.tld}", country, industry, employees)
+
+
+# ---- what makes a lead likely to buy (the module docstring) --------------------------------------
+
+#: fit: the odds factor of a company of at least this many employees (first match)
+EMPLOYEE_ODDS = ((1000, 3.0), (200, 2.0), (SMALL_COMPANY, 1.0), (0, 0.6))
+INDUSTRY_ODDS = {"software": 1.5, "financial services": 1.5, "professional services": 1.2, "retail": 0.7,
+                 "media": 0.6, "education": 0.5}  # the others: 1
+ROLE_ODDS = {"executive": 1.8, "manager": 1.5, "practitioner": 0.8, "student": 0.25}
+FREE_MAIL_ODDS = 0.5
+#: intent: the log-sd of the log-normal factor (median 1) that no form states
+INTENT_SIGMA = 0.8
+#: each step's odds are multiplied by propensity ** STEP_WEIGHT and by the step's constant, which
+#: keeps the world's mean rate of the step near the channels' (a later step's leads are the ones of
+#: higher propensity: without it, more of them would pass)
+STEP_WEIGHT = 0.5
+STEP_ODDS = {"mql": 1.13, "sal": 1.0, "sql": 0.82, "win": 0.76}
+#: high-intent touch kinds a lead makes of its own accord: kind -> (its channel, its share of them)
+HIGH_INTENT: dict[str, tuple[str, float]] = {
+    "pricing_page": ("organic", 0.35), "demo_requested": ("organic", 0.2),
+    "webinar_attended": ("webinar", 0.3), "intro_call": ("referral", 0.15),
+}
+#: high-intent touches an average lead (intent 1) makes in the week after capture, and in weeks 2-12
+INTENT_TOUCHES_FIRST_WEEK, INTENT_TOUCHES_LATER = 0.4, 0.25
+INTENT_LATER_DAYS = 84
+
+
+def fit_odds(company: Company, role: str, free_mail: bool) -> float:
+    """The fit factor of a lead: the product of its firmographics' factors."""
+    employees = next(odds for least, odds in EMPLOYEE_ODDS if company.employees >= least)
+    return (employees * INDUSTRY_ODDS.get(company.industry, 1.0) * ROLE_ODDS[role]
+            * (FREE_MAIL_ODDS if free_mail else 1.0))
+
+
+@cache
+def propensity_scale(companies: int = 5000) -> float:
+    """What a lead's fit x intent is divided by to give its propensity: the scale at which the
+    world's leads (of its first `companies` companies, role and free mail weighted as leads draw
+    them) have a mean step factor propensity ** STEP_WEIGHT of 1."""
+    total = 0.0
+    for number in range(companies):
+        found = company(number)
+        weights, free = (ROLE_WEIGHTS_SMALL, FREE_MAIL_SMALL) if found.small else (ROLE_WEIGHTS, FREE_MAIL)
+        for role, weight in zip(ROLES, weights, strict=True):
+            total += weight * (free * fit_odds(found, role, True) ** STEP_WEIGHT
+                               + (1 - free) * fit_odds(found, role, False) ** STEP_WEIGHT)
+    mean_intent = math.exp((STEP_WEIGHT * INTENT_SIGMA) ** 2 / 2)  # of intent ** STEP_WEIGHT
+    return float((total / companies * mean_intent) ** (1 / STEP_WEIGHT))
 
 
 def _rounded(value: float) -> int:

@@ -37,7 +37,7 @@ FAST = ConsumerTuning(session_timeout_ms=6000, heartbeat_interval_ms=500, max_po
 def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A store of 60 simulated leads, closed (the files at rest)."""
     home = tmp_path_factory.mktemp("checked-template")
-    app = simulated_app(sqlite_settings(home), leads=60, seed=7)
+    app = simulated_app(sqlite_settings(home), leads=60, seed=9)
     app.store.close()
     wal = home / "events.sqlite-wal"
     assert not wal.exists() or wal.stat().st_size == 0
