@@ -59,6 +59,26 @@ demo: $(RUNTIME)
 	@LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= COLUMNS=150 $(BIN)/leadledger routing fairness
 	@echo "== were the response SLAs kept? (sla by owner)"
 	@LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= COLUMNS=150 $(BIN)/leadledger sla --by owner
+	@echo "== would a scoring model that knows what makes these leads buy have picked better MQLs?"
+	@echo "   (scoring backtest of two models over the simulated leads; writes nothing)"
+	@LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= COLUMNS=150 $(BIN)/leadledger scoring backtest \
+	  lifecycle/simulate/scoring/fit-and-behaviour.toml --against lifecycle/simulate/scoring/behaviour-only.toml
+	@echo "== publish it with automatic MQL (policy v2 = the demo policy + that [scoring]); a new lead's"
+	@echo "   touches then score it, the scorer qualifies it and the router assigns it"
+	@sed 's/^auto_mql = false/auto_mql = true/' lifecycle/simulate/scoring/fit-and-behaviour.toml | \
+	  cat lifecycle/simulate/default_policy.toml - > $(DEMO_HOME)/policy-v2.toml
+	LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= $(BIN)/leadledger policy publish $(DEMO_HOME)/policy-v2.toml
+	@LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= $(BIN)/leadledger capture --email ada@northwind-demo.example \
+	  --channel webinar --employees 1200 --industry software --role executive --country DE --at 2026-06-01T08:00:00Z >/dev/null
+	@LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= $(BIN)/leadledger touch ada@northwind-demo.example \
+	  --channel webinar --kind webinar_attended --at 2026-06-01T09:00:00Z >/dev/null
+	@LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= $(BIN)/leadledger touch ada@northwind-demo.example \
+	  --channel web --kind pricing_page --at 2026-06-02T10:00:00Z >/dev/null
+	@LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= $(BIN)/leadledger touch ada@northwind-demo.example \
+	  --channel web --kind demo_requested --at 2026-06-03T11:00:00Z >/dev/null
+	LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= $(BIN)/leadledger operate --once --now 2026-06-04T00:00:00Z
+	LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= COLUMNS=150 $(BIN)/leadledger score explain ada@northwind-demo.example --at 2026-06-03T11:00:00Z
+	@LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= COLUMNS=150 $(BIN)/leadledger history ada@northwind-demo.example
 	@echo "== the HTML report (one self-contained page with charts)"
 	@LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= $(BIN)/leadledger report --html $(DEMO_HOME)/report.html
 	@echo "   open it in a browser; 'make report-png' renders it to $(DEMO_HOME)/report.png;"
