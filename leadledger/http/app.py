@@ -14,7 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
-from leadledger.http.models import error
+from leadledger.http.models import OTHER_RESPONSES, ErrorBody, error
 from leadledger.http.params import ParameterError, http_wording
 from leadledger.http.routes import add_routes
 from leadledger.http.worker import DEFAULT_QUERY_THREADS, AnalyticsWorker
@@ -52,8 +52,13 @@ def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
     return {**kept[0], **rest}
 
 
+_ERROR_CONTENT = {"application/json": {"schema": {"$ref": f"#/components/schemas/{ErrorBody.__name__}"}}}
+
+
 def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
-    """FastAPI's document, minus the 422 responses it never sends (they become 400s)."""
+    """FastAPI's document, minus the 422 responses it never sends (they become 400s), with every
+    error filed as the JSON it is (also where the endpoint answers HTML) and the answers of any path
+    outside its operations (404, 405) under `components.responses`."""
 
     def build() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -61,12 +66,18 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
                               routes=app.routes)
             for path in doc.get("paths", {}).values():
                 for operation in path.values():
-                    operation.get("responses", {}).pop("422", None)
+                    responses = operation.get("responses", {})
+                    responses.pop("422", None)
+                    for status, response in responses.items():
+                        if int(status) >= 400:
+                            response["content"] = _ERROR_CONTENT
                     for parameter in operation.get("parameters", []):
                         parameter["schema"] = _not_null(parameter["schema"])
-            schemas = doc.get("components", {}).get("schemas", {})
+            components = doc.setdefault("components", {})
             for name in ("HTTPValidationError", "ValidationError"):
-                schemas.pop(name, None)
+                components.get("schemas", {}).pop(name, None)
+            components["responses"] = {name: {"description": f"{status}: {text}", "content": _ERROR_CONTENT}
+                                       for name, (status, text) in OTHER_RESPONSES.items()}
             app.openapi_schema = doc
         return app.openapi_schema
 
@@ -107,8 +118,10 @@ def create_app(settings: Settings, token: str | None, *, query_threads: int = DE
         description=(
             "Read-only queries over leadledger's read models: the same queries, parameters and JSON "
             "bodies as the CLI's `--json` (docs/contract.md describes them). Every answer reflects the events "
-            "stored when the request arrived. Errors are `{\"error\": \"...\"}`; a parameter an endpoint "
-            f"does not take is a 400, like a bad value. {auth} {personal}"
+            "stored when the request arrived. Every error, on every path and for every status (400, 401, 404, "
+            "405, 500, 503), is `application/json` `{\"error\": \"...\"}` (the `ErrorBody` schema); a parameter "
+            "an endpoint does not take, or one given twice, is a 400 like a bad value. Only GET is served "
+            f"(405 with `Allow: GET` otherwise). {auth} {personal}"
         ),
         docs_url=None, redoc_url=None,  # the interactive docs load scripts from a CDN
         lifespan=lifespan,

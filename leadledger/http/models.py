@@ -156,6 +156,26 @@ class SlaBody(_Doc):
     note: str | None = Field(description="Why there are no rules (no policy published, or no SLA rules).")
 
 
+class QualificationRow(_Doc):
+    source: Literal["scorer", "external", "override", "all"] = Field(
+        description="scorer: leadledger's scorer qualified the lead; override: a person did, with a reason; "
+        "external: the guard passed on a score from upstream; all: every source, each lead once."
+    )
+    entries: int = Field(description="MQL entries that occurred in the window.")
+    leads: int = Field(description="The distinct leads among them.")
+    won: int = Field(description="Those leads won at or after one of their counted entries.")
+    rate: float | None = Field(description="won / leads; null without leads.")
+
+
+class QualificationBody(_Doc):
+    from_: str | None = Field(alias="from", description="MQL entries at or after this; null: unbounded.")
+    to: str | None = Field(description="...and before this; null: unbounded.")
+    as_of: str | None = Field(description="Only events that occurred at or before this; null: now.")
+    known_at: str | None = Field(description="...and were recorded at or before this; null: whatever is stored.")
+    sources: list[QualificationRow] = Field(description="scorer, external and override, in that order.")
+    total: QualificationRow = Field(description="Over every source (`source` = `all`), each lead once.")
+
+
 class LeadRow(_Doc):
     lead_id: str
     stage: str
@@ -186,9 +206,22 @@ class Health(_Doc):
     status: Literal["ok"]
 
 
+# Every error is `ErrorBody` as application/json, whatever the endpoint's own media type (the
+# document builder in `app` files them so).
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "A bad, unknown or repeated parameter; the message names it."},
 }
 AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody, "description": "Missing or wrong bearer token."},
+    401: {"model": ErrorBody, "description": "Missing or wrong bearer token (with `WWW-Authenticate: Bearer`)."},
+}
+SERVER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    500: {"model": ErrorBody, "description": "The store holds an event the server cannot read, or an internal "
+          "error (details only in the server log)."},
+    503: {"model": ErrorBody, "description": "The server is not configured for its store, or the read models "
+          "belong to another store."},
+}
+#: what any path answers outside its operations (filed under the document's `components.responses`)
+OTHER_RESPONSES: dict[str, tuple[int, str]] = {
+    "NotFound": (404, "No such path."),
+    "MethodNotAllowed": (405, "The path serves only GET (`Allow: GET`)."),
 }

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
+from fastapi import Path as PathParam
 from fastapi import Query as Param
 from fastapi import Request
 
-from lifecycle.domain.stages import FUNNEL_ORDER
-from projections.query import CONVERSIONS, LEAD_BYS, MAX_LIMIT, MODELS, MODES, SPEED_BYS, Query
-from schemas.times import TimeFormatError, parse_user_time
+from projections.query import MAX_LIMIT, Query
+from schemas.times import TimeFormatError, parse_user_time, time_pattern
 
 
 class ParameterError(ValueError):
@@ -21,61 +21,92 @@ class ParameterError(ValueError):
 
 
 _TIME_HELP = (
-    "A date (2026-02-01 = 00:00 UTC that day) or an RFC 3339 time with a zone "
-    "(2026-02-01T09:30:00Z; write + as %2B)."
+    "A date (2026-02-01 = 00:00 UTC that day) or an RFC 3339 time with a zone: date, `T`, HH:MM[:SS[.fraction]] "
+    "and `Z` or an offset (2026-02-01T09:30:00Z, 2026-02-01T10:30:00+01:00; write + as %2B, though a + that "
+    "decoded to a space is read as +). Years 0001 to 9999, seconds 00-59, a fraction cut to microseconds; a time on "
+    "0001-01-01 takes no positive offset and one on 9999-12-31 no negative one (it could leave the calendar in UTC)."
 )
+#: what a time parameter accepts, exactly: `schemas.times`' syntax, with a space for the + of an offset
+TIME_PATTERN = time_pattern(plus="+ ")
+_TIME = re.compile(TIME_PATTERN.removesuffix("$") + r"\Z")
+
+
+def _time_schema(*examples: str) -> dict[str, Any]:
+    return {"pattern": TIME_PATTERN, "examples": list(examples)}
+
+
+
 _AS_OF_HELP = "Only events that occurred at or before this time: the answer a user would have seen then. " + _TIME_HELP
 _KNOWN_AT_HELP = "...and were recorded (stored) at or before this time. " + _TIME_HELP
+_WINDOW_HELP = " It must be before `to` when both are given (a 400 otherwise)."
 
-FromParam = Annotated[str | None, Param(alias="from", description="Start of the period (inclusive). " + _TIME_HELP)]
-ToParam = Annotated[str | None, Param(description="End of the period (exclusive). " + _TIME_HELP)]
-AsOfParam = Annotated[str | None, Param(description=_AS_OF_HELP)]
-KnownAtParam = Annotated[str | None, Param(description=_KNOWN_AT_HELP)]
-ModeParam = Annotated[str, Param(
+# the examples keep `from` before `to`, as a request must
+FromParam = Annotated[str | None, Param(alias="from", description="Start of the period (inclusive)." + _WINDOW_HELP
+                                        + " " + _TIME_HELP,
+                                        json_schema_extra=_time_schema("2026-01-01", "2026-01-15T09:30:00Z"))]
+ToParam = Annotated[str | None, Param(description="End of the period (exclusive). " + _TIME_HELP,
+                                      json_schema_extra=_time_schema("2026-04-01", "2026-03-15T17:00:00+01:00"))]
+AsOfParam = Annotated[str | None, Param(description=_AS_OF_HELP,
+                                        json_schema_extra=_time_schema("2026-06-01", "2026-05-31T23:59:59Z"))]
+KnownAtParam = Annotated[str | None, Param(description=_KNOWN_AT_HELP,
+                                           json_schema_extra=_time_schema("2099-01-01", "2026-06-01T12:00:00Z"))]
+
+# The choices, as types: FastAPI checks them and the document lists them (tests/unit/http checks
+# they are the service's own lists).
+Mode = Literal["cohort", "period"]
+Model = Literal["first", "last", "linear", "u_shaped", "time_decay"]
+Conversion = Literal["mql", "sql", "won"]
+LeadsBy = Literal["channel", "campaign"]
+SpeedBy = Literal["owner", "channel", "campaign"]
+SlaBy = Literal["rule", "owner"]
+Stage = Literal["captured", "nurtured", "mql", "sal", "sql", "won", "recycled", "lost", "disqualified"]
+
+ModeParam = Annotated[Mode, Param(
     description="cohort (default): the leads captured in [from, to); period: the measured event "
                 "(stage entry, end of a stay, conversion, assignment) occurred in [from, to).",
-    json_schema_extra={"enum": list(MODES)},
 )]
-ModelParam = Annotated[str, Param(
+ModelParam = Annotated[Model, Param(
     description="Attribution model: first, last, linear (equal), u_shaped (40/20/40), "
                 "time_decay (7-day half-life).",
-    json_schema_extra={"enum": list(MODELS)},
 )]
-ConversionParam = Annotated[str, Param(description="The stage whose entries are credited.",
-                                       json_schema_extra={"enum": list(CONVERSIONS)})]
-LeadsByParam = Annotated[str | None, Param(
+ConversionParam = Annotated[Conversion, Param(description="The stage whose entries are credited.")]
+LeadsByParam = Annotated[LeadsBy | None, Param(
     description="Group by the channel or campaign of the lead's capture (first touch).",
-    json_schema_extra={"enum": list(LEAD_BYS)},
 )]
-SpeedByParam = Annotated[str | None, Param(
+SpeedByParam = Annotated[SpeedBy | None, Param(
     description="Group by the owner of the assignment, or the lead's capture channel or campaign.",
-    json_schema_extra={"enum": list(SPEED_BYS)},
 )]
-SlaByParam = Annotated[str, Param(
+SlaByParam = Annotated[SlaBy, Param(
     description="One row per SLA rule (default), or per rule and owner (the owner at the deadline when "
                 "breached, else at the clock's end).",
-    json_schema_extra={"enum": ["rule", "owner"]},
 )]
-StageParam = Annotated[str | None, Param(description="Only leads now (at as_of) in this stage (any case).",
-                                         json_schema_extra={"enum": [s.value for s in FUNNEL_ORDER]})]
-LimitParam = Annotated[int, Param(description=f"At most this many leads (1 to {MAX_LIMIT:,}), newest first.")]
+StageParam = Annotated[Stage | None, Param(description="Only leads now (at as_of) in this stage.")]
+LimitParam = Annotated[int, Param(ge=1, le=MAX_LIMIT,
+                                  description=f"At most this many leads (1 to {MAX_LIMIT:,}), newest first.")]
+#: a lead id as the store writes it: a UUID in its hyphenated form (any case)
+LEAD_ID_PATTERN = "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+_LEAD_ID = re.compile(LEAD_ID_PATTERN.removesuffix("$") + r"\Z")
+LeadIdParam = Annotated[str, PathParam(description="The lead id (a UUID, hyphenated).",
+                                       json_schema_extra={"format": "uuid", "pattern": LEAD_ID_PATTERN})]
 
 # a '+' in a query string decodes to a space: "…T09:30:00 01:00" means "…T09:30:00+01:00"
-_SPACE_FOR_PLUS = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d(?::\d\d(?:\.\d+)?)?) (\d\d:?\d\d)$")
+_SPACE_FOR_PLUS = re.compile(r" ([0-9]{2}:[0-9]{2})\Z")
 
 
 def parse_time(value: str | None, name: str) -> datetime | None:
-    """The CLI's parser (`schemas.times.parse_user_time`), with HTTP's error wording."""
+    """The CLI's parser (`schemas.times.parse_user_time`) on exactly what `TIME_PATTERN` admits,
+    with HTTP's error wording."""
     if value is None:
         return None
-    text = _SPACE_FOR_PLUS.sub(r"\1+\2", value.strip())
+    text = _SPACE_FOR_PLUS.sub(r"+\1", value)
     try:
-        return parse_user_time(text)
+        parsed = parse_user_time(text)
     except TimeFormatError as exc:
         raise ParameterError(f"{name}: {exc}") from None
-    except OverflowError:  # year 1 or 9999 moved out of the calendar by its zone
-        raise ParameterError(f"{name}: {value!r} is out of range: give a time between years 1 and 9999 "
-                             "in UTC") from None
+    if _TIME.fullmatch(value) is None:  # white space around it: the CLI forgives it, the document does not
+        raise ParameterError(f"{name}: {value!r} is not a date (2026-02-01) or an RFC 3339 time "
+                             "(2026-02-01T09:30:00Z): remove the white space around it")
+    return parsed
 
 
 def _query_names(dependant: Any) -> set[str]:
@@ -112,16 +143,13 @@ def http_wording(message: str) -> str:
 
 
 def parse_lead_id(value: str) -> UUID:
-    try:
-        return UUID(value)
-    except ValueError:
-        raise ParameterError(f"lead_id: {value!r} is not a lead id (a UUID)") from None
+    if _LEAD_ID.fullmatch(value) is None:
+        raise ParameterError(f"lead_id: {value!r} is not a lead id (a hyphenated UUID)")
+    return UUID(value)
 
 
 def build_query(*, from_: str | None = None, to: str | None = None, as_of: str | None = None,
                 known_at: str | None = None, **rest: Any) -> Query:
     """A Query from request parameters; times are parsed here, the rest is checked by the service."""
-    if isinstance(rest.get("stage"), str):
-        rest["stage"] = rest["stage"].lower()
     return Query(from_=parse_time(from_, "from"), to=parse_time(to, "to"), as_of=parse_time(as_of, "as_of"),
                  known_at=parse_time(known_at, "known_at"), **rest)

@@ -1,20 +1,20 @@
-"""The endpoints: `/healthz`, the five queries, one lead's history and the HTML report, each
-handing its work to the query threads."""
+"""The endpoints: `/healthz`, the queries, one lead's history and the HTML report, each handing
+its work to the query threads. Their signatures (and `responses`) are the OpenAPI document."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI
-from fastapi import Path as PathParam
 from fastapi import Query as Param
 from fastapi.responses import HTMLResponse, Response
 
-from leadledger.answers import leads_answer, sla_answer, window_answer
+from leadledger.answers import leads_answer, sla_answer, tidy, window_answer
 from leadledger.http.auth import token_check
 from leadledger.http.models import (
     AUTH_RESPONSES,
     ERROR_RESPONSES,
+    SERVER_RESPONSES,
     AttributionBody,
     ErrorBody,
     FunnelBody,
@@ -22,6 +22,7 @@ from leadledger.http.models import (
     HistoryBody,
     JSONBody,
     LeadsBody,
+    QualificationBody,
     SlaBody,
     SpeedSplitBody,
     VelocityBody,
@@ -32,6 +33,7 @@ from leadledger.http.params import (
     ConversionParam,
     FromParam,
     KnownAtParam,
+    LeadIdParam,
     LeadsByParam,
     LimitParam,
     ModelParam,
@@ -74,21 +76,29 @@ DESCRIPTIONS = {
              "delay (to assignment) apart from the human delay (to contact) (`speed --json`).",
     "sla": "SLA clocks started in the window per rule or owner: started, met, breached, restarted, open, "
            "at_risk, compliance, p50/p90 of the counted time to stop (`sla --json`).",
+    "qualification": "MQL entries in the window by source (scorer, external, override) with the distinct leads, "
+                     "those won after an entry and the MQL -> won rate, and the total (`qualification --json`).",
     "leads": "The lead list, newest capture first (`leads --json`).",
     "history": "The lead's events as CloudEvents envelopes and its stage at `as_of` (`history --json`; "
                "personal data sealed unless served with --personal-data).",
 }
 
 
+#: the operation id of a lead's history, the target of the links from the lead list
+HISTORY = "lead_history"
+LEAD_LINKS = {"history": {"operationId": HISTORY, "parameters": {"lead_id": "$response.body#/leads/0/lead_id"},
+                          "description": "The history of the list's first lead."}}
+
+
 # FastAPI resolves the endpoints' postponed annotations in this module's globals: the parameter
-# types, `Annotated`, `Param` and `PathParam` are imported here even though only annotations use them.
+# types, `Annotated` and `Param` are imported here even though only annotations use them.
 def add_routes(app: FastAPI, worker: AnalyticsWorker, token: str | None, *, personal_data: bool = False) -> None:
     """`/healthz` (always public), then every data endpoint (behind the token, if any). Personal
     data leaves `/leads/{id}/history` only with `personal_data` (which needs a token)."""
     if personal_data and not token:
         raise ValueError("personal data is served only behind a bearer token")
 
-    @app.get("/healthz", response_model=None, summary="Liveness", tags=["meta"],
+    @app.get("/healthz", response_model=None, summary="Liveness", tags=["meta"], operation_id="healthz",
              dependencies=[Depends(check_known_parameters)],
              responses={200: {"model": Health, "description": "The server is up."}, **ERROR_RESPONSES})
     async def healthz() -> Response:
@@ -96,10 +106,11 @@ def add_routes(app: FastAPI, worker: AnalyticsWorker, token: str | None, *, pers
 
     router = APIRouter(
         dependencies=[*([Depends(token_check(token))] if token else []), Depends(check_known_parameters)],
-        responses={**ERROR_RESPONSES, **(AUTH_RESPONSES if token else {})},
+        responses={**ERROR_RESPONSES, **(AUTH_RESPONSES if token else {}), **SERVER_RESPONSES},
     )
 
-    @router.get("/funnel", response_model=None, summary="Funnel: leads per stage", tags=["queries"],
+    @router.get("/funnel", operation_id="funnel", response_model=None,
+                summary="Funnel: leads per stage", tags=["queries"],
                 responses={200: {"model": FunnelBody, "description": DESCRIPTIONS["funnel"]}})
     async def funnel(by: LeadsByParam = None, from_: FromParam = None, to: ToParam = None,
                      mode: ModeParam = "cohort", as_of: AsOfParam = None, known_at: KnownAtParam = None
@@ -108,7 +119,8 @@ def add_routes(app: FastAPI, worker: AnalyticsWorker, token: str | None, *, pers
         q = build_query(by=by, from_=from_, to=to, mode=mode, as_of=as_of, known_at=known_at)
         return JSONBody(window_answer(await worker.run(lambda a: a.funnel(q)), q))
 
-    @router.get("/velocity", response_model=None, summary="Velocity: time in and to stages", tags=["queries"],
+    @router.get("/velocity", operation_id="velocity", response_model=None,
+                summary="Velocity: time in and to stages", tags=["queries"],
                 responses={200: {"model": VelocityBody, "description": DESCRIPTIONS["velocity"]}})
     async def velocity(by: LeadsByParam = None, from_: FromParam = None, to: ToParam = None,
                        mode: ModeParam = "cohort", as_of: AsOfParam = None, known_at: KnownAtParam = None
@@ -117,7 +129,7 @@ def add_routes(app: FastAPI, worker: AnalyticsWorker, token: str | None, *, pers
         q = build_query(by=by, from_=from_, to=to, mode=mode, as_of=as_of, known_at=known_at)
         return JSONBody(window_answer(await worker.run(lambda a: a.velocity(q)), q))
 
-    @router.get("/attribution", response_model=None, summary="Attribution: credit per source",
+    @router.get("/attribution", operation_id="attribution", response_model=None, summary="Attribution: credit per source",
                 tags=["queries"], responses={200: {"model": AttributionBody, "description": DESCRIPTIONS["attribution"]}})
     async def attribution(by: LeadsByParam = None, from_: FromParam = None, to: ToParam = None,
                           mode: ModeParam = "cohort", model: ModelParam = "linear",
@@ -128,7 +140,8 @@ def add_routes(app: FastAPI, worker: AnalyticsWorker, token: str | None, *, pers
                         as_of=as_of, known_at=known_at)
         return JSONBody(window_answer(await worker.run(lambda a: a.attribution(q)), q))
 
-    @router.get("/speed", response_model=None, summary="Speed to lead", tags=["queries"],
+    @router.get("/speed", operation_id="speed", response_model=None,
+                summary="Speed to lead", tags=["queries"],
                 responses={200: {"model": SpeedSplitBody, "description": DESCRIPTIONS["speed"]}})
     async def speed(by: SpeedByParam = None, from_: FromParam = None, to: ToParam = None,
                     mode: ModeParam = "cohort", as_of: AsOfParam = None, known_at: KnownAtParam = None
@@ -137,7 +150,8 @@ def add_routes(app: FastAPI, worker: AnalyticsWorker, token: str | None, *, pers
         q = build_query(by=by, from_=from_, to=to, mode=mode, as_of=as_of, known_at=known_at)
         return JSONBody(window_answer(await worker.run(lambda a: a.speed(q)), q))
 
-    @router.get("/sla", response_model=None, summary="SLA compliance", tags=["queries"],
+    @router.get("/sla", operation_id="sla", response_model=None,
+                summary="SLA compliance", tags=["queries"],
                 responses={200: {"model": SlaBody, "description": DESCRIPTIONS["sla"]}})
     async def sla(by: SlaByParam = "rule", from_: FromParam = None, to: ToParam = None, as_of: AsOfParam = None,
                   known_at: KnownAtParam = None) -> Response:
@@ -146,8 +160,19 @@ def add_routes(app: FastAPI, worker: AnalyticsWorker, token: str | None, *, pers
         q = build_query(by=by, from_=from_, to=to, as_of=as_of, known_at=known_at)
         return JSONBody(sla_answer(await worker.run(lambda a: a.sla(q)), q))
 
-    @router.get("/leads", response_model=None, summary="Lead list", tags=["queries"],
-                responses={200: {"model": LeadsBody, "description": DESCRIPTIONS["leads"]}})
+    @router.get("/qualification", operation_id="qualification", response_model=None,
+                summary="Qualification: MQLs by source", tags=["queries"],
+                responses={200: {"model": QualificationBody, "description": DESCRIPTIONS["qualification"]}})
+    async def qualification(from_: FromParam = None, to: ToParam = None, as_of: AsOfParam = None,
+                            known_at: KnownAtParam = None) -> Response:
+        """Per MQL source (scorer, external, override), the MQL entries in [from, to), the distinct leads
+        they qualified, how many of those were won at or after one of them, and won / leads."""
+        q = build_query(from_=from_, to=to, as_of=as_of, known_at=known_at)
+        return JSONBody(tidy(await worker.run(lambda a: a.qualification(q))))
+
+    @router.get("/leads", operation_id="leads", response_model=None,
+                summary="Lead list", tags=["queries"],
+                responses={200: {"model": LeadsBody, "description": DESCRIPTIONS["leads"], "links": LEAD_LINKS}})
     async def leads(stage: StageParam = None,
                     channel: Annotated[str | None, Param(description="Only leads captured on this channel.")] = None,
                     owner: Annotated[str | None, Param(description="Only leads owned by this owner.")] = None,
@@ -157,10 +182,11 @@ def add_routes(app: FastAPI, worker: AnalyticsWorker, token: str | None, *, pers
         q = build_query(stage=stage, channel=channel, owner=owner, limit=limit, as_of=as_of, known_at=known_at)
         return JSONBody(leads_answer(await worker.run(lambda a: a.leads(q)), q))
 
-    @router.get("/leads/{lead_id}/history", response_model=None, summary="One lead's history",
+    @router.get("/leads/{lead_id}/history", operation_id=HISTORY, response_model=None,
+                summary="One lead's history",
                 tags=["audit"], responses={200: {"model": HistoryBody, "description": DESCRIPTIONS["history"]},
                                            404: {"model": ErrorBody, "description": "No such lead."}})
-    async def history(lead_id: Annotated[str, PathParam(description="The lead id (UUID).")],
+    async def history(lead_id: LeadIdParam,
                       as_of: AsOfParam = None, known_at: KnownAtParam = None) -> Response:
         """Every event of the lead (CloudEvents envelopes) and its stage at `as_of`. Personal data
         (e-mail, name, phone) reads `[sealed]` unless the server was started with `--personal-data`
@@ -172,7 +198,8 @@ def add_routes(app: FastAPI, worker: AnalyticsWorker, token: str | None, *, pers
             return error(404, f"unknown lead {lead}: no events stored for it")
         return JSONBody(body if personal_data else seal_personal(body))
 
-    @router.get("/report", response_class=HTMLResponse, summary="The HTML report", tags=["report"],
+    @router.get("/report", operation_id="report", response_class=HTMLResponse,
+                summary="The HTML report", tags=["report"],
                 responses={200: {"content": {"text/html": {}}, "description": "One self-contained page."}})
     async def report(from_: FromParam = None, to: ToParam = None, mode: ModeParam = "cohort",
                      model: ModelParam = "linear", conversion: ConversionParam = "won",

@@ -57,7 +57,9 @@ class Clock:
     `restarted` for a clock restarted before its deadline (a restart at the deadline instant is late:
     breached, like the breach's own reassignment there). `owner` is the owner at the deadline when
     breached, else at the end (or the as-of instant); `owners` are the (from, owner) changes during the
-    run. `accumulated` is the counted time up to the end (or the as-of instant).
+    run. `accumulated` is the counted time up to the end; for a run still running at the as-of instant,
+    up to that instant but at most up to the deadline (a run already past it has counted its target;
+    counting on to a far as-of instant would walk the calendar day by day for nothing).
     """
 
     sla: str
@@ -226,7 +228,8 @@ def _clock(policy: Policy, rule: SlaRule, evs: Sequence[ClockEvent], start: int,
         status = "open"
     owner = _owner_at(segments, min(deadline, horizon))
     return Clock(rule.id, run.started_at, run.warn_at, deadline, run.ended_at, by,
-                 _accumulated(policy, rule, segments, horizon), owner, status, segments)
+                 _accumulated(policy, rule, segments, horizon if run.ended_at is not None else min(horizon, deadline)),
+                 owner, status, segments)
 
 
 def _counting(policy: Policy, rule: SlaRule, owner: str | None) -> Calendar | None:

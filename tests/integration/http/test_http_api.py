@@ -90,6 +90,9 @@ CASES = [
     ("/speed", {"by": "owner", "known_at": "2099-01-01"}, ["speed", "--by", "owner", "--known-at", "2099-01-01"]),
     ("/speed", {"by": "channel", "mode": "period", "to": "2026-03-01"},
      ["speed", "--by", "channel", "--mode", "period", "--to", "2026-03-01"]),
+    ("/qualification", {}, ["qualification"]),
+    ("/qualification", {"from": "2026-02-01", "to": "2026-04-01T00:00:00+02:00", "as_of": "2026-06-01"},
+     ["qualification", "--from", "2026-02-01", "--to", "2026-04-01T00:00:00+02:00", "--as-of", "2026-06-01"]),
     ("/leads", {}, ["leads"]),
     ("/leads", {"stage": "sql", "limit": 5}, ["leads", "--stage", "sql", "--limit", "5"]),
     ("/leads", {"channel": "webinar", "as_of": "2026-03-01"}, ["leads", "--channel", "webinar", "--as-of", "2026-03-01"]),
@@ -188,6 +191,11 @@ BAD = [
     ("/leads", {"limit": "ten"}, "limit"),
     ("/leads", {"stage": "zombie"}, "stage"),
     ("/leads/not-a-uuid/history", {}, "lead_id"),
+    ("/leads/{00000000-0000-4000-8000-000000000000}/history", {}, "lead_id"),  # a UUID, not as written
+    ("/qualification", {"from": "2026-04-01", "to": "2026-02-01"}, "from"),
+    ("/qualification", {"mode": "period"}, "mode"),  # not taken
+    ("/funnel", {"from": ""}, "from"),
+    ("/funnel", {"as_of": " 2026-02-01"}, "as_of"),
     ("/report", {"model": "nope"}, "model"),
 ]
 
@@ -274,6 +282,7 @@ EXPECTED_PARAMETERS = {
     "/leads/{lead_id}/history": {"lead_id", "as_of", "known_at"},
     "/report": {"from", "to", "mode", "model", "conversion", "as_of", "known_at"},
     "/sla": {"by", "from", "to", "as_of", "known_at"},
+    "/qualification": {"from", "to", "as_of", "known_at"},
     "/healthz": set(),
 }
 
