@@ -10,15 +10,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.support.serve import free_port, leadledger, wait_until_up
 
 ROOT = Path(__file__).resolve().parents[3]
 HOOKS = Path(__file__).with_name("fuzz_hooks.py")
@@ -27,31 +26,6 @@ SECRET = "http-fuzz-test-secret"
 #: test cases per operation and phase: ~25 s with the token and ~10 s without on an idle 2-core machine
 EXAMPLES = int(os.environ.get("LEADLEDGER_FUZZ_EXAMPLES", "40"))
 SEED = os.environ.get("LEADLEDGER_FUZZ_SEED", "20260201")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def leadledger(env: dict[str, str], *args: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "lifecycle", *args], env=env, capture_output=True,
-                          timeout=180, check=False)
-    assert done.returncode == 0, done.stderr.decode()
-
-
-def wait_until_up(proc: subprocess.Popen[bytes], url: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while proc.poll() is None:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"{url} did not answer within {seconds} s"
-        time.sleep(0.1)
-    raise AssertionError(f"serve exited with {proc.returncode}: {proc.stderr.read().decode() if proc.stderr else ''}")
 
 
 POLICY = Path(__file__).resolve().parents[3] / "lifecycle" / "simulate" / "default_policy.toml"

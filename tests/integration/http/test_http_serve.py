@@ -5,46 +5,17 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import httpx
-import orjson
+
+from tests.support.serve import free_port, leadledger, wait_until_up
 
 SECRET = "http-serve-test-secret"
 TOKEN = "serve-test-token"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def leadledger(env: dict[str, str], *args: str) -> Any:
-    done = subprocess.run([sys.executable, "-m", "lifecycle", *args], env=env, capture_output=True,
-                          timeout=180, check=False)
-    assert done.returncode == 0, done.stderr.decode()
-    return orjson.loads(done.stdout) if "--json" in args else done.stdout
-
-
-def wait_until_up(proc: subprocess.Popen[bytes], url: str, seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"serve exited with {proc.returncode}: {proc.stderr.read().decode() if proc.stderr else ''}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"{url} did not answer within {seconds} s"
-        time.sleep(0.1)
 
 
 def test_serve_as_a_real_process(tmp_path: Path) -> None:
