@@ -318,8 +318,7 @@ class Operator:
         name = seen.name
         occurred = to_us(seen.occurred)
         if name == "LeadTouched":
-            lead.touches.append(scoring.Touch(occurred, data.get("kind"), data.get("channel"),
-                                              data.get("campaign")))
+            lead.touches.append(scoring.Touch.of(occurred, data))
         elif name == "LeadScored" and seen.actor == "scorer":
             lead.scored = (int(data["policy_version"]), int(data["total"]))
         if name == "LeadCaptured":

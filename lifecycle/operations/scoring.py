@@ -17,7 +17,7 @@ back-test all call `evaluate`, so they agree to the last bit.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,6 +36,11 @@ class Touch:
     kind: str | None
     channel: str | None
     campaign: str | None
+
+    @classmethod
+    def of(cls, occurred: int, data: Mapping[str, Any]) -> Touch:
+        """A stored `LeadTouched`'s touch (its data, and its occurred_at in µs)."""
+        return cls(occurred, data.get("kind"), data.get("channel"), data.get("campaign"))
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,7 @@ def evaluate(model: Scoring, attributes: Mapping[str, object], touches: Iterable
             contributions.append(Contribution(rule.id, rule.points))
     behaviour = 0.0
     for rule in model.behaviour:
-        hits = [t for t in upto if matches(rule.when, _touch_view(attributes, t))]
+        hits = [t for t in upto if matches(rule.when, touch_view(attributes, t))]
         if not hits:
             continue
         points = _behaviour_points(rule, hits, at)
@@ -86,7 +91,7 @@ def evaluate(model: Scoring, attributes: Mapping[str, object], touches: Iterable
     return Score(fit, behaviour, total, tuple(contributions))
 
 
-def _touch_view(attributes: Mapping[str, object], touch: Touch) -> dict[str, object]:
+def touch_view(attributes: Mapping[str, object], touch: Touch) -> dict[str, object]:
     view = dict(attributes)
     view["touch_kind"] = touch.kind
     view["channel"] = touch.channel
@@ -94,13 +99,12 @@ def _touch_view(attributes: Mapping[str, object], touch: Touch) -> dict[str, obj
     return view
 
 
-def _behaviour_points(rule: ScoringRule, hits: Sequence[Touch], at: int) -> float:
-    """Σ raw × decay over the rule's touches (sorted by time), the raw points capped per UTC day."""
-    total = 0.0
+def _capped(rule: ScoringRule, hits: Sequence[Touch]) -> Iterator[tuple[Touch, int]]:
+    """Each of the rule's touches (sorted by time) with the raw points (magnitude) that count: at most
+    `max_per_day` per UTC day, earliest first; touches past the cap are left out."""
     day = None
     left = 0
     magnitude = abs(rule.points)
-    sign = 1 if rule.points >= 0 else -1
     for touch in hits:
         raw = magnitude
         if rule.max_per_day is not None:
@@ -111,6 +115,14 @@ def _behaviour_points(rule: ScoringRule, hits: Sequence[Touch], at: int) -> floa
             left -= raw
             if raw == 0:
                 continue
+        yield touch, raw
+
+
+def _behaviour_points(rule: ScoringRule, hits: Sequence[Touch], at: int) -> float:
+    """Σ raw × decay over the rule's touches (sorted by time), the raw points capped per UTC day."""
+    total = 0.0
+    sign = 1 if rule.points >= 0 else -1
+    for touch, raw in _capped(rule, hits):
         weight = 1.0
         if rule.half_life is not None:
             age_us = at - touch.occurred
@@ -173,7 +185,8 @@ def explain(model: Scoring, attributes: Mapping[str, object], touches: Iterable[
             lines.append(RuleLine(rule.id, "behaviour", 0, False, 0, "no matching touch up to this instant"))
             continue
         raw = abs(rule.points) * hit.touches
-        counted = _counted_raw(rule, [t for t in upto if matches(rule.when, _touch_view(attributes, t))])
+        hits = [t for t in upto if matches(rule.when, touch_view(attributes, t))]
+        counted = sum(points for _, points in _capped(rule, hits))
         notes = []
         if counted < raw:
             notes.append(f"daily cap: {counted} of {raw} raw points count")
@@ -197,16 +210,6 @@ def why_not(when: tuple[Any, ...], attributes: Mapping[str, object]) -> str | No
     return None
 
 
-def _counted_raw(rule: ScoringRule, hits: Sequence[Touch]) -> int:
-    if rule.max_per_day is None:
-        return abs(rule.points) * len(hits)
-    per_day: dict[int, int] = {}
-    for touch in hits:
-        day = touch.occurred // _US_PER_DAY
-        per_day[day] = min(rule.max_per_day, per_day.get(day, 0) + abs(rule.points))
-    return sum(per_day.values())
-
-
 def _duration(seconds: float) -> str:
     for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60)):
         if seconds >= size and seconds % size == 0:
@@ -223,5 +226,5 @@ def lead_inputs(events: Iterable[tuple[str, datetime, Mapping[str, Any]]],
         if name == "LeadCaptured":
             attributes = dict(data.get("attributes") or {})
         elif name == "LeadTouched":
-            touches.append(Touch(us(occurred), data.get("kind"), data.get("channel"), data.get("campaign")))
+            touches.append(Touch.of(us(occurred), data))
     return attributes, touches

@@ -37,10 +37,10 @@ from lifecycle.operations.policy import Scoring, matches
 from lifecycle.operations.scoring import (
     PRE_MQL_STAGES,
     Touch,
-    _touch_view,
     evaluate,
     round_half_up,
     threshold_of,
+    touch_view,
     us,
 )
 from schemas.codec import format_time
@@ -105,9 +105,8 @@ def fold(events: Iterable[Seen], window: Window) -> Folded:
         if known is None:
             continue
         if seen.name == "LeadTouched":
-            data, at = seen.data, us(seen.occurred)
-            known.touches.append((at, seen.version, Touch(at, data.get("kind"), data.get("channel"),
-                                                          data.get("campaign"))))
+            at = us(seen.occurred)
+            known.touches.append((at, seen.version, Touch.of(at, seen.data)))
         elif seen.data.get("to_stage"):
             _stage(known, seen, str(seen.data["to_stage"]))
     ordered = sorted(leads.values(), key=lambda f: (f.captured, f.lead))
@@ -158,7 +157,7 @@ def _ceilings(model: Scoring, attributes: dict[str, Any], touches: Sequence[Touc
     positive = [rule for rule in model.behaviour if rule.points > 0]
     out = [float(fit)]
     for touch in touches:
-        view = _touch_view(attributes, touch)
+        view = touch_view(attributes, touch)
         out.append(out[-1] + sum(rule.points for rule in positive if matches(rule.when, view)))
     return out
 
