@@ -119,3 +119,45 @@ def shape(w: Window, rows: Iterable[tuple[Any, ...]]) -> dict[str, Any]:
         out.append({"key": key, "stages": stages, "conversion": conversion})
     return {"mode": w.mode, "from": format_us(w.start), "to": format_us(w.end), "as_of": format_us(w.as_of),
             "by": w.by, "groups": out}
+
+
+def bucket_case(column: str, bounds: Sequence[tuple[int, int]]) -> str:
+    """A SQL expression: the start of the interval of `bounds` holding `column` (which the WHERE clause
+    keeps inside [bounds[0][0], bounds[-1][1])). The bounds are integers computed here, written as
+    literals (a decade of weeks would pass SQLite's old 999-parameter limit)."""
+    whens = " ".join(f"WHEN {column} < {int(hi)} THEN {int(lo)}" for lo, hi in bounds)
+    return f"CASE {whens} END"
+
+
+def interval_sql(w: Window, table: str, bounds: Sequence[tuple[int, int]]) -> list[tuple[str, list[Any]]]:
+    """`query_sql` per interval in one pass: the counts of one stage (each statement's first parameter)
+    per (interval start, channel, campaign). The window [w.start, w.end) is the intervals' union.
+    Cohort mode buckets a lead's first entry by its capture; period mode an entry by its own time,
+    counted when the lead's previous entry into the stage is before that interval's start."""
+    conds: list[str] = []
+    params: list[Any] = []
+    visible(w, "entered_at", conds, params)
+    column = "captured_at" if w.mode == "cohort" else "entered_at"
+    in_range(column, w, conds, params)
+    bucket = bucket_case(column, bounds)
+    firsts = ["stage = ?", "prev_at IS NULL", *conds]
+    statements = [(f"SELECT {bucket} AS bucket, channel, campaign, COUNT(*) FROM {table} "
+                   f"WHERE {' AND '.join(firsts)} GROUP BY bucket, channel, campaign", params)]
+    if w.mode == "period":
+        again = ["stage = ?", "prev_at IS NOT NULL", f"prev_at < {bucket}", *conds]
+        statements.append((f"SELECT {bucket} AS bucket, channel, campaign, COUNT(*) FROM {table} "
+                           f"WHERE {' AND '.join(again)} GROUP BY bucket, channel, campaign", params))
+    return statements
+
+
+def span_sql(w: Window, table: str) -> tuple[str, list[Any]]:
+    """The earliest and latest time a trend without --from/--to covers: captures (cohort) or stage
+    entries (period) visible at the as-of time."""
+    conds: list[str] = []
+    params: list[Any] = []
+    visible(w, "entered_at", conds, params)
+    in_range("captured_at" if w.mode == "cohort" else "entered_at", w, conds, params)
+    column = "captured_at" if w.mode == "cohort" else "entered_at"
+    if w.mode == "cohort":
+        conds.append("stage = 'captured'")
+    return f"SELECT MIN({column}), MAX({column}) FROM {table} WHERE {' AND '.join(conds)}", params

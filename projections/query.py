@@ -15,6 +15,9 @@ CONVERSIONS = ("mql", "sql", "won")
 LEAD_BYS = ("channel", "campaign")
 SPEED_BYS = ("owner", "channel", "campaign")
 MAX_LIMIT = 10_000
+INTERVALS = ("week", "month")
+#: the most intervals one `--interval` answer holds (a decade of weeks is 522)
+MAX_INTERVALS = 1_000
 
 
 class QueryError(ValueError):
@@ -41,6 +44,11 @@ class Query:
     channel: str | None = None
     owner: str | None = None
     limit: int = 50
+    #: `funnel --interval`: one funnel per ISO week or UTC calendar month as well as the whole window
+    interval: str | None = None
+    #: `--compare-to`: "previous" (the window of the same length just before, whole calendar months when
+    #: the window is whole months) or an explicit (from, to) window
+    compare_to: str | tuple[datetime, datetime] | None = None
 
     def __post_init__(self) -> None:
         # channels are stored trimmed and lower-case (normalized at capture): so is the filter
@@ -79,6 +87,8 @@ def check(q: Query, bys: Sequence[str] = LEAD_BYS) -> Window:
         raise QueryError(f"--by must be one of {', '.join(bys)} (or omitted), got {q.by!r}")
     if q.mode not in MODES:
         raise QueryError(f"--mode must be cohort or period, got {q.mode!r}")
+    if q.interval is not None and q.interval not in INTERVALS:
+        raise QueryError(f"--interval must be one of {', '.join(INTERVALS)}, got {q.interval!r}")
     start, end = _us(q.from_, "--from"), _us(q.to, "--to")
     if start is not None and end is not None and start >= end:
         raise QueryError(f"--from ({q.from_}) must be before --to ({q.to})")

@@ -21,7 +21,7 @@ from lifecycle.audit import history as lead_history
 from lifecycle.domain.stages import FUNNEL_ORDER
 from lifecycle.policies import PolicyTimeline, Published
 from lifecycle.store.repository import LeadStore
-from projections import attribution, funnel, leads, qualification, sla, speed, velocity
+from projections import attribution, funnel, leads, qualification, sla, speed, velocity, windows
 from projections.base import Lead, Projection
 from projections.engine.db import ReadModelDB
 from projections.engine.registry import BY_NAME
@@ -30,6 +30,7 @@ from projections.engine.sources import EmbeddedSource
 from projections.engine.timeline import TIMELINE
 from projections.money import FxTable
 from projections.query import Query, QueryError, Window, check, check_attribution, check_leads
+from schemas.codec import format_time
 from schemas.facts import Fact, dt_to_us, unpack
 
 __all__ = ["Analytics", "Query", "QueryError"]
@@ -80,17 +81,68 @@ class Analytics:
     # ---- queries -------------------------------------------------------------
 
     def funnel(self, q: Query) -> dict[str, Any]:
+        """Distinct leads per stage; with `q.interval` also one funnel per week or month of the window,
+        with `q.compare_to` also the other window's funnel and the differences."""
         w = check(q)
+        if q.compare_to is not None:
+            return self._compared(self.funnel, q)
         tables = self._tables(w, BY_NAME["funnel"])
-        statements = funnel.query_sql(w, tables[funnel.ENTRIES.name])
+        table = tables[funnel.ENTRIES.name]
+        statements = funnel.query_sql(w, table)
         rows = []
         for stage in FUNNEL_ORDER:
             for text, params in statements:
                 rows += funnel.regroup(w.by, stage.value, self.db.query(text, [stage.value, *params]))
-        return funnel.shape(w, rows)
+        answer = funnel.shape(w, rows)
+        if q.interval is not None:
+            answer["interval"] = q.interval
+            answer["intervals"] = self._funnel_intervals(w, q.interval, table)
+        return answer
+
+    def _funnel_intervals(self, w: Window, kind: str, table: str) -> list[dict[str, Any]]:
+        start, end = w.start, w.end
+        if start is None or end is None:
+            text, params = funnel.span_sql(w, table)
+            first, last = self.db.query(text, params)[0]
+            if first is None:
+                return []
+            start = windows.interval_start(kind, int(first)) if start is None else start
+            end = windows.next_start(kind, windows.interval_start(kind, int(last))) if end is None else end
+        bounds = windows.intervals(kind, start, end)
+        if not bounds:
+            return []
+        span = replace(w, start=start, end=end)
+        per: dict[int, list[tuple[Any, str, int]]] = {lo: [] for lo, _ in bounds}
+        for stage in FUNNEL_ORDER:
+            for text, params in funnel.interval_sql(span, table, bounds):
+                by_bucket: dict[int, list[tuple[Any, ...]]] = {}
+                for bucket, channel, campaign, count in self.db.query(text, [stage.value, *params]):
+                    by_bucket.setdefault(int(bucket), []).append((channel, campaign, count))
+                for bucket, found in by_bucket.items():
+                    per[bucket] += funnel.regroup(w.by, stage.value, found)
+        out = []
+        for lo, hi in bounds:
+            shaped = funnel.shape(replace(w, start=lo, end=hi), per[lo])
+            out.append({"label": windows.label(kind, lo), "from": shaped["from"], "to": shaped["to"],
+                        "groups": shaped["groups"]})
+        return out
+
+    def _compared(self, ask: Callable[[Query], dict[str, Any]], q: Query) -> dict[str, Any]:
+        """The answer for q's window, the same figures for the other window and the differences
+        (current − other) per group of the whole windows; both at the same as-of (and known-at) time. With an
+        interval, each window has its own intervals."""
+        other = windows.compare_window(q)
+        current = ask(replace(q, compare_to=None))
+        theirs = ask(replace(q, compare_to=None, from_=other[0], to=other[1]))
+        compare = {"from": format_time(other[0]), "to": format_time(other[1]), "groups": theirs["groups"],
+                   **({"intervals": theirs["intervals"]} if "intervals" in theirs else {})}
+        return {**current, "compare": compare,
+                "difference": {"groups": windows.group_differences(current["groups"], theirs["groups"])}}
 
     def velocity(self, q: Query) -> dict[str, Any]:
         w = check(q)
+        if q.compare_to is not None:
+            return self._compared(self.velocity, q)
         tables = self._tables(w, BY_NAME["velocity"])
         stays = velocity.Stats(w, tables[velocity.STAYS.name], "duration_us", "left_at", self.db.query)
         firsts = velocity.Stats(w, tables[velocity.FIRSTS.name], "since_capture_us", "entered_at", self.db.query)
@@ -98,12 +150,16 @@ class Analytics:
 
     def attribution(self, q: Query) -> dict[str, Any]:
         w = check_attribution(q)
+        if q.compare_to is not None:
+            return self._compared(self.attribution, q)
         tables = self._tables(w, BY_NAME["attribution"])
         text, params = attribution.query_sql(w, q.model, q.conversion, tables[attribution.CREDITS.name], self.fx)
         return attribution.shape(w, q.model, q.conversion, self.db.query(text, params), self.fx)
 
     def speed(self, q: Query) -> dict[str, Any]:
         w = check(q, bys=("owner", "channel", "campaign"))
+        if q.compare_to is not None:
+            return self._compared(self.speed, q)
         tables = self._tables(w, BY_NAME["speed"])
         known = [v for v in self.policies().versions if w.known_at is None or dt_to_us(v.recorded_at) <= w.known_at]
         return speed.compute(w, tables[speed.ASSIGNMENTS.name], tables[speed.RESPONSES.name], self.db.query,

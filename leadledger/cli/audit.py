@@ -18,7 +18,18 @@ from uuid import UUID
 import click
 import orjson
 
-from leadledger.cli.common import TIME, Context, emit_json, fail, json_option, lead_ref, pass_ctx
+from leadledger.cli.common import (
+    TIME,
+    Context,
+    emit_csv,
+    emit_json,
+    fail,
+    json_option,
+    lead_ref,
+    output_format,
+    output_options,
+    pass_ctx,
+)
 from leadledger.cli.tables import history_table
 from lifecycle.audit import VerifyReport, export_envelopes, verify_file
 from lifecycle.audit import history as lead_history
@@ -33,17 +44,22 @@ def _resolve(ctx: Context, lead: str) -> UUID:
 @click.argument("lead")
 @click.option("--as-of", type=TIME, help="Only events that occurred at or before this time.")
 @click.option("--known-at", type=TIME, help="...and were recorded at or before this time.")
-@json_option
+@output_options
 @pass_ctx
-def history(ctx: Context, lead: str, as_of: datetime | None, known_at: datetime | None, as_json: bool) -> None:
+def history(ctx: Context, lead: str, as_of: datetime | None, known_at: datetime | None, as_json: bool,
+            fmt: str | None) -> None:
     """Every event of LEAD and its stage at --as-of."""
+    out = output_format(as_json, fmt)
     lead_id = _resolve(ctx, lead)
     result = lead_history(ctx.app.store, lead_id, as_of, known_at)
     if result is None:
         fail(f"unknown lead {lead}: no events stored for it")
     assert result is not None
-    if as_json:
+    if out == "json":
         emit_json(result)
+        return
+    if out == "csv":
+        emit_csv(result)
         return
     history_table(result)
 

@@ -15,6 +15,7 @@ from uuid import UUID
 import click
 import orjson
 
+from leadledger import csvout
 from leadledger.bootstrap import EVENTS_DB, bootstrap
 from lifecycle.application import LeadLedger, Outcome
 from lifecycle.domain import commands as cmd
@@ -65,7 +66,7 @@ def wants_json() -> bool:
     if ctx is None or ctx.meta.get("leadledger.json_emitted"):
         return False
     while ctx is not None:
-        if ctx.params.get("as_json"):
+        if ctx.params.get("as_json") or ctx.params.get("fmt") == "json":
             return True
         ctx = ctx.parent
     return False
@@ -152,6 +153,30 @@ def lead_ref(value: str) -> cmd.LeadRef:
 
 def json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Exact JSON instead of text.")(func)
+
+
+#: what a query prints: a readable table, exact JSON, or CSV
+FORMATS = ("table", "json", "csv")
+
+
+def output_options(func: F) -> F:
+    """`--format table|json|csv` and `--json` (the same as `--format json`)."""
+    func = click.option("--format", "fmt", type=click.Choice(FORMATS), default=None,
+                        help="table (the default), json (the same as --json) or csv: RFC 4180 with a header, one "
+                             "row per group and figure (the lead list and a history: one row per lead or event).")(func)
+    return json_option(func)
+
+
+def output_format(as_json: bool, fmt: str | None) -> str:
+    """The one format `--json` and `--format` ask for (refused when they contradict)."""
+    if as_json and fmt not in (None, "json"):
+        fail(f"--json and --format {fmt} contradict each other: give one of them", 2)
+    return "json" if as_json else fmt or "table"
+
+
+def emit_csv(obj: dict[str, Any]) -> None:
+    sys.stdout.write(csvout.render(obj))
+    sys.stdout.flush()
 
 
 def at_option(func: F) -> F:

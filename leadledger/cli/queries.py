@@ -14,11 +14,21 @@ from rich.text import Text
 
 from leadledger.answers import leads_answer, sla_answer, tidy, window_answer
 from leadledger.bootstrap import open_analytics
-from leadledger.cli.common import TIME, Context, emit_json, fail, json_option, pass_ctx
+from leadledger.cli.common import (
+    TIME,
+    Context,
+    emit_csv,
+    emit_json,
+    fail,
+    output_format,
+    output_options,
+    pass_ctx,
+)
 from leadledger.cli.tables import literal, literal_table, show
+from leadledger.csvout import long_rows
 from lifecycle.domain.stages import FUNNEL_ORDER
 from lifecycle.settings import SettingsError
-from projections.query import CONVERSIONS, MODELS, MODES, Query, QueryError
+from projections.query import CONVERSIONS, INTERVALS, MODELS, MODES, Query, QueryError
 from projections.report.charts import fmt_duration, fmt_percent
 from projections.report.html import render_report
 
@@ -59,14 +69,16 @@ def window_options(bys: tuple[str, ...]) -> Callable[[F], F]:
     return decorate
 
 
-def _answer(ask: Callable[[], dict[str, Any]], as_json: bool, render: Callable[[dict[str, Any]], None],
+def _answer(ask: Callable[[], dict[str, Any]], out: str, render: Callable[[dict[str, Any]], None],
             shape: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
     try:
         result = shape(ask())
     except QueryError as exc:
         fail(str(exc), 2)
-    if as_json:
+    if out == "json":
         emit_json(result)
+    elif out == "csv":
+        emit_csv(result)
     else:
         render(result)
 
@@ -240,31 +252,141 @@ def _leads_renderer(filters: dict[str, Any]) -> Callable[[dict[str, Any]], None]
     return render
 
 
+# ---------------------------------------------------------------- trends and comparisons
+
+
+class CompareParam(click.ParamType):
+    """`previous`, or the other window as FROM..TO (dates or times, as --from/--to)."""
+
+    name = "previous|FROM..TO"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple) or value == "previous":
+            return value
+        text = str(value)
+        if text.strip().lower() == "previous":
+            return "previous"
+        if ".." not in text:
+            self.fail(f"{text!r}: give previous, or the other window as FROM..TO (e.g. 2026-01-01..2026-04-01)",
+                      param, ctx)
+        start, _, end = text.partition("..")
+        return TIME.convert(start.strip(), param, ctx), TIME.convert(end.strip(), param, ctx)
+
+
+COMPARE = CompareParam()
+
+
+def compare_option(func: F) -> F:
+    return click.option(
+        "--compare-to", "compare_to", type=COMPARE,
+        help="Also answer for another window and show the differences (this window minus that one): "
+             "previous = the window of the same length just before --from (whole calendar months when --from and "
+             "--to are the 1st of a month, so a quarter compares with the previous quarter), or FROM..TO.")(func)
+
+
+def _signed(value: Any, fmt: Callable[[float | None], str]) -> str:
+    if value is None:
+        return "–"
+    return ("+" if value > 0 else "-" if value < 0 else "±") + fmt(abs(value))
+
+
+def _figure_format(figure: str) -> Callable[[float | None], str]:
+    if figure.endswith("_s"):
+        return fmt_duration
+    if figure.startswith("conversion.") or figure.endswith(("rate", "share", "compliance")):
+        return fmt_percent
+    return lambda v: "–" if v is None else f"{v:,.2f}".rstrip("0").rstrip(".")
+
+
+def render_comparison(result: dict[str, Any], render: Callable[[dict[str, Any]], None]) -> None:
+    """Both windows with their own tables, then every figure side by side with the difference."""
+    current = {k: v for k, v in result.items() if k not in ("compare", "difference")}
+    render(current)
+    render({**current, **result["compare"]})
+    _, rows = long_rows({"by": result.get("by"), "groups": current["groups"]})
+    _, theirs = long_rows({"by": result.get("by"), "groups": result["compare"]["groups"]})
+    _, diffs = long_rows({"by": result.get("by"), "groups": result["difference"]["groups"]})
+    other = {(r.get("key"), r["figure"]): r["value"] for r in theirs}
+    mine = {(r.get("key"), r["figure"]): r["value"] for r in rows}
+    window = f"[{_when(result['compare']['from'], '-inf')}, {_when(result['compare']['to'], '+inf')})"
+    table = literal_table(literal(f"this window minus {window}"))
+    for col in (result["by"] or "", "figure", "this window", "that window", "difference"):
+        table.add_column(literal(col), justify="left" if col in (result["by"] or "", "figure") else "right")
+    for r in diffs:
+        if not isinstance(r["value"], int | float | None) or isinstance(r["value"], bool):
+            continue
+        key = (r.get("key"), r["figure"])
+        fmt = _figure_format(r["figure"])
+        table.add_row(literal("all" if r.get("key") is None else r["key"]), literal(r["figure"]),
+                      literal(fmt(mine.get(key))), literal(fmt(other.get(key))), literal(_signed(r["value"], fmt)))
+    _print(table)
+
+
+def render_trend(result: dict[str, Any]) -> None:
+    """One row per interval (and group): the leads per stage."""
+    kind = "ISO week" if result["interval"] == "week" else "UTC month"
+    what = "captured in the interval" if result.get("mode") != "period" else "entering in the interval"
+    table = literal_table(literal(f"trend per {kind} (distinct leads {what})"))
+    table.add_column(literal(result["interval"]))
+    if result["by"]:
+        table.add_column(literal(result["by"]))
+    for s in FUNNEL_ORDER:
+        table.add_column(s.value, justify="right")
+    for iv in result["intervals"]:
+        for g in iv["groups"]:
+            cells = [literal(iv["label"])] + ([_key(g)] if result["by"] else [])
+            table.add_row(*cells, *(literal(g["stages"][s.value]) for s in FUNNEL_ORDER))
+    _print(table)
+
+
+def _with_extras(render: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    def show_all(result: dict[str, Any]) -> None:
+        if "compare" in result:
+            render_comparison(result, render)
+            return
+        render(result)
+        if "intervals" in result:
+            render_trend(result)
+
+    return show_all
+
+
 # ---------------------------------------------------------------- queries
 
 
 @click.command()
 @window_options(("channel", "campaign"))
-@json_option
+@click.option("--interval", type=click.Choice(INTERVALS),
+              help="Also one funnel per ISO week (Monday 00:00 UTC) or UTC calendar month of the window: leads "
+                   "captured in it (cohort) or entering a stage in it (period). Without --from/--to the window "
+                   "runs from the first to the last interval with data.")
+@compare_option
+@output_options
 @pass_ctx
 def funnel(ctx: Context, by: str | None, from_: datetime | None, to: datetime | None, mode: str,
-           as_of: datetime | None, known_at: datetime | None, as_json: bool) -> None:
+           as_of: datetime | None, known_at: datetime | None, interval: str | None, compare_to: Any,
+           as_json: bool, fmt: str | None) -> None:
     """Distinct leads that entered each stage, and conversion along captured->mql->sal->sql->won."""
-    q = Query(by=by, from_=from_, to=to, mode=mode, as_of=as_of, known_at=known_at)
-    _answer(lambda: _analytics(ctx).funnel(q), as_json, render_funnel, lambda r: window_answer(r, q))
+    q = Query(by=by, from_=from_, to=to, mode=mode, as_of=as_of, known_at=known_at, interval=interval,
+              compare_to=compare_to)
+    _answer(lambda: _analytics(ctx).funnel(q), output_format(as_json, fmt), _with_extras(render_funnel),
+            lambda r: window_answer(r, q))
 
 
 @click.command()
 @window_options(("channel", "campaign"))
-@json_option
+@compare_option
+@output_options
 @pass_ctx
 def velocity(ctx: Context, by: str | None, from_: datetime | None, to: datetime | None, mode: str,
-             as_of: datetime | None, known_at: datetime | None, as_json: bool) -> None:
+             as_of: datetime | None, known_at: datetime | None, compare_to: Any, as_json: bool,
+             fmt: str | None) -> None:
     """Time in each stage (completed stays) and time from capture to first mql/sal/sql/won.
 
     Each reports count, mean, p50, p90 (exact nearest-rank) in seconds."""
-    q = Query(by=by, from_=from_, to=to, mode=mode, as_of=as_of, known_at=known_at)
-    _answer(lambda: _analytics(ctx).velocity(q), as_json, render_velocity, lambda r: window_answer(r, q))
+    q = Query(by=by, from_=from_, to=to, mode=mode, as_of=as_of, known_at=known_at, compare_to=compare_to)
+    _answer(lambda: _analytics(ctx).velocity(q), output_format(as_json, fmt), _with_extras(render_velocity),
+            lambda r: window_answer(r, q))
 
 
 @click.command()
@@ -273,11 +395,12 @@ def velocity(ctx: Context, by: str | None, from_: datetime | None, to: datetime 
               help="How a conversion's credit is split over its touches.")
 @click.option("--conversion", type=click.Choice(CONVERSIONS), default="won", show_default=True,
               help="The stage whose every entry is a conversion (revenue only for won).")
-@json_option
+@compare_option
+@output_options
 @pass_ctx
 def attribution(ctx: Context, by: str | None, from_: datetime | None, to: datetime | None, mode: str,
                 as_of: datetime | None, known_at: datetime | None, model: str, conversion: str,
-                as_json: bool) -> None:
+                compare_to: Any, as_json: bool, fmt: str | None) -> None:
     """Conversions (and won revenue) credited to the touches' channels or campaigns.
 
     A conversion's touches are the capture and touches after the lead's previous
@@ -289,17 +412,19 @@ def attribution(ctx: Context, by: str | None, from_: datetime | None, to: dateti
     --json). Channel and campaign keys are trimmed and lower-case (normalized at
     capture and on touches)."""
     q = Query(by=by, from_=from_, to=to, mode=mode, as_of=as_of, known_at=known_at, model=model,
-              conversion=conversion)
-    _answer(lambda: _analytics(ctx).attribution(q), as_json, render_attribution,
+              conversion=conversion, compare_to=compare_to)
+    _answer(lambda: _analytics(ctx).attribution(q), output_format(as_json, fmt), _with_extras(render_attribution),
             lambda r: window_answer(r, q))
 
 
 @click.command()
 @window_options(("owner", "channel", "campaign"))
-@json_option
+@compare_option
+@output_options
 @pass_ctx
 def speed(ctx: Context, by: str | None, from_: datetime | None, to: datetime | None, mode: str,
-          as_of: datetime | None, known_at: datetime | None, as_json: bool) -> None:
+          as_of: datetime | None, known_at: datetime | None, compare_to: Any, as_json: bool,
+          fmt: str | None) -> None:
     """Speed to lead: assignments, contacted, within 5 minutes (<= 300 s), p50/p90 response.
 
     A reassignment before any contact leaves the earlier assignment uncontacted.
@@ -307,8 +432,9 @@ def speed(ctx: Context, by: str | None, from_: datetime | None, to: datetime | N
     delay (an ownerless lead's capture, or its entry into a routing stage while a
     policy with [routing] is in force, -> its assignment) from the human delay
     (assignment -> first contact)."""
-    q = Query(by=by, from_=from_, to=to, mode=mode, as_of=as_of, known_at=known_at)
-    _answer(lambda: _analytics(ctx).speed(q), as_json, render_speed, lambda r: window_answer(r, q))
+    q = Query(by=by, from_=from_, to=to, mode=mode, as_of=as_of, known_at=known_at, compare_to=compare_to)
+    _answer(lambda: _analytics(ctx).speed(q), output_format(as_json, fmt), _with_extras(render_speed),
+            lambda r: window_answer(r, q))
 
 
 @click.command()
@@ -320,10 +446,10 @@ def speed(ctx: Context, by: str | None, from_: datetime | None, to: datetime | N
 @click.option("--as-of", type=TIME, help="Only events that occurred at or before this time; clocks judged then.")
 @click.option("--known-at", type=TIME, help="...and were recorded at or before this time (and the policy "
                                             "versions published by then).")
-@json_option
+@output_options
 @pass_ctx
 def sla(ctx: Context, by: str, from_: datetime | None, to: datetime | None, as_of: datetime | None,
-        known_at: datetime | None, as_json: bool) -> None:
+        known_at: datetime | None, as_json: bool, fmt: str | None) -> None:
     """SLA compliance of the clocks started in [--from, --to): started, met, breached, restarted, open,
     at risk (open and past the warning), compliance = met / (met + breached), and p50/p90 (nearest
     rank) of the time a clock counted until its stop.
@@ -331,7 +457,7 @@ def sla(ctx: Context, by: str, from_: datetime | None, to: datetime | None, as_o
     Each clock is judged with the policy version in force when its start was recorded, as of --as-of
     (default: now); a business clock counts only working hours of its calendar."""
     q = Query(by=by, from_=from_, to=to, as_of=as_of, known_at=known_at)
-    _answer(lambda: _analytics(ctx).sla(q), as_json, render_sla, lambda r: sla_answer(r, q))
+    _answer(lambda: _analytics(ctx).sla(q), output_format(as_json, fmt), render_sla, lambda r: sla_answer(r, q))
 
 
 @click.command()
@@ -339,10 +465,10 @@ def sla(ctx: Context, by: str, from_: datetime | None, to: datetime | None, as_o
 @click.option("--to", "to", type=TIME, help="...and before this.")
 @click.option("--as-of", type=TIME, help="Only events that occurred at or before this time.")
 @click.option("--known-at", type=TIME, help="...and were recorded at or before this time (exact, slower).")
-@json_option
+@output_options
 @pass_ctx
 def qualification(ctx: Context, from_: datetime | None, to: datetime | None, as_of: datetime | None,
-                  known_at: datetime | None, as_json: bool) -> None:
+                  known_at: datetime | None, as_json: bool, fmt: str | None) -> None:
     """MQLs by source and the MQL -> won rate of each: per source, the MQL entries in [--from, --to),
     the distinct leads they qualified, how many of those were won at or after one of them, and
     won / leads.
@@ -350,7 +476,7 @@ def qualification(ctx: Context, from_: datetime | None, to: datetime | None, as_
     Sources: scorer (leadledger's scorer qualified the lead), override (a person, with a reason),
     external (the guard passed on a score from upstream). A row `all` counts each lead once."""
     q = Query(from_=from_, to=to, as_of=as_of, known_at=known_at)
-    _answer(lambda: _analytics(ctx).qualification(q), as_json, render_qualification, tidy)
+    _answer(lambda: _analytics(ctx).qualification(q), output_format(as_json, fmt), render_qualification, tidy)
 
 
 @click.command(name="leads")
@@ -362,14 +488,14 @@ def qualification(ctx: Context, from_: datetime | None, to: datetime | None, as_
 @click.option("--limit", type=int, default=50, show_default=True, help="At most this many leads.")
 @click.option("--as-of", type=TIME, help="The list as it was at this time.")
 @click.option("--known-at", type=TIME, help="...counting only events recorded by then.")
-@json_option
+@output_options
 @pass_ctx
 def leads_command(ctx: Context, stage: str | None, channel: str | None, owner: str | None, limit: int,
-                  as_of: datetime | None, known_at: datetime | None, as_json: bool) -> None:
+                  as_of: datetime | None, known_at: datetime | None, as_json: bool, fmt: str | None) -> None:
     """Lead list, newest capture first: stage, owner, latest score, source channel and campaign."""
     stage = stage.lower() if stage else None
     q = Query(stage=stage, channel=channel, owner=owner, limit=limit, as_of=as_of, known_at=known_at)
-    _answer(lambda: _analytics(ctx).leads(q), as_json, _leads_renderer({"stage": stage, "channel": channel,
+    _answer(lambda: _analytics(ctx).leads(q), output_format(as_json, fmt), _leads_renderer({"stage": stage, "channel": channel,
                                                                          "owner": owner}),
             lambda r: leads_answer(r, q))
 

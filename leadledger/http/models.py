@@ -55,9 +55,34 @@ class Window(_Doc):
     known_at: str | None = Field(description="...and were recorded at or before this; null: whatever is stored.")
 
 
+class TrendInterval(_Doc):
+    label: str = Field(description="2026-W05 (ISO week) or 2026-02 (UTC month).")
+    from_: str = Field(alias="from", description="The interval's start (inclusive): the window's start for the first.")
+    to: str = Field(description="Its end (exclusive): the window's end for the last.")
+    groups: list[FunnelGroup]
+
+
+class FunnelCompared(_Doc):
+    from_: str | None = Field(alias="from", description="The other window's start (inclusive).")
+    to: str | None = Field(description="The other window's end (exclusive).")
+    groups: list[FunnelGroup]
+
+
+class Differences(_Doc):
+    groups: list[dict[str, Any]] = Field(
+        description="Per group key of either window, the group's figures as this window's minus the other's "
+        "(null where either is null); a group found in one window only counts 0 in the other, its other figures "
+        "are null.")
+
+
 class FunnelBody(Window):
     by: str | None
     groups: list[FunnelGroup]
+    interval: Literal["week", "month"] | None = Field(None, description="With `interval`: week or month.")
+    intervals: list[TrendInterval] | None = Field(None, description="With `interval`: one funnel per interval "
+                                                   "of the window, in time order.")
+    compare: FunnelCompared | None = Field(None, description="With `compare_to`: the other window's funnel.")
+    difference: Differences | None = Field(None, description="With `compare_to`: this window minus the other.")
 
 
 class Stat(_Doc):
@@ -73,9 +98,17 @@ class VelocityGroup(_Doc):
     time_to_stage: dict[str, Stat] = Field(description="First entry minus capture time (mql, sal, sql, won).")
 
 
+class VelocityCompared(_Doc):
+    from_: str | None = Field(alias="from", description="The other window's start (inclusive).")
+    to: str | None = Field(description="The other window's end (exclusive).")
+    groups: list[VelocityGroup]
+
+
 class VelocityBody(Window):
     by: str | None
     groups: list[VelocityGroup]
+    compare: VelocityCompared | None = Field(None, description="With `compare_to`: the other window's answer.")
+    difference: Differences | None = Field(None, description="With `compare_to`: this window minus the other.")
 
 
 class AttributionGroup(_Doc):
@@ -91,12 +124,20 @@ class AttributionGroup(_Doc):
     )
 
 
+class AttributionCompared(_Doc):
+    from_: str | None = Field(alias="from", description="The other window's start (inclusive).")
+    to: str | None = Field(description="The other window's end (exclusive).")
+    groups: list[AttributionGroup]
+
+
 class AttributionBody(Window):
     model: str
     conversion: str
     by: str | None
     currency: str = Field(description="The reporting currency of `revenue` (LEADLEDGER_REPORTING_CURRENCY).")
     groups: list[AttributionGroup]
+    compare: AttributionCompared | None = Field(None, description="With `compare_to`: the other window's answer.")
+    difference: Differences | None = Field(None, description="With `compare_to`: this window minus the other.")
 
 
 class SpeedGroup(_Doc):
@@ -125,9 +166,17 @@ class SpeedSplitGroup(SpeedGroup):
     human_delay: DelayStat = Field(description="Assignment to the lead's first contact (the response times).")
 
 
+class SpeedCompared(_Doc):
+    from_: str | None = Field(alias="from", description="The other window's start (inclusive).")
+    to: str | None = Field(description="The other window's end (exclusive).")
+    groups: list[SpeedSplitGroup]
+
+
 class SpeedSplitBody(Window):
     by: str | None
     groups: list[SpeedSplitGroup]
+    compare: SpeedCompared | None = Field(None, description="With `compare_to`: the other window's answer.")
+    difference: Differences | None = Field(None, description="With `compare_to`: this window minus the other.")
 
 
 class SlaRow(_Doc):
@@ -200,6 +249,14 @@ class HistoryBody(_Doc):
     known_at: str | None
     events: list[dict[str, Any]] = Field(description="CloudEvents 1.0 envelopes in store order; personal "
                                          "fields read `[sealed]` unless the server hands out personal data.")
+
+
+#: every query answers CSV too, for `Accept: text/csv`
+CSV_CONTENT: dict[str, Any] = {"text/csv": {"schema": {
+    "type": "string",
+    "description": "RFC 4180 with a header row: the answer's window columns, what names the group, then `figure` "
+                   "(a dotted path into the JSON group) and `value` (empty = null), one row per group and figure; "
+                   "the lead list and a history: one row per lead or event."}}}
 
 
 class Health(_Doc):

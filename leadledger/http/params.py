@@ -61,6 +61,25 @@ SpeedBy = Literal["owner", "channel", "campaign"]
 SlaBy = Literal["rule", "owner"]
 Stage = Literal["captured", "nurtured", "mql", "sal", "sql", "won", "recycled", "lost", "disqualified"]
 
+Interval = Literal["week", "month"]
+IntervalParam = Annotated[Interval | None, Param(
+    description="Also one funnel per ISO week (Monday 00:00 UTC) or UTC calendar month of the window, in "
+                "`intervals`: leads captured in it (cohort) or entering a stage in it (period). Without from/to "
+                "the window runs from the first to the last interval with data; at most 1,000 intervals (a 400 "
+                "otherwise).",
+)]
+#: `previous` or two times joined by `..`
+COMPARE_PATTERN = "^(previous|" + time_pattern(plus="+ ").removeprefix("^").removesuffix("$") + r"\.\." + \
+    time_pattern(plus="+ ").removeprefix("^").removesuffix("$") + ")$"
+_COMPARE = re.compile(COMPARE_PATTERN.removesuffix("$") + r"\Z")
+CompareToParam = Annotated[str | None, Param(
+    description="Also answer for another window, in `compare`, and this window minus that one in `difference`: "
+                "`previous` (the window of the same length just before `from`; whole calendar months when from "
+                "and to are the 1st of a month, so a quarter compares with the previous quarter; needs from and "
+                "to; a window that would start before year 1 starts there) or `FROM..TO` (two dates or times as "
+                "for `from`, the first before the second). With `interval`, each window has its own intervals.",
+    json_schema_extra={"pattern": COMPARE_PATTERN, "examples": ["2026-01-01..2026-04-01"]},
+)]
 ModeParam = Annotated[Mode, Param(
     description="cohort (default): the leads captured in [from, to); period: the measured event "
                 "(stage entry, end of a stay, conversion, assignment) occurred in [from, to).",
@@ -148,8 +167,21 @@ def parse_lead_id(value: str) -> UUID:
     return UUID(value)
 
 
+def parse_compare(value: str | None) -> str | tuple[datetime, datetime] | None:
+    """`previous`, or FROM..TO as two parsed times."""
+    if value is None or value == "previous":
+        return value
+    if _COMPARE.fullmatch(value) is None:
+        raise ParameterError(f"compare_to: {value!r} is neither previous nor FROM..TO (two dates or RFC 3339 "
+                             "times joined by two dots, e.g. 2026-01-01..2026-04-01)")
+    start, _, end = value.partition("..")
+    a, b = parse_time(start, "compare_to"), parse_time(end, "compare_to")
+    assert a is not None and b is not None
+    return a, b
+
+
 def build_query(*, from_: str | None = None, to: str | None = None, as_of: str | None = None,
-                known_at: str | None = None, **rest: Any) -> Query:
+                known_at: str | None = None, compare_to: str | None = None, **rest: Any) -> Query:
     """A Query from request parameters; times are parsed here, the rest is checked by the service."""
     return Query(from_=parse_time(from_, "from"), to=parse_time(to, "to"), as_of=parse_time(as_of, "as_of"),
-                 known_at=parse_time(known_at, "known_at"), **rest)
+                 known_at=parse_time(known_at, "known_at"), compare_to=parse_compare(compare_to), **rest)

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi import Query as Param
 from fastapi.responses import HTMLResponse, Response
 
+from leadledger import csvout
 from leadledger.answers import leads_answer, sla_answer, tidy, window_answer
 from leadledger.http.auth import token_check
 from leadledger.http.models import (
     AUTH_RESPONSES,
+    CSV_CONTENT,
     ERROR_RESPONSES,
     SERVER_RESPONSES,
     AttributionBody,
@@ -30,8 +32,10 @@ from leadledger.http.models import (
 )
 from leadledger.http.params import (
     AsOfParam,
+    CompareToParam,
     ConversionParam,
     FromParam,
+    IntervalParam,
     KnownAtParam,
     LeadIdParam,
     LeadsByParam,
@@ -66,6 +70,47 @@ def seal_personal(body: dict[str, Any]) -> dict[str, Any]:
             envelope = {**envelope, "data": data}
         events.append(envelope)
     return {**body, "events": events}
+
+
+def _quality(accept: str, media: str) -> float:
+    """The q-value `accept` gives `media` (its most specific matching range; 0 if none matches)."""
+    kind = media.split("/")[0]
+    best, q = -1, 0.0
+    for part in accept.split(","):
+        pieces = [p.strip() for p in part.split(";")]
+        pattern = pieces[0].lower()
+        value = 1.0
+        for param in pieces[1:]:
+            name, _, number = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    value = float(number)
+                except ValueError:
+                    value = 0.0
+        rank = 2 if pattern == media else 1 if pattern == f"{kind}/*" else 0 if pattern == "*/*" else -1
+        if rank > best:
+            best, q = rank, value
+    return q if best >= 0 else 0.0
+
+
+def wants_csv(request: Request) -> bool:
+    """Whether the request's Accept header prefers text/csv to application/json (JSON on a tie or without one)."""
+    accept = request.headers.get("accept")
+    if not accept:
+        return False
+    return _quality(accept, "text/csv") > _quality(accept, "application/json")
+
+
+def respond(request: Request, body: dict[str, Any], name: str) -> Response:
+    """The answer as JSON, or as CSV when the request asks for it (`Accept: text/csv`)."""
+    if wants_csv(request):
+        return Response(csvout.render(body), media_type=csvout.MEDIA_TYPE,
+                        headers={"Content-Disposition": f'inline; filename="{name}.csv"', "Vary": "Accept"})
+    return JSONBody(body, headers={"Vary": "Accept"})
+
+
+def _ok(model: Any, what: str, **extra: Any) -> dict[int | str, dict[str, Any]]:
+    return {200: {"model": model, "description": DESCRIPTIONS[what], "content": CSV_CONTENT, **extra}}
 
 
 DESCRIPTIONS = {
@@ -111,82 +156,85 @@ def add_routes(app: FastAPI, worker: AnalyticsWorker, token: str | None, *, pers
 
     @router.get("/funnel", operation_id="funnel", response_model=None,
                 summary="Funnel: leads per stage", tags=["queries"],
-                responses={200: {"model": FunnelBody, "description": DESCRIPTIONS["funnel"]}})
-    async def funnel(by: LeadsByParam = None, from_: FromParam = None, to: ToParam = None,
-                     mode: ModeParam = "cohort", as_of: AsOfParam = None, known_at: KnownAtParam = None
-                     ) -> Response:
+                responses=_ok(FunnelBody, "funnel"))
+    async def funnel(request: Request, by: LeadsByParam = None, from_: FromParam = None, to: ToParam = None,
+                     mode: ModeParam = "cohort", as_of: AsOfParam = None, known_at: KnownAtParam = None,
+                     interval: IntervalParam = None, compare_to: CompareToParam = None) -> Response:
         """How many leads reach each stage, and the conversion between main-path stages."""
-        q = build_query(by=by, from_=from_, to=to, mode=mode, as_of=as_of, known_at=known_at)
-        return JSONBody(window_answer(await worker.run(lambda a: a.funnel(q)), q))
+        q = build_query(by=by, from_=from_, to=to, mode=mode, as_of=as_of, known_at=known_at, interval=interval,
+                        compare_to=compare_to)
+        return respond(request, window_answer(await worker.run(lambda a: a.funnel(q)), q), "funnel")
 
     @router.get("/velocity", operation_id="velocity", response_model=None,
                 summary="Velocity: time in and to stages", tags=["queries"],
-                responses={200: {"model": VelocityBody, "description": DESCRIPTIONS["velocity"]}})
-    async def velocity(by: LeadsByParam = None, from_: FromParam = None, to: ToParam = None,
-                       mode: ModeParam = "cohort", as_of: AsOfParam = None, known_at: KnownAtParam = None
-                       ) -> Response:
+                responses=_ok(VelocityBody, "velocity"))
+    async def velocity(request: Request, by: LeadsByParam = None, from_: FromParam = None, to: ToParam = None,
+                       mode: ModeParam = "cohort", as_of: AsOfParam = None, known_at: KnownAtParam = None,
+                       compare_to: CompareToParam = None) -> Response:
         """Time in each stage (completed stays) and from capture to each stage: count, mean, p50, p90."""
-        q = build_query(by=by, from_=from_, to=to, mode=mode, as_of=as_of, known_at=known_at)
-        return JSONBody(window_answer(await worker.run(lambda a: a.velocity(q)), q))
+        q = build_query(by=by, from_=from_, to=to, mode=mode, as_of=as_of, known_at=known_at,
+                        compare_to=compare_to)
+        return respond(request, window_answer(await worker.run(lambda a: a.velocity(q)), q), "velocity")
 
     @router.get("/attribution", operation_id="attribution", response_model=None, summary="Attribution: credit per source",
-                tags=["queries"], responses={200: {"model": AttributionBody, "description": DESCRIPTIONS["attribution"]}})
-    async def attribution(by: LeadsByParam = None, from_: FromParam = None, to: ToParam = None,
+                tags=["queries"], responses=_ok(AttributionBody, "attribution"))
+    async def attribution(request: Request, by: LeadsByParam = None, from_: FromParam = None, to: ToParam = None,
                           mode: ModeParam = "cohort", model: ModelParam = "linear",
                           conversion: ConversionParam = "won", as_of: AsOfParam = None,
-                          known_at: KnownAtParam = None) -> Response:
+                          known_at: KnownAtParam = None, compare_to: CompareToParam = None) -> Response:
         """Conversions (and, for won, revenue) credited to channels or campaigns under a model."""
         q = build_query(by=by, from_=from_, to=to, mode=mode, model=model, conversion=conversion,
-                        as_of=as_of, known_at=known_at)
-        return JSONBody(window_answer(await worker.run(lambda a: a.attribution(q)), q))
+                        as_of=as_of, known_at=known_at, compare_to=compare_to)
+        return respond(request, window_answer(await worker.run(lambda a: a.attribution(q)), q), "attribution")
 
     @router.get("/speed", operation_id="speed", response_model=None,
                 summary="Speed to lead", tags=["queries"],
-                responses={200: {"model": SpeedSplitBody, "description": DESCRIPTIONS["speed"]}})
-    async def speed(by: SpeedByParam = None, from_: FromParam = None, to: ToParam = None,
-                    mode: ModeParam = "cohort", as_of: AsOfParam = None, known_at: KnownAtParam = None
-                    ) -> Response:
+                responses=_ok(SpeedSplitBody, "speed"))
+    async def speed(request: Request, by: SpeedByParam = None, from_: FromParam = None, to: ToParam = None,
+                    mode: ModeParam = "cohort", as_of: AsOfParam = None, known_at: KnownAtParam = None,
+                    compare_to: CompareToParam = None) -> Response:
         """Per assignment, the time to the lead's first contact: assignments, contacted, within 5 minutes, p50, p90."""
-        q = build_query(by=by, from_=from_, to=to, mode=mode, as_of=as_of, known_at=known_at)
-        return JSONBody(window_answer(await worker.run(lambda a: a.speed(q)), q))
+        q = build_query(by=by, from_=from_, to=to, mode=mode, as_of=as_of, known_at=known_at,
+                        compare_to=compare_to)
+        return respond(request, window_answer(await worker.run(lambda a: a.speed(q)), q), "speed")
 
     @router.get("/sla", operation_id="sla", response_model=None,
                 summary="SLA compliance", tags=["queries"],
-                responses={200: {"model": SlaBody, "description": DESCRIPTIONS["sla"]}})
-    async def sla(by: SlaByParam = "rule", from_: FromParam = None, to: ToParam = None, as_of: AsOfParam = None,
+                responses=_ok(SlaBody, "sla"))
+    async def sla(request: Request, by: SlaByParam = "rule", from_: FromParam = None, to: ToParam = None, as_of: AsOfParam = None,
                   known_at: KnownAtParam = None) -> Response:
         """Per SLA rule (or rule and owner), the clocks started in [from, to) judged at as_of (default now),
         each with the policy version in force when its start was recorded."""
         q = build_query(by=by, from_=from_, to=to, as_of=as_of, known_at=known_at)
-        return JSONBody(sla_answer(await worker.run(lambda a: a.sla(q)), q))
+        return respond(request, sla_answer(await worker.run(lambda a: a.sla(q)), q), "sla")
 
     @router.get("/qualification", operation_id="qualification", response_model=None,
                 summary="Qualification: MQLs by source", tags=["queries"],
-                responses={200: {"model": QualificationBody, "description": DESCRIPTIONS["qualification"]}})
-    async def qualification(from_: FromParam = None, to: ToParam = None, as_of: AsOfParam = None,
+                responses=_ok(QualificationBody, "qualification"))
+    async def qualification(request: Request, from_: FromParam = None, to: ToParam = None, as_of: AsOfParam = None,
                             known_at: KnownAtParam = None) -> Response:
         """Per MQL source (scorer, external, override), the MQL entries in [from, to), the distinct leads
         they qualified, how many of those were won at or after one of them, and won / leads."""
         q = build_query(from_=from_, to=to, as_of=as_of, known_at=known_at)
-        return JSONBody(tidy(await worker.run(lambda a: a.qualification(q))))
+        return respond(request, tidy(await worker.run(lambda a: a.qualification(q))), "qualification")
 
     @router.get("/leads", operation_id="leads", response_model=None,
                 summary="Lead list", tags=["queries"],
-                responses={200: {"model": LeadsBody, "description": DESCRIPTIONS["leads"], "links": LEAD_LINKS}})
-    async def leads(stage: StageParam = None,
+                responses=_ok(LeadsBody, "leads", links=LEAD_LINKS))
+    async def leads(request: Request, stage: StageParam = None,
                     channel: Annotated[str | None, Param(description="Only leads captured on this channel.")] = None,
                     owner: Annotated[str | None, Param(description="Only leads owned by this owner.")] = None,
                     limit: LimitParam = 50,
                     as_of: AsOfParam = None, known_at: KnownAtParam = None) -> Response:
         """Leads with stage, owner, score and source, newest first."""
         q = build_query(stage=stage, channel=channel, owner=owner, limit=limit, as_of=as_of, known_at=known_at)
-        return JSONBody(leads_answer(await worker.run(lambda a: a.leads(q)), q))
+        return respond(request, leads_answer(await worker.run(lambda a: a.leads(q)), q), "leads")
 
     @router.get("/leads/{lead_id}/history", operation_id=HISTORY, response_model=None,
                 summary="One lead's history",
-                tags=["audit"], responses={200: {"model": HistoryBody, "description": DESCRIPTIONS["history"]},
+                tags=["audit"], responses={**_ok(HistoryBody, "history"),
                                            404: {"model": ErrorBody, "description": "No such lead."}})
-    async def history(lead_id: LeadIdParam,
+    async def history(request: Request, lead_id: LeadIdParam,
                       as_of: AsOfParam = None, known_at: KnownAtParam = None) -> Response:
         """Every event of the lead (CloudEvents envelopes) and its stage at `as_of`. Personal data
         (e-mail, name, phone) reads `[sealed]` unless the server was started with `--personal-data`
@@ -196,7 +244,7 @@ def add_routes(app: FastAPI, worker: AnalyticsWorker, token: str | None, *, pers
         body = await worker.run(lambda a: a.history(lead, at, known))
         if body is None:
             return error(404, f"unknown lead {lead}: no events stored for it")
-        return JSONBody(body if personal_data else seal_personal(body))
+        return respond(request, body if personal_data else seal_personal(body), "history")
 
     @router.get("/report", operation_id="report", response_class=HTMLResponse,
                 summary="The HTML report", tags=["report"],

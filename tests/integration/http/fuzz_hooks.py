@@ -1,5 +1,10 @@
-"""Schemathesis hooks of the fuzz run (test_http_fuzz.py): the one rule of the API that a JSON
-Schema cannot state, `from` before `to`, which the document states in words."""
+"""Schemathesis hooks of the fuzz run (test_http_fuzz.py): the rules of the API that a JSON Schema
+cannot state because they join two parameters, which the document states in words:
+
+- `from` before `to` (and the two ends of a `compare_to` window in order);
+- `compare_to=previous` needs `from` and `to`;
+- at most 1,000 intervals in a window.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,15 @@ from typing import Any
 
 import schemathesis
 
-from leadledger.http.params import ParameterError, parse_time
+from leadledger.http.params import ParameterError, parse_compare, parse_time
+from projections import windows
+from projections.query import QueryError
+from schemas.facts import dt_to_us
 
 
-@schemathesis.hook
-def map_query(context: schemathesis.HookContext, query: dict[str, Any] | None) -> dict[str, Any] | None:
+def _ordered(query: dict[str, Any]) -> dict[str, Any]:
     """A window given backwards is turned around; an empty one ([t, t)) loses its end."""
-    if not query or not isinstance(query.get("from"), str) or not isinstance(query.get("to"), str):
+    if not isinstance(query.get("from"), str) or not isinstance(query.get("to"), str):
         return query
     try:
         start, end = parse_time(query["from"], "from"), parse_time(query["to"], "to")
@@ -24,3 +31,72 @@ def map_query(context: schemathesis.HookContext, query: dict[str, Any] | None) -
     if start == end:
         return {k: v for k, v in query.items() if k != "to"}
     return {**query, "from": query["to"], "to": query["from"]}
+
+
+def _compare(query: dict[str, Any]) -> dict[str, Any]:
+    value = query.get("compare_to")
+    if not isinstance(value, str):
+        return query
+    if value == "previous":
+        return query if "from" in query and "to" in query else {k: v for k, v in query.items() if k != "compare_to"}
+    try:
+        window = parse_compare(value)
+    except ParameterError:
+        return query  # a bad window: the case is about that
+    assert isinstance(window, tuple)
+    if window[0] < window[1]:
+        return query
+    start, _, end = value.partition("..")
+    if window[0] == window[1]:
+        return {k: v for k, v in query.items() if k != "compare_to"}
+    return {**query, "compare_to": f"{end}..{start}"}
+
+
+def _too_many(kind: str, start: str | None, end: str | None) -> bool:
+    try:
+        a, b = parse_time(start, "from"), parse_time(end, "to")
+        if a is not None and b is not None:
+            windows.intervals(kind, dt_to_us(a), dt_to_us(b))
+    except (ParameterError, QueryError, OverflowError):
+        return True
+    return False
+
+
+def _intervals(query: dict[str, Any]) -> dict[str, Any]:
+    """`interval` is left out where a window holds more than 1,000 of them."""
+    kind = query.get("interval")
+    if kind not in windows.INTERVALS:
+        return query
+    # a missing end is the data's (the fuzzed store's events lie in 2026)
+    ends = [(query.get("from", "2026-01-01"), query.get("to", "2027-01-01"))]
+    compare = query.get("compare_to")
+    if isinstance(compare, str) and ".." in compare:
+        ends.append(tuple(compare.split("..", 1)))  # type: ignore[arg-type]
+    elif compare == "previous" and isinstance(query.get("from"), str) and isinstance(query.get("to"), str):
+        try:
+            a, b = parse_time(query["from"], "from"), parse_time(query["to"], "to")
+            assert a is not None and b is not None
+            prev = windows.previous_window(a, b)
+            ends.append((prev[0].isoformat(), prev[1].isoformat()))
+        except (ParameterError, AssertionError):
+            pass
+    if any(_too_many(kind, a, b) for a, b in ends if isinstance(a, str) and isinstance(b, str)):
+        return {k: v for k, v in query.items() if k != "interval"}
+    return query
+
+
+@schemathesis.hook
+def map_query(context: schemathesis.HookContext, query: dict[str, Any] | None) -> dict[str, Any] | None:
+    return _rules(query) if query else query
+
+
+def _rules(query: dict[str, Any]) -> dict[str, Any]:
+    return _intervals(_compare(_ordered(query)))
+
+
+@schemathesis.hook
+def map_case(context: schemathesis.HookContext, case: Any) -> Any:
+    """The same rules on the coverage phase's cases (built from the documented examples)."""
+    if isinstance(case.query, dict) and case.query:
+        case.query = _rules(case.query)
+    return case

@@ -93,6 +93,16 @@ CASES = [
     ("/qualification", {}, ["qualification"]),
     ("/qualification", {"from": "2026-02-01", "to": "2026-04-01T00:00:00+02:00", "as_of": "2026-06-01"},
      ["qualification", "--from", "2026-02-01", "--to", "2026-04-01T00:00:00+02:00", "--as-of", "2026-06-01"]),
+    ("/funnel", {"interval": "week", "from": "2026-02-01", "to": "2026-03-01", "mode": "period"},
+     ["funnel", "--interval", "week", "--from", "2026-02-01", "--to", "2026-03-01", "--mode", "period"]),
+    ("/funnel", {"by": "channel", "from": "2026-03-01", "to": "2026-04-01", "compare_to": "previous"},
+     ["funnel", "--by", "channel", "--from", "2026-03-01", "--to", "2026-04-01", "--compare-to", "previous"]),
+    ("/velocity", {"from": "2026-03-01", "to": "2026-04-01", "compare_to": "2026-01-01..2026-02-01T00:00:00Z"},
+     ["velocity", "--from", "2026-03-01", "--to", "2026-04-01", "--compare-to", "2026-01-01..2026-02-01T00:00:00Z"]),
+    ("/attribution", {"by": "channel", "from": "2026-02-01", "to": "2026-03-01", "compare_to": "previous"},
+     ["attribution", "--by", "channel", "--from", "2026-02-01", "--to", "2026-03-01", "--compare-to", "previous"]),
+    ("/speed", {"by": "owner", "from": "2026-02-01", "to": "2026-03-01", "compare_to": "previous"},
+     ["speed", "--by", "owner", "--from", "2026-02-01", "--to", "2026-03-01", "--compare-to", "previous"]),
     ("/leads", {}, ["leads"]),
     ("/leads", {"stage": "sql", "limit": 5}, ["leads", "--stage", "sql", "--limit", "5"]),
     ("/leads", {"channel": "webinar", "as_of": "2026-03-01"}, ["leads", "--channel", "webinar", "--as-of", "2026-03-01"]),
@@ -106,6 +116,27 @@ def test_every_query_answers_what_the_cli_prints(client: TestClient, home: Path,
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/json"
     assert response.json() == cli_json(home, *args)
+
+
+@pytest.mark.parametrize(("path", "params", "args"), CASES, ids=[f"{c[0]}{sorted(c[1])}" for c in CASES])
+def test_accept_text_csv_answers_what_the_cli_prints_as_csv(client: TestClient, home: Path, path: str,
+                                                           params: dict[str, Any], args: list[str]) -> None:
+    response = client.get(path, params=params, headers={"Accept": "text/csv"})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "text/csv; charset=utf-8"
+    assert response.headers["vary"] == "Accept"
+    assert response.content == run_cli(home, *args, "--format", "csv")
+
+
+@pytest.mark.parametrize(("accept", "csv"), [
+    (None, False), ("*/*", False), ("application/json", False), ("text/csv", True),
+    ("text/csv;q=0.9, application/json;q=0.5", True), ("application/json, text/csv", False),
+    ("text/*", True), ("text/csv;q=0.2, */*", False), ("text/html", False), ("text/csv; q=0", False),
+])
+def test_csv_only_when_the_accept_header_prefers_it(client: TestClient, accept: str | None, csv: bool) -> None:
+    response = client.get("/funnel", headers={"Accept": accept} if accept else {})
+    assert response.status_code == 200
+    assert response.headers["content-type"] == ("text/csv; charset=utf-8" if csv else "application/json")
 
 
 def test_a_leads_history_is_the_clis_history_with_personal_data_sealed(client: TestClient, home: Path,
@@ -274,10 +305,10 @@ def test_a_bad_parameter_is_checked_only_after_the_token(secured: TestClient) ->
 # ---------------------------------------------------------------- OpenAPI
 
 EXPECTED_PARAMETERS = {
-    "/funnel": {"by", "from", "to", "mode", "as_of", "known_at"},
-    "/velocity": {"by", "from", "to", "mode", "as_of", "known_at"},
-    "/attribution": {"by", "from", "to", "mode", "model", "conversion", "as_of", "known_at"},
-    "/speed": {"by", "from", "to", "mode", "as_of", "known_at"},
+    "/funnel": {"by", "from", "to", "mode", "as_of", "known_at", "interval", "compare_to"},
+    "/velocity": {"by", "from", "to", "mode", "as_of", "known_at", "compare_to"},
+    "/attribution": {"by", "from", "to", "mode", "model", "conversion", "as_of", "known_at", "compare_to"},
+    "/speed": {"by", "from", "to", "mode", "as_of", "known_at", "compare_to"},
     "/leads": {"stage", "channel", "owner", "limit", "as_of", "known_at"},
     "/leads/{lead_id}/history": {"lead_id", "as_of", "known_at"},
     "/report": {"from", "to", "mode", "model", "conversion", "as_of", "known_at"},

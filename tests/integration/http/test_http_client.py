@@ -110,6 +110,14 @@ def test_every_endpoint_through_the_generated_client(api: ModuleType, client: An
                                         "--to", "2026-04-01T00:00:00Z")
     assert funnel.groups and all(group.stages["captured"] >= 0 for group in funnel.groups)
 
+    trend = parsed(endpoint("queries", "funnel").sync_detailed(
+        client=client, interval=models.FunnelInterval.MONTH, compare_to="previous", from_="2026-02-01",
+        to="2026-04-01"), "FunnelBody")
+    assert [i.label for i in trend.intervals] == ["2026-02", "2026-03"]
+    assert trend.compare.from_ == "2025-12-01T00:00:00.000000Z" and trend.compare.to == "2026-02-01T00:00:00.000000Z" and trend.difference.groups
+    assert trend.to_dict() == cli_json(home, "funnel", "--interval", "month", "--compare-to", "previous",
+                                       "--from", "2026-02-01", "--to", "2026-04-01")
+
     velocity = parsed(endpoint("queries", "velocity").sync_detailed(client=client, by=models.VelocityBy.CAMPAIGN),
                       "VelocityBody")
     assert velocity.groups[0].time_in_stage["captured"].count >= 0

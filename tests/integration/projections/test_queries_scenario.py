@@ -270,6 +270,51 @@ def test_scenario(ledger: tuple[Settings, datetime]) -> None:
         analytics.close()
 
 
+def test_trends_and_comparisons_by_hand(ledger: tuple[Settings, datetime]) -> None:
+    """ISO weeks of the scenario: W10 = Mar 2-8 (D0-D6), W11 = Mar 9-15, W12 = Mar 16-22."""
+    s, _ = ledger
+    trend = ask(s, "funnel", "--mode", "period", "--interval", "week", "--from", "2026-03-02", "--to", "2026-03-23")
+    assert trend["interval"] == "week"
+    got = {iv["label"]: (iv["from"][:10], iv["to"][:10], iv["groups"][0]["stages"]) for iv in trend["intervals"]}
+    assert got == {
+        # Bob entered mql twice (D1, D3): one distinct lead; Ada's first cycle to sql
+        "2026-W10": ("2026-03-02", "2026-03-09", stages(captured=4, nurtured=1, mql=2, sal=1, sql=1, recycled=1,
+                                                        disqualified=2)),
+        # Ada won (D9), was recycled (D10) and went mql -> sal -> sql again (D12, D13)
+        "2026-W11": ("2026-03-09", "2026-03-16", stages(mql=1, sal=1, sql=1, won=1, recycled=1)),
+        # her second win (D14): counted again, her previous win is before this week
+        "2026-W12": ("2026-03-16", "2026-03-23", stages(won=1)),
+    }
+    assert trend["groups"][0]["stages"] == ask(s, "funnel", "--mode", "period", "--from", "2026-03-02",
+                                               "--to", "2026-03-23")["groups"][0]["stages"]
+    # cohort, no window: from the first capture's week to the last's; everyone was captured in W10
+    cohort = ask(s, "funnel", "--interval", "month")
+    assert [(iv["label"], iv["from"], iv["to"]) for iv in cohort["intervals"]] == [
+        ("2026-03", "2026-03-01T00:00:00.000000Z", "2026-04-01T00:00:00.000000Z")]
+    assert cohort["intervals"][0]["groups"] == cohort["groups"]
+
+    # W11 compared with the week before it: both windows and W11 minus W10
+    c = ask(s, "funnel", "--mode", "period", "--from", "2026-03-09", "--to", "2026-03-16", "--compare-to", "previous")
+    assert (c["compare"]["from"], c["compare"]["to"]) == ("2026-03-02T00:00:00.000000Z", "2026-03-09T00:00:00.000000Z")
+    assert c["compare"]["groups"][0]["stages"] == got["2026-W10"][2]
+    assert c["groups"][0]["stages"] == got["2026-W11"][2]
+    assert c["difference"]["groups"] == [{
+        "key": None, "stages": stages(captured=-4, nurtured=-1, mql=-1, won=1, disqualified=-2),
+        # W11: mql->sal 1/1, sal->sql 1/1, sql->won 1/1; W10: 1/2, 1/1, 0/1 (captured->mql: none captured in W11)
+        "conversion": {"captured->mql": None, "mql->sal": 0.5, "sal->sql": 0.0, "sql->won": 1.0}}]
+    explicit = ask(s, "funnel", "--mode", "period", "--from", "2026-03-09", "--to", "2026-03-16", "--compare-to",
+                   "2026-03-02..2026-03-09")
+    assert explicit == c
+    # speed: Ada's and Bob's assignments were all in W10 (D1, D2), Ada's second in W11 (D12)
+    sp = ask(s, "speed", "--mode", "period", "--from", "2026-03-09", "--to", "2026-03-16", "--compare-to", "previous")
+    assert [g["assignments"] for g in sp["groups"]] == [1]
+    assert [g["assignments"] for g in sp["compare"]["groups"]] == [3]
+    assert sp["difference"]["groups"][0]["assignments"] == -2
+    # W11's assignment was never contacted; in W10 Bob's to cat and Ada's were (ben's was not)
+    assert (sp["groups"][0]["contacted"], sp["compare"]["groups"][0]["contacted"]) == (0, 2)
+    assert sp["difference"]["groups"][0]["contacted"] == -2
+
+
 def test_bad_parameters_exit_2_with_a_message(ledger: tuple[Settings, datetime]) -> None:
     s, _ = ledger
     err = cli(s, "funnel", "--from", "2026-03-05", "--to", "2026-03-01", code=2)
