@@ -30,7 +30,7 @@ from typing import Any
 import orjson
 
 #: the fields of a group that say which group it is (not figures)
-IDENTITY = ("key", "source", "sla", "group", "rule", "reason", "label", "owner", "stage", "currency")
+IDENTITY = ("key", "source", "sla", "group", "rule", "reason", "label", "owner", "stage", "currency", "rep")
 #: what a comparison answer's windows are called in the `window` column
 WINDOWS = ("current", "compare", "difference")
 #: the lists whose rows are wide records (one row each), not groups of figures

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from itertools import pairwise
 from typing import Any
 
-from lifecycle.domain.stages import FUNNEL_ORDER, MAIN_PATH, STAGE_EVENTS
+from lifecycle.domain.stages import FUNNEL_ORDER, MAIN_PATH, OWNER_CLEARING_EVENTS, STAGE_EVENTS
 from projections.base import AppendProjection, Lead, Table, campaign_key
 from projections.query import Window
 from schemas.facts import Fact, format_us
@@ -20,17 +20,19 @@ from schemas.facts import Fact, format_us
 ENTRIES = Table(
     "rm_funnel_entries",
     (("lead_no", "int"), ("version", "int"), ("stage", "text"), ("entered_at", "int"),
-     ("prev_at", "int"), ("captured_at", "int"), ("channel", "text"), ("campaign", "text")),
+     ("prev_at", "int"), ("captured_at", "int"), ("channel", "text"), ("campaign", "text"), ("owner", "text")),
     key=("lead_no", "version"),
     # per stage: first entries (prev_at NULL) in one index range, grouped in index order
-    indexes=(("stage", "prev_at", "channel", "campaign", "captured_at", "entered_at"),),
+    indexes=(("stage", "prev_at", "channel", "campaign", "captured_at", "entered_at", "owner"),),
 )
+#: what `--by` can group the funnel by: the capture's channel or campaign, or the owner at the stage entry
+BYS = ("channel", "campaign", "owner")
 
 
 class Funnel(AppendProjection):
     name = "funnel"
-    version = 1
-    handles = STAGE_EVENTS
+    version = 2  # 2: the owner at each stage entry
+    handles = STAGE_EVENTS | frozenset({"LeadAssigned"})
     tables = (ENTRIES,)
 
     def rows_for(
@@ -47,7 +49,22 @@ class Funnel(AppendProjection):
         cap_at = capture.occurred if capture else None
         channel = capture.channel if capture else None
         campaign = campaign_key(capture.campaign) if capture else None
-        yield ENTRIES.name, (lead.lead_no, f.version, f.stage, f.occurred, prev_at, cap_at, channel, campaign)
+        yield ENTRIES.name, (lead.lead_no, f.version, f.stage, f.occurred, prev_at, cap_at, channel, campaign,
+                             owner_at(facts, i))
+
+
+def owner_at(facts: Sequence[Fact], i: int) -> str | None:
+    """The owner the lead had when facts[i] happened (before a clearing event cleared it): the latest
+    assignment or acceptance before it, unless a clearing event came between."""
+    if facts[i].name == "LeadAcceptedBySales":
+        return facts[i].owner
+    for j in range(i - 1, -1, -1):
+        name = facts[j].name
+        if name in ("LeadAssigned", "LeadAcceptedBySales"):
+            return facts[j].owner
+        if name in OWNER_CLEARING_EVENTS:
+            return None
+    return None
 
 
 def group_column(by: str | None) -> str:
@@ -82,20 +99,27 @@ def query_sql(w: Window, table: str) -> list[tuple[str, list[Any]]]:
     visible(w, "entered_at", conds, params)
     in_range("captured_at" if w.mode == "cohort" else "entered_at", w, conds, params)
     firsts = ["stage = ?", "prev_at IS NULL", *conds]
-    statements = [(f"SELECT channel, campaign, COUNT(*) FROM {table} WHERE {' AND '.join(firsts)} "
-                   f"GROUP BY channel, campaign", params)]
+    cols = group_columns(w.by)
+    statements = [(f"SELECT {cols}, COUNT(*) FROM {table} WHERE {' AND '.join(firsts)} "
+                   f"GROUP BY {cols}", params)]
     if w.mode == "period" and w.start is not None:
         again = ["stage = ?", "prev_at IS NOT NULL", "prev_at < ?", *conds]
-        statements.append((f"SELECT channel, campaign, COUNT(*) FROM {table} WHERE {' AND '.join(again)} "
-                           f"GROUP BY channel, campaign", [w.start, *params]))
+        statements.append((f"SELECT {cols}, COUNT(*) FROM {table} WHERE {' AND '.join(again)} "
+                           f"GROUP BY {cols}", [w.start, *params]))
     return statements
 
 
+def group_columns(by: str | None) -> str:
+    """The two grouping columns a statement selects: (channel, campaign), or (owner, NULL) by owner."""
+    return "owner, NULL" if by == "owner" else "channel, campaign"
+
+
 def regroup(by: str | None, stage: str, rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, str, int]]:
-    """(channel, campaign, count) rows of one stage -> (key, stage, count) for `by`."""
+    """(channel, campaign, count) rows of one stage -> (key, stage, count) for `by` ((owner, NULL, count)
+    rows by owner)."""
     out: dict[Any, int] = {}
     for channel, campaign, count in rows:
-        key = channel if by == "channel" else campaign if by == "campaign" else None
+        key = channel if by in ("channel", "owner") else campaign if by == "campaign" else None
         out[key] = out.get(key, 0) + int(count)
     return [(key, stage, count) for key, count in out.items()]
 
@@ -140,13 +164,14 @@ def interval_sql(w: Window, table: str, bounds: Sequence[tuple[int, int]]) -> li
     column = "captured_at" if w.mode == "cohort" else "entered_at"
     in_range(column, w, conds, params)
     bucket = bucket_case(column, bounds)
+    cols = group_columns(w.by)
     firsts = ["stage = ?", "prev_at IS NULL", *conds]
-    statements = [(f"SELECT {bucket} AS bucket, channel, campaign, COUNT(*) FROM {table} "
-                   f"WHERE {' AND '.join(firsts)} GROUP BY bucket, channel, campaign", params)]
+    statements = [(f"SELECT {bucket} AS bucket, {cols}, COUNT(*) FROM {table} "
+                   f"WHERE {' AND '.join(firsts)} GROUP BY bucket, {cols}", params)]
     if w.mode == "period":
         again = ["stage = ?", "prev_at IS NOT NULL", f"prev_at < {bucket}", *conds]
-        statements.append((f"SELECT {bucket} AS bucket, channel, campaign, COUNT(*) FROM {table} "
-                           f"WHERE {' AND '.join(again)} GROUP BY bucket, channel, campaign", params))
+        statements.append((f"SELECT {bucket} AS bucket, {cols}, COUNT(*) FROM {table} "
+                           f"WHERE {' AND '.join(again)} GROUP BY bucket, {cols}", params))
     return statements
 
 

@@ -13,15 +13,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from lifecycle.audit import history as lead_history
 from lifecycle.domain.stages import FUNNEL_ORDER
+from lifecycle.operations.policy import Policy
 from lifecycle.policies import PolicyTimeline, Published
 from lifecycle.store.repository import LeadStore
-from projections import attribution, funnel, leads, qualification, sla, speed, velocity, windows
+from projections import attribution, funnel, leads, plan, qualification, sla, speed, velocity, windows
 from projections.base import Lead, Projection
 from projections.engine.db import ReadModelDB
 from projections.engine.registry import BY_NAME
@@ -38,6 +39,10 @@ __all__ = ["Analytics", "Query", "QueryError"]
 log = logging.getLogger("leadledger.projections")
 
 DEFAULT_BATCH = 20_000
+
+
+def _dt(us: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
 
 
 def visible_facts(facts: Sequence[Fact], as_of: int | None, known_at: int | None) -> list[Fact]:
@@ -82,8 +87,9 @@ class Analytics:
 
     def funnel(self, q: Query) -> dict[str, Any]:
         """Distinct leads per stage; with `q.interval` also one funnel per week or month of the window,
-        with `q.compare_to` also the other window's funnel and the differences."""
-        w = check(q)
+        with `q.compare_to` also the other window's funnel and the differences. By owner, each stage entry
+        counts under the owner the lead had when it entered the stage."""
+        w = check(q, bys=funnel.BYS)
         if q.compare_to is not None:
             return self._compared(self.funnel, q)
         tables = self._tables(w, BY_NAME["funnel"])
@@ -178,6 +184,25 @@ class Analytics:
         w = sla.check_sla(q)
         self._fresh()
         return sla.compute(w, self.runner.timelines(), self.policies(), now or datetime.now(UTC))
+
+    def plan(self, q: plan.PlanQuery, now: datetime | None = None, policy: Policy | None = None) -> dict[str, Any]:
+        """What a revenue target for a period asks of each group, from the cohort captured in the lookback
+        window before the as-of time (`now`: the as-of time when the query has none; default the current
+        time). The capacity check uses `policy`, else the latest published policy."""
+        w = plan.check_plan(q, now or datetime.now(UTC).replace(microsecond=0))
+        version = None
+        if policy is None:
+            published = self.policies().latest
+            policy, version = (published.policy, published.version) if published else (None, None)
+        cohort = Query(by=q.by, from_=_dt(w.history_from), to=_dt(w.as_of), as_of=_dt(w.as_of))
+        groups = self.funnel(cohort)["groups"]
+        names = {**self._tables(check(cohort), BY_NAME["attribution"]), **self._tables(check(cohort), BY_NAME["velocity"])}
+        firsts = names[velocity.FIRSTS.name]
+        wins = self.db.query(*plan.wins_sql(w, names[attribution.CREDITS.name], firsts))
+        times = self.db.query(*plan.time_to_won_sql(w, firsts))
+        stays = self.db.query(*plan.open_time_sql(w, names[velocity.STAYS.name]))
+        history = plan.history(w, groups, wins, times, stays, self.fx)
+        return plan.compute(w, history, self.fx, policy, version, q.lookback)
 
     def policies(self) -> PolicyTimeline:
         """The published policy versions (parsed once per version while they stay the same)."""

@@ -28,6 +28,7 @@ from leadledger.cli.tables import literal, literal_table, show
 from leadledger.csvout import long_rows
 from lifecycle.domain.stages import FUNNEL_ORDER
 from lifecycle.settings import SettingsError
+from projections.plan import PlanQuery
 from projections.query import CONVERSIONS, INTERVALS, MODELS, MODES, Query, QueryError
 from projections.report.charts import fmt_duration, fmt_percent
 from projections.report.html import render_report
@@ -276,6 +277,24 @@ class CompareParam(click.ParamType):
 COMPARE = CompareParam()
 
 
+class PeriodParam(click.ParamType):
+    """FROM..TO: two dates or times, as --from/--to take them."""
+
+    name = "FROM..TO"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        text = str(value)
+        if ".." not in text:
+            self.fail(f"{text!r}: give the period as FROM..TO (e.g. 2026-07-01..2026-10-01)", param, ctx)
+        start, _, end = text.partition("..")
+        return TIME.convert(start.strip(), param, ctx), TIME.convert(end.strip(), param, ctx)
+
+
+PERIOD = PeriodParam()
+
+
 def compare_option(func: F) -> F:
     return click.option(
         "--compare-to", "compare_to", type=COMPARE,
@@ -355,7 +374,7 @@ def _with_extras(render: Callable[[dict[str, Any]], None]) -> Callable[[dict[str
 
 
 @click.command()
-@window_options(("channel", "campaign"))
+@window_options(("channel", "campaign", "owner"))
 @click.option("--interval", type=click.Choice(INTERVALS),
               help="Also one funnel per ISO week (Monday 00:00 UTC) or UTC calendar month of the window: leads "
                    "captured in it (cohort) or entering a stage in it (period). Without --from/--to the window "
@@ -366,7 +385,11 @@ def _with_extras(render: Callable[[dict[str, Any]], None]) -> Callable[[dict[str
 def funnel(ctx: Context, by: str | None, from_: datetime | None, to: datetime | None, mode: str,
            as_of: datetime | None, known_at: datetime | None, interval: str | None, compare_to: Any,
            as_json: bool, fmt: str | None) -> None:
-    """Distinct leads that entered each stage, and conversion along captured->mql->sal->sql->won."""
+    """Distinct leads that entered each stage, and conversion along captured->mql->sal->sql->won.
+
+    --by owner counts each stage entry under the owner the lead had when it entered the stage (the
+    accepting owner for sal; none for a capture or an entry before any assignment), so a lead can
+    count under different owners at different stages."""
     q = Query(by=by, from_=from_, to=to, mode=mode, as_of=as_of, known_at=known_at, interval=interval,
               compare_to=compare_to)
     _answer(lambda: _analytics(ctx).funnel(q), output_format(as_json, fmt), _with_extras(render_funnel),
@@ -513,20 +536,29 @@ def leads_command(ctx: Context, stage: str | None, channel: str | None, owner: s
               help="The stage whose entries attribution credits.")
 @click.option("--as-of", type=TIME, help="Only events that occurred at or before this time.")
 @click.option("--known-at", type=TIME, help="...and were recorded at or before this time.")
+@click.option("--plan-revenue", type=float, help="Add a plan section: what this revenue target (reporting currency) "
+                                                 "takes per channel, next to the period before (needs --plan-period).")
+@click.option("--plan-period", type=PERIOD, help="The period the plan's revenue is for, FROM..TO.")
 @pass_ctx
 def report(ctx: Context, html_path: Path, from_: datetime | None, to: datetime | None, mode: str, model: str,
-           conversion: str, as_of: datetime | None, known_at: datetime | None) -> None:
-    """One self-contained HTML page (inline charts, no scripts) with the funnel, time in stage,
-    attribution by channel and speed to lead by owner."""
+           conversion: str, as_of: datetime | None, known_at: datetime | None, plan_revenue: float | None,
+           plan_period: tuple[datetime, datetime] | None) -> None:
+    """One self-contained HTML page (inline charts, no scripts) with the funnel and its trend per week or
+    month, time in stage, attribution by channel, speed to lead by owner, qualification and SLAs; with
+    --plan-revenue and --plan-period also the plan per channel."""
     query = Query(from_=from_, to=to, mode=mode, model=model, conversion=conversion, as_of=as_of,
                   known_at=known_at)
+    if (plan_revenue is None) != (plan_period is None):
+        fail("--plan-revenue and --plan-period go together: give both for a plan section, or neither", 2)
+    plan = None if plan_revenue is None or plan_period is None else PlanQuery(
+        revenue=plan_revenue, start=plan_period[0], end=plan_period[1])
     try:
         analytics = open_analytics(ctx.check_store(), auto_refresh=False)  # one refresh: one snapshot
     except SettingsError as exc:
         fail(str(exc), 2)
     try:
         analytics.refresh()
-        page = render_report(analytics, query)
+        page = render_report(analytics, query, plan=plan)
     except QueryError as exc:
         fail(str(exc), 2)
     finally:

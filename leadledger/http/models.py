@@ -282,3 +282,89 @@ OTHER_RESPONSES: dict[str, tuple[int, str]] = {
     "NotFound": (404, "No such path."),
     "MethodNotAllowed": (405, "The path serves only GET (`Allow: GET`)."),
 }
+
+
+class PlanRates(_Doc):
+    mql_sal: float | None = Field(alias="mql->sal", description="The cohort's sal / mql (distinct leads).")
+    sal_sql: float | None = Field(alias="sal->sql", description="The cohort's sql / sal.")
+    sql_won: float | None = Field(alias="sql->won", description="The cohort's won / sql.")
+
+
+class PlanGroup(_Doc):
+    key: str | None = Field(description="Channel or campaign of the leads' capture; null without `by`.")
+    captured: int = Field(description="Leads of the group captured in the lookback window.")
+    reached: dict[str, int] = Field(description="How many of them reached mql, sal, sql and won by as_of.")
+    won: int = Field(description="Distinct leads of the cohort that reached won.")
+    win_rate: float | None = Field(description="won / captured; null without leads.")
+    win_rate_low: float | None = Field(description="The 80 % Wilson score interval's lower bound.")
+    win_rate_high: float | None = Field(description="...and upper bound.")
+    won_revenue: float = Field(description="The converted won amounts of the cohort, in the reporting currency.")
+    revenue_per_won: float | None = Field(description="won_revenue over the won leads whose amounts all converted.")
+    share: float = Field(description="The group's share of the target: the mix given, else of all groups' won "
+                         "revenue.")
+    target: float = Field(description="revenue × share.")
+    rates: PlanRates = Field(description="The cohort's stage-to-stage rates the stage needs use.")
+    time_to_won_p50_s: float | None = Field(description="Nearest-rank median of capture to first won, seconds.")
+    time_to_won_p90_s: float | None = Field(description="...and 90th percentile.")
+    deals_needed: int | None = Field(description="ceil(target / revenue_per_won); null when `why` says why not.")
+    leads_needed: int | None = Field(description="ceil(deals_needed / win_rate).")
+    leads_needed_low: int | None = Field(description="ceil(deals_needed / win_rate_high).")
+    leads_needed_high: int | None = Field(description="ceil(deals_needed / win_rate_low).")
+    capture_by: str | None = Field(description="The period's end minus time_to_won_p50: capture the leads by then.")
+    sql_needed: int | None = Field(description="ceil(deals_needed / rate(sql->won)).")
+    sal_needed: int | None = Field(description="ceil(sql_needed / rate(sal->sql)).")
+    mql_needed: int | None = Field(description="ceil(sal_needed / rate(mql->sal)).")
+    why: str | None = Field(description="Why the group cannot be planned (no leads, no wins, no revenue); null "
+                            "when it is.")
+
+
+class PlanTotal(_Doc):
+    deals_needed: int
+    leads_needed: int
+    leads_needed_low: int
+    leads_needed_high: int
+    mql_needed: int
+    sal_needed: int
+    sql_needed: int
+    target_planned: float = Field(description="The target of the groups that could be planned.")
+    target_unplanned: float = Field(description="The target left on groups that cannot be planned.")
+    groups_unplanned: int
+
+
+class PlanRep(_Doc):
+    rep: str
+    calendar: str
+    capacity: int | None = Field(description="Open leads the rep holds at most; null: no limit.")
+    working_days: int = Field(description="Working days of the rep's calendar in the period (holidays out).")
+    present_days: int = Field(description="...of which the rep is not absent.")
+    takes: float | None = Field(description="capacity × period days / open_days × present_days / working_days.")
+
+
+class PlanCapacity(_Doc):
+    policy_version: int | None = Field(description="The published policy checked; null: none, or a file given.")
+    sal_needed: int = Field(description="The total SALs needed.")
+    working_days: int | None = Field(description="Days of the period on which at least one rep works.")
+    sal_per_working_day: float | None
+    open_days: float | None = Field(description="The cohort's mean completed sal stay plus mean completed sql stay.")
+    sal_capacity: float | None = Field(description="What the reps take in the period, in all.")
+    sal_capacity_per_working_day: float | None
+    utilization: float | None = Field(description="sal_needed / sal_capacity.")
+    fits: bool | None
+    why: str | None = Field(description="Why the check is incomplete (no policy, no reps, unlimited capacity, ...).")
+
+
+class PlanBody(_Doc):
+    revenue: float
+    currency: str = Field(description="The reporting currency.")
+    period_from: str
+    period_to: str
+    lookback: str
+    history_from: str = Field(description="as_of − lookback: the cohort was captured in [history_from, as_of).")
+    as_of: str = Field(description="Only events that occurred at or before this count.")
+    by: Literal["channel", "campaign"] | None
+    mix_given: bool
+    groups: list[PlanGroup]
+    total: PlanTotal = Field(description="Sums over the groups that could be planned.")
+    unconverted: dict[str, float] = Field(description="Won amounts left out, per currency without a rate then.")
+    capacity: PlanCapacity
+    reps: list[PlanRep] = Field(description="The policy's reps in the period (the capacity check's detail).")

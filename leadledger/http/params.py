@@ -80,6 +80,37 @@ CompareToParam = Annotated[str | None, Param(
                 "for `from`, the first before the second). With `interval`, each window has its own intervals.",
     json_schema_extra={"pattern": COMPARE_PATTERN, "examples": ["2026-01-01..2026-04-01"]},
 )]
+#: two times joined by `..`
+PERIOD_PATTERN = "^" + time_pattern(plus="+ ").removeprefix("^").removesuffix("$") + r"\.\." + \
+    time_pattern(plus="+ ").removeprefix("^").removesuffix("$") + "$"
+PeriodParam = Annotated[str, Param(
+    description="The period the revenue is for: FROM..TO, two dates or times as for `from` (TO exclusive, after "
+                "FROM, at most 3,653 days later).",
+    json_schema_extra={"pattern": PERIOD_PATTERN, "examples": ["2026-07-01..2026-10-01"]},
+)]
+RevenueParam = Annotated[float, Param(gt=0, le=1e12, description="The revenue target, in the reporting currency "
+                                                                "(at most 10^12).",
+                                      json_schema_extra={"examples": [500000]})]
+LookbackParam = Annotated[str, Param(
+    description="The history: the leads captured this long before as_of, a whole number and a unit s, m, h, d or "
+                "w (at most 3,653 days).", pattern="^[0-9]{1,9}[smhdw]$")]
+MixParam = Annotated[str | None, Param(
+    description="Share the target between the groups yourself: group=share pairs joined by commas, the shares "
+                "between 0 and 1 and summing to 1 (needs `by`), e.g. paid_search=0.6,webinar=0.4. Default: each "
+                "group's share of the won revenue.")]
+
+
+def parse_period(value: str) -> tuple[datetime, datetime]:
+    """FROM..TO as two parsed times."""
+    start, sep, end = value.partition("..")
+    if not sep:
+        raise ParameterError(f"period: {value!r} is not FROM..TO (two dates or RFC 3339 times joined by two dots, "
+                             "e.g. 2026-07-01..2026-10-01)")
+    a, b = parse_time(start, "period"), parse_time(end, "period")
+    assert a is not None and b is not None
+    return a, b
+
+
 ModeParam = Annotated[Mode, Param(
     description="cohort (default): the leads captured in [from, to); period: the measured event "
                 "(stage entry, end of a stay, conversion, assignment) occurred in [from, to).",
@@ -89,6 +120,11 @@ ModelParam = Annotated[Model, Param(
                 "time_decay (7-day half-life).",
 )]
 ConversionParam = Annotated[Conversion, Param(description="The stage whose entries are credited.")]
+FunnelBy = Literal["channel", "campaign", "owner"]
+FunnelByParam = Annotated[FunnelBy | None, Param(
+    description="Group by the channel or campaign of the lead's capture (first touch), or by the owner the lead "
+                "had when it entered each stage (the accepting owner for sal; null before any assignment).",
+)]
 LeadsByParam = Annotated[LeadsBy | None, Param(
     description="Group by the channel or campaign of the lead's capture (first touch).",
 )]

@@ -24,6 +24,7 @@ from leadledger.http.models import (
     HistoryBody,
     JSONBody,
     LeadsBody,
+    PlanBody,
     QualificationBody,
     SlaBody,
     SpeedSplitBody,
@@ -31,17 +32,24 @@ from leadledger.http.models import (
     error,
 )
 from leadledger.http.params import (
+    PERIOD_PATTERN,
     AsOfParam,
     CompareToParam,
     ConversionParam,
     FromParam,
+    FunnelByParam,
     IntervalParam,
     KnownAtParam,
     LeadIdParam,
     LeadsByParam,
     LimitParam,
+    LookbackParam,
+    MixParam,
     ModelParam,
     ModeParam,
+    ParameterError,
+    PeriodParam,
+    RevenueParam,
     SlaByParam,
     SpeedByParam,
     StageParam,
@@ -49,9 +57,11 @@ from leadledger.http.params import (
     build_query,
     check_known_parameters,
     parse_lead_id,
+    parse_period,
     parse_time,
 )
 from leadledger.http.worker import AnalyticsWorker
+from projections.plan import DEFAULT_LOOKBACK, PlanQuery, parse_mix
 from projections.report.html import render_report
 from schemas.sealing import ERASED, PERSONAL_FIELDS
 
@@ -123,6 +133,8 @@ DESCRIPTIONS = {
            "at_risk, compliance, p50/p90 of the counted time to stop (`sla --json`).",
     "qualification": "MQL entries in the window by source (scorer, external, override) with the distinct leads, "
                      "those won after an entry and the MQL -> won rate, and the total (`qualification --json`).",
+    "plan": "Per group, the cohort's win rate (80 % Wilson interval), revenue per won lead and share, and the "
+            "deals, leads and stage entries the target needs, with the reps' capacity check (`plan --json`).",
     "leads": "The lead list, newest capture first (`leads --json`).",
     "history": "The lead's events as CloudEvents envelopes and its stage at `as_of` (`history --json`; "
                "personal data sealed unless served with --personal-data).",
@@ -157,7 +169,7 @@ def add_routes(app: FastAPI, worker: AnalyticsWorker, token: str | None, *, pers
     @router.get("/funnel", operation_id="funnel", response_model=None,
                 summary="Funnel: leads per stage", tags=["queries"],
                 responses=_ok(FunnelBody, "funnel"))
-    async def funnel(request: Request, by: LeadsByParam = None, from_: FromParam = None, to: ToParam = None,
+    async def funnel(request: Request, by: FunnelByParam = None, from_: FromParam = None, to: ToParam = None,
                      mode: ModeParam = "cohort", as_of: AsOfParam = None, known_at: KnownAtParam = None,
                      interval: IntervalParam = None, compare_to: CompareToParam = None) -> Response:
         """How many leads reach each stage, and the conversion between main-path stages."""
@@ -218,6 +230,21 @@ def add_routes(app: FastAPI, worker: AnalyticsWorker, token: str | None, *, pers
         q = build_query(from_=from_, to=to, as_of=as_of, known_at=known_at)
         return respond(request, tidy(await worker.run(lambda a: a.qualification(q))), "qualification")
 
+    @router.get("/plan", operation_id="plan", response_model=None,
+                summary="Plan: what a revenue target takes", tags=["queries"],
+                responses=_ok(PlanBody, "plan"))
+    async def plan_route(request: Request, revenue: RevenueParam, period: PeriodParam, by: LeadsByParam = None,
+                         lookback: LookbackParam = DEFAULT_LOOKBACK, as_of: AsOfParam = None,
+                         mix: MixParam = None) -> Response:
+        """From the leads captured in the lookback window before as_of (default now): per group the win
+        rate with its 80 % Wilson interval, revenue per won lead and share, and the deals, leads and
+        MQL, SAL and SQL entries the target needs, when to capture the leads, and, with a published
+        policy, the SALs needed per working day against the reps' capacity."""
+        start, end = parse_period(period)
+        q = PlanQuery(revenue=revenue, start=start, end=end, by=by, lookback=lookback,
+                      as_of=parse_time(as_of, "as_of"), mix=None if mix is None else parse_mix(mix))
+        return respond(request, tidy(await worker.run(lambda a: a.plan(q))), "plan")
+
     @router.get("/leads", operation_id="leads", response_model=None,
                 summary="Lead list", tags=["queries"],
                 responses=_ok(LeadsBody, "leads", links=LEAD_LINKS))
@@ -251,11 +278,24 @@ def add_routes(app: FastAPI, worker: AnalyticsWorker, token: str | None, *, pers
                 responses={200: {"content": {"text/html": {}}, "description": "One self-contained page."}})
     async def report(from_: FromParam = None, to: ToParam = None, mode: ModeParam = "cohort",
                      model: ModelParam = "linear", conversion: ConversionParam = "won",
-                     as_of: AsOfParam = None, known_at: KnownAtParam = None) -> HTMLResponse:
-        """Funnel, time in stage, attribution by channel and speed to lead by owner, with charts
-        (the page `leadledger report --html FILE` writes)."""
+                     as_of: AsOfParam = None, known_at: KnownAtParam = None,
+                     plan_revenue: Annotated[float | None, Param(
+                         gt=0, le=1e12, description="Add a plan section: what this revenue target (reporting "
+                         "currency) takes per channel next to the period before; needs plan_period.")] = None,
+                     plan_period: Annotated[str | None, Param(
+                         description="The plan's period, FROM..TO (as `period` of /plan); needs plan_revenue.",
+                         json_schema_extra={"pattern": PERIOD_PATTERN})] = None) -> HTMLResponse:
+        """Funnel and its trend, time in stage, attribution by channel, speed to lead by owner, qualification
+        and SLAs, with charts (the page `leadledger report --html FILE` writes); with plan_revenue and
+        plan_period also the plan per channel."""
         q = build_query(from_=from_, to=to, mode=mode, model=model, conversion=conversion, as_of=as_of,
                         known_at=known_at)
-        return HTMLResponse(await worker.run(lambda a: render_report(a, q)))
+        if (plan_revenue is None) != (plan_period is None):
+            raise ParameterError("plan_revenue, plan_period: give both for a plan section, or neither")
+        plan = None
+        if plan_revenue is not None and plan_period is not None:
+            start, end = parse_period(plan_period)
+            plan = PlanQuery(revenue=plan_revenue, start=start, end=end)
+        return HTMLResponse(await worker.run(lambda a: render_report(a, q, plan=plan)))
 
     app.include_router(router)

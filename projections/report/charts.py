@@ -309,3 +309,61 @@ def funnel_chart(
         y += bar_h + gap
     out.append(tail)
     return "".join(out)
+
+
+def line_chart(
+    labels: Sequence[str],
+    series: Sequence[Series],
+    *,
+    title: str,
+    value_label: Callable[[float | None], str],
+    axis_label: str,
+    width: float = 560,
+    height: float = 260,
+) -> str:
+    """One line per series over the labels (intervals, oldest first), a dot per value with its
+    value as a tooltip, a y axis with round ticks, a legend; at most about ten x labels shown."""
+    legend_h = 26.0
+    left, right, top, bottom = 48.0, 12.0, 8.0 + legend_h, 52.0
+    plot_w, plot_h = width - left - right, height - top - bottom
+    values = [v for s in series for v in s.values if v is not None]
+    tick_values = nice_ticks(max(values, default=0.0))
+    scale_max = tick_values[-1] if tick_values[-1] > 0 else 1.0
+    n = len(labels)
+
+    def x_of(i: int) -> float:
+        return left + (plot_w * i / (n - 1) if n > 1 else plot_w / 2)
+
+    def y_of(v: float) -> float:
+        return top + plot_h * (1 - v / scale_max)
+
+    desc = "; ".join(f"{label}: " + ", ".join(f"{s.name} {value_label(s.values[i])}" for s in series)
+                     for i, label in enumerate(labels))
+    head, tail = _svg_open(width, height, title, desc)
+    out = [head]
+    x = left
+    for s in series:
+        out.append(f'<rect x="{x:.1f}" y="8" width="14" height="14" rx="2" fill="{s.colour}"/>')
+        out.append(_text(x + 20, 19.5, s.name, size=12))
+        x += 20 + text_width(s.name, 12) + 24
+    for t in tick_values:
+        y = y_of(t)
+        out.append(f'<line x1="{left:.1f}" y1="{y:.1f}" x2="{left + plot_w:.1f}" y2="{y:.1f}" stroke="{GRID}" '
+                   f'stroke-width="1"/>')
+        out.append(_text(left - 6, y + 4, fmt_number(t, 1), anchor="end", size=11, fill=MUTED))
+    step = max(1, math.ceil(n / 10))
+    for i, label in enumerate(labels):
+        if i % step == 0 or i == n - 1:
+            out.append(_text(x_of(i), top + plot_h + 16, label, anchor="middle", size=11, fill=MUTED))
+    out.append(_text(left + plot_w / 2, height - 10, axis_label, anchor="middle", size=12, fill=MUTED))
+    for s in series:
+        points = [(x_of(i), y_of(v)) for i, v in enumerate(s.values) if v is not None]
+        if len(points) > 1:
+            path = " ".join(f"{px:.1f},{py:.1f}" for px, py in points)
+            out.append(f'<polyline points="{path}" fill="none" stroke="{s.colour}" stroke-width="2"/>')
+        for i, v in enumerate(s.values):
+            if v is not None:
+                out.append(f'<circle cx="{x_of(i):.1f}" cy="{y_of(v):.1f}" r="3" fill="{s.colour}">'
+                           f'<title>{_esc(f"{labels[i]} – {s.name}: {value_label(v)}")}</title></circle>')
+    out.append(tail)
+    return "".join(out)

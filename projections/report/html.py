@@ -8,11 +8,14 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from projections.query import Query
+from projections import windows
+from projections.plan import PlanQuery
+from projections.query import Query, QueryError, check
 from projections.report.charts import fmt_duration, fmt_int, fmt_money, fmt_percent
 from projections.report.markup import CONVERSION_NAMES, MODEL_NAMES, esc, kpi, period, ratio, when
+from projections.report.planning import plan_section, trend_interval, trend_section
 from projections.report.sections import (
     attribution_section,
     fmt_amounts,
@@ -96,12 +99,28 @@ footer dd { margin: 0 0 6px; }
 """
 
 
-def render_report(analytics: Analytics, query: Query, *, generated_at: datetime | None = None) -> str:
+def render_report(analytics: Analytics, query: Query, *, generated_at: datetime | None = None,
+                  plan: PlanQuery | None = None) -> str:
     """The whole page for `query` (its period, as-of, known-at, funnel mode, attribution model
-    and conversion; `by` is chosen per section)."""
+    and conversion; `by` is chosen per section); with `plan`, a plan section per channel (the plan's as-of
+    defaults to the report's, else the generation time)."""
     generated = (generated_at or datetime.now(UTC)).astimezone(UTC)
     base = replace(query, by=None)
     funnel = analytics.funnel(base)
+    window = check(base)
+    kind = trend_interval(window.start, window.end)
+    try:
+        trend: dict[str, Any] = analytics.funnel(replace(base, interval=kind))
+    except QueryError as exc:  # a window of more than 1,000 months: no chart, the page still answers
+        trend = {"interval": kind, "intervals": [], "too_long": str(exc)}
+    planned = ""
+    if plan is not None:
+        plan = replace(plan, by="channel", as_of=plan.as_of or query.as_of)
+        answer = analytics.plan(plan, now=generated.replace(microsecond=0))
+        before = windows.previous_window(plan.start, plan.end)
+        actual = analytics.funnel(Query(by="channel", mode="period", from_=before[0], to=before[1],
+                                        as_of=query.as_of, known_at=query.known_at))
+        planned = plan_section(answer, actual)
     by_channel = analytics.funnel(replace(query, by="channel"))
     velocity = analytics.velocity(base)
     attribution = analytics.attribution(replace(query, by="channel"))
@@ -159,6 +178,8 @@ def render_report(analytics: Analytics, query: Query, *, generated_at: datetime 
         f'<div class="kpis">{"".join(kpis)}</div>',
         '<div class="grid">',
         funnel_section(funnel, query.mode),
+        trend_section(trend, query.mode),
+        planned,
         velocity_section(velocity),
         attribution_section(attribution, by_channel),
         speed_section(speed, speed_all),

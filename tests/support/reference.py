@@ -170,6 +170,10 @@ def ref_funnel(evs: list[Ev], p: Params) -> list[dict[str, Any]]:
         c = capture(lead_evs)
         if c is None:
             continue
+        if p.by == "owner":
+            for s, own in owner_entries(lead_evs, c, p).items():
+                counts[own][s] += 1
+            continue
         entries = [(e.to_stage, e.at) for e in lead_evs if e.to_stage]
         if p.mode == "cohort":
             reached = {s for s, _ in entries} if inside(c.at, p.start, p.end) else set()
@@ -177,13 +181,33 @@ def ref_funnel(evs: list[Ev], p: Params) -> list[dict[str, Any]]:
             reached = {s for s, t in entries if inside(t, p.start, p.end)}
         for s in reached:
             counts[group(c, p.by)][s] += 1
-    keys = sorted(counts, key=lambda k: k or "") if p.by else [None]
+    keys = sorted(counts, key=lambda k: (k is None, k or "")) if p.by else [None]
     out = []
     for k in keys:
         stages = {s: counts[k][s] for s in STAGES}
         conv = {f"{a}->{b}": (stages[b] / stages[a] if stages[a] else None) for a, b in pairwise(MAIN)}
         out.append({"key": k, "stages": stages, "conversion": conv})
     return out
+
+
+def owner_entries(lead_evs: list[Ev], c: Ev, p: Params) -> dict[str, str | None]:
+    """Per stage the lead counts for, the owner it had at its counted entry: the first entry (cohort, when
+    captured in the window) or the first entry in the window (period). The owner at an entry is the
+    latest assignment or acceptance before it, none after a rejection or recycling; an acceptance names its
+    own."""
+    owner: str | None = None
+    found: dict[str, str | None] = {}
+    for e in lead_evs:
+        if e.to_stage:
+            own = e.data["owner"] if e.name == "LeadAcceptedBySales" else owner
+            counts = inside(c.at, p.start, p.end) if p.mode == "cohort" else inside(e.at, p.start, p.end)
+            if counts and e.to_stage not in found:
+                found[e.to_stage] = own
+        if e.name in ("LeadAssigned", "LeadAcceptedBySales"):
+            owner = e.data["owner"]
+        elif e.name in ("LeadRejectedBySales", "LeadRecycled"):
+            owner = None
+    return found
 
 
 def ref_velocity(evs: list[Ev], p: Params) -> list[dict[str, Any]]:

@@ -3,11 +3,14 @@ cannot state because they join two parameters, which the document states in word
 
 - `from` before `to` (and the two ends of a `compare_to` window in order);
 - `compare_to=previous` needs `from` and `to`;
-- at most 1,000 intervals in a window.
+- at most 1,000 intervals in a window;
+- a plan's period in order and at most 3,653 days long, its lookback at most 3,653 days and not before the
+  year 1, its mix summing to 1 and given with `by`.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import schemathesis
@@ -85,13 +88,62 @@ def _intervals(query: dict[str, Any]) -> dict[str, Any]:
     return query
 
 
+def _report_plan(query: dict[str, Any]) -> dict[str, Any]:
+    """The report's plan_revenue and plan_period: both or neither, the period as a plan's."""
+    if "plan_revenue" not in query and "plan_period" not in query:
+        return query
+    if "plan_revenue" not in query or "plan_period" not in query:
+        return {k: v for k, v in query.items() if k not in ("plan_revenue", "plan_period")}
+    checked = _plan({"revenue": query["plan_revenue"], "period": query["plan_period"]})
+    return {**query, "plan_period": checked["period"]}
+
+
+def _plan(query: dict[str, Any]) -> dict[str, Any]:
+    """A plan's parameters made valid where only words state the rule."""
+    if "revenue" not in query and "period" not in query:
+        return _report_plan(query)
+    query = dict(query)
+    if "mix" in query:
+        if query.get("by") is None or not isinstance(query["mix"], str) or "=" not in query["mix"]:
+            del query["mix"]
+        else:
+            query["mix"] = "webinar=0.25,referral=0.75"
+    lookback = query.get("lookback")
+    if isinstance(lookback, str) and lookback[:-1].isdigit():
+        seconds = int(lookback[:-1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}.get(lookback[-1], 1)
+        if not 0 < seconds <= 3653 * 86400:
+            query["lookback"] = "180d"
+    if isinstance(query.get("as_of"), str):
+        try:
+            if (parse_time(query["as_of"], "as_of") or datetime.now(UTC)).year < 12:
+                del query["as_of"]
+        except ParameterError:
+            pass
+    period = query.get("period")
+    if isinstance(period, str) and ".." in period:
+        start, _, end = period.partition("..")
+        try:
+            a, b = parse_time(start, "period"), parse_time(end, "period")
+        except ParameterError:
+            return query
+        if a is None or b is None:
+            return query
+        if a > b:
+            a, b, start, end = b, a, end, start
+        if a == b or (b - a).days >= 3653:
+            query["period"] = "2026-07-01..2026-10-01"
+        else:
+            query["period"] = f"{start}..{end}"
+    return query
+
+
 @schemathesis.hook
 def map_query(context: schemathesis.HookContext, query: dict[str, Any] | None) -> dict[str, Any] | None:
     return _rules(query) if query else query
 
 
 def _rules(query: dict[str, Any]) -> dict[str, Any]:
-    return _intervals(_compare(_ordered(query)))
+    return _plan(_intervals(_compare(_ordered(query))))
 
 
 @schemathesis.hook

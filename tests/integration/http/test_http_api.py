@@ -103,6 +103,14 @@ CASES = [
      ["attribution", "--by", "channel", "--from", "2026-02-01", "--to", "2026-03-01", "--compare-to", "previous"]),
     ("/speed", {"by": "owner", "from": "2026-02-01", "to": "2026-03-01", "compare_to": "previous"},
      ["speed", "--by", "owner", "--from", "2026-02-01", "--to", "2026-03-01", "--compare-to", "previous"]),
+    ("/plan", {"revenue": 250000, "period": "2026-07-01..2026-10-01", "by": "channel", "as_of": "2026-06-01"},
+     ["plan", "--revenue", "250000", "--period", "2026-07-01..2026-10-01", "--by", "channel", "--as-of", "2026-06-01"]),
+    ("/plan", {"revenue": 1e6, "period": "2026-07-01..2027-01-01", "lookback": "26w", "as_of": "2026-07-01",
+               "by": "channel", "mix": "webinar=0.5,referral=0.5"},
+     ["plan", "--revenue", "1e6", "--period", "2026-07-01..2027-01-01", "--lookback", "26w", "--as-of", "2026-07-01",
+      "--by", "channel", "--mix", "webinar=0.5,referral=0.5"]),
+    ("/funnel", {"by": "owner", "mode": "period", "from": "2026-02-01"},
+     ["funnel", "--by", "owner", "--mode", "period", "--from", "2026-02-01"]),
     ("/leads", {}, ["leads"]),
     ("/leads", {"stage": "sql", "limit": 5}, ["leads", "--stage", "sql", "--limit", "5"]),
     ("/leads", {"channel": "webinar", "as_of": "2026-03-01"}, ["leads", "--channel", "webinar", "--as-of", "2026-03-01"]),
@@ -211,7 +219,8 @@ BAD = [
     ("/funnel", {"as_of": "2026-02-01T10:00:00"}, "as_of"),  # no zone
     ("/velocity", {"known_at": "soon"}, "known_at"),
     ("/funnel", {"from": "2026-03-01", "to": "2026-02-01"}, "from"),
-    ("/funnel", {"by": "owner"}, "by"),
+    ("/funnel", {"by": "rep"}, "by"),
+    ("/velocity", {"by": "owner"}, "by"),
     ("/speed", {"by": "planet"}, "by"),
     ("/funnel", {"mode": "weekly"}, "mode"),
     ("/attribution", {"model": "w_shaped"}, "model"),
@@ -311,9 +320,10 @@ EXPECTED_PARAMETERS = {
     "/speed": {"by", "from", "to", "mode", "as_of", "known_at", "compare_to"},
     "/leads": {"stage", "channel", "owner", "limit", "as_of", "known_at"},
     "/leads/{lead_id}/history": {"lead_id", "as_of", "known_at"},
-    "/report": {"from", "to", "mode", "model", "conversion", "as_of", "known_at"},
+    "/report": {"from", "to", "mode", "model", "conversion", "as_of", "known_at", "plan_revenue", "plan_period"},
     "/sla": {"by", "from", "to", "as_of", "known_at"},
     "/qualification": {"from", "to", "as_of", "known_at"},
+    "/plan": {"revenue", "period", "by", "lookback", "as_of", "mix"},
     "/healthz": set(),
 }
 
@@ -335,7 +345,7 @@ def test_the_openapi_document_is_valid_and_lists_every_endpoint(client: TestClie
     params = {p["name"]: p for p in doc["paths"]["/funnel"]["get"]["parameters"]}
     assert params["mode"]["schema"] == {**params["mode"]["schema"], "type": "string", "enum": ["cohort", "period"],
                                         "default": "cohort"}
-    assert params["by"]["schema"]["type"] == "string" and params["by"]["schema"]["enum"] == ["channel", "campaign"]
+    assert params["by"]["schema"]["type"] == "string" and params["by"]["schema"]["enum"] == ["channel", "campaign", "owner"]
     assert "security" not in doc["paths"]["/funnel"]["get"]
 
     secured_doc = secured.get("/openapi.json").json()

@@ -140,6 +140,13 @@ def test_every_endpoint_through_the_generated_client(api: ModuleType, client: An
     assert qualification.total.source.value == "all"
     assert qualification.to_dict() == cli_json(home, "qualification", "--as-of", "2026-12-31T23:59:59+01:00")
 
+    plan = parsed(endpoint("queries", "plan").sync_detailed(
+        client=client, revenue=250000.0, period="2026-07-01..2026-10-01", by=models.PlanBy.CHANNEL,
+        as_of="2026-06-01"), "PlanBody")
+    assert plan.groups and plan.capacity.policy_version == 1 and plan.reps
+    assert plan.to_dict() == cli_json(home, "plan", "--revenue", "250000", "--period", "2026-07-01..2026-10-01",
+                                      "--by", "channel", "--as-of", "2026-06-01")
+
     leads = parsed(endpoint("queries", "leads").sync_detailed(client=client, stage=models.LeadsStage.WON, limit=2),
                    "LeadsBody")
     assert 1 <= len(leads.leads) <= 2 and all(lead.stage == "won" for lead in leads.leads)
@@ -153,12 +160,17 @@ def test_every_endpoint_through_the_generated_client(api: ModuleType, client: An
 
 
 def test_errors_read_as_the_error_model(api: ModuleType, client: Any, server: TestClient) -> None:
+    models = importlib.import_module(f"{PACKAGE}.models")
     bad = endpoint("queries", "funnel").sync_detailed(client=client, from_="2026-02-30")
     assert bad.status_code == 400 and type(bad.parsed).__name__ == "ErrorBody"
     assert bad.parsed.error.startswith("from:")
 
     report = endpoint("report", "report").sync_detailed(client=client, as_of="soon")  # an HTML page's error: JSON
     assert report.status_code == 400 and type(report.parsed).__name__ == "ErrorBody"
+
+    mix = endpoint("queries", "plan").sync_detailed(client=client, revenue=1.0, period="2026-07-01..2026-10-01",
+                                                    by=models.PlanBy.CHANNEL, mix="webinar=0.5")
+    assert mix.status_code == 400 and "sum to 1" in mix.parsed.error
 
     unknown = endpoint("audit", "lead_history").sync_detailed(UUID(int=7), client=client)
     assert unknown.status_code == 404 and "unknown lead" in unknown.parsed.error

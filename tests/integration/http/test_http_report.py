@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import warnings
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -176,3 +177,50 @@ def test_other_conversions_and_periods(settings: Settings) -> None:
 
 def _t(day: str) -> Any:
     return parse_user_time(day)
+
+
+def section(page: str, name: str) -> str:
+    start = page.index(f'<section id="{name}">')
+    return page[start:page.index("</section>", start)]
+
+
+def cells(html: str) -> list[list[str]]:
+    """The table rows of a section, each cell's text."""
+    rows = []
+    for row in re.findall(r"<tr>(.*?)</tr>", html):
+        rows.append([unescape(re.sub(r"<[^>]+>", "", c)).strip()
+                     for c in re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row)])
+    return rows
+
+
+def test_the_trend_section_is_the_funnel_per_month(page: str, home: Path) -> None:
+    trend = orjson.loads(run_cli(home, "funnel", "--as-of", "2026-12-01", "--interval", "month", "--json"))
+    rows = cells(section(page, "trend"))[1:]
+    assert [r[0] for r in rows] == [iv["label"] for iv in trend["intervals"]] and len(rows) >= 2
+    for row, iv in zip(rows, trend["intervals"], strict=True):
+        stages = iv["groups"][0]["stages"]
+        assert row[1:5] == [f"{stages[s]:,}" for s in ("captured", "mql", "sal", "won")]
+    assert "<polyline" in section(page, "trend")
+
+
+def test_the_plan_section_shows_what_plan_answers_next_to_the_period_before(home: Path, tmp_path: Path) -> None:
+    path = tmp_path / "plan.html"
+    run_cli(home, "report", "--html", str(path), "--as-of", "2026-07-01", "--plan-revenue", "400000",
+            "--plan-period", "2026-07-01..2026-10-01")
+    html = section(path.read_text(encoding="utf-8"), "plan")
+    plan = orjson.loads(run_cli(home, "plan", "--revenue", "400000", "--period", "2026-07-01..2026-10-01",
+                                "--by", "channel", "--as-of", "2026-07-01", "--json"))
+    before = orjson.loads(run_cli(home, "funnel", "--by", "channel", "--mode", "period", "--from", "2026-04-01",
+                                  "--to", "2026-07-01", "--as-of", "2026-07-01", "--json"))
+    had = {g["key"]: g["stages"] for g in before["groups"]}
+    rows = {r[0]: r for r in cells(html)[1:]}
+    assert set(rows) == {g["key"] for g in plan["groups"]}
+    planned = [g for g in plan["groups"] if g["leads_needed"] is not None]
+    assert planned
+    for g in planned:
+        assert rows[g["key"]][3].startswith(f"{g['leads_needed']:,} vs {had.get(g['key'], {}).get('captured', 0):,}")
+        assert rows[g["key"]][5].startswith(f"{g['sal_needed']:,} vs {had.get(g['key'], {}).get('sal', 0):,}")
+    assert "[2026-04-01, 2026-07-01)" in html
+    refused = CliRunner().invoke(cli, ["--home", str(home), "report", "--html", str(path), "--plan-revenue", "5"],
+                                 env=ENV)
+    assert refused.exit_code == 2 and "go together" in refused.output

@@ -45,6 +45,8 @@ QUERIES = [
     ["speed", "--by", "owner"], ["speed", "--from", "2026-02-01", "--to", "2026-03-01", "--compare-to", "previous"],
     ["sla", "--as-of", "2026-06-01"], ["sla", "--by", "owner", "--as-of", "2026-05-01"],
     ["qualification"],
+    ["plan", "--revenue", "250000", "--period", "2026-07-01..2026-10-01", "--by", "channel", "--as-of", "2026-06-01"],
+    ["plan", "--revenue", "1e6", "--period", "2026-07-01..2027-01-01", "--lookback", "26w", "--as-of", "2026-07-01"],
 ]
 
 
@@ -74,6 +76,8 @@ def rebuilt(text: str, meta: int) -> tuple[list[str], dict[tuple[Any, ...], dict
 
 
 def cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return "" if value is None else str(value)
 
 

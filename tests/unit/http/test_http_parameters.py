@@ -14,6 +14,7 @@ from leadledger.http.params import (
     LEAD_ID_PATTERN,
     TIME_PATTERN,
     Conversion,
+    FunnelBy,
     LeadsBy,
     Mode,
     Model,
@@ -26,13 +27,14 @@ from leadledger.http.params import (
 )
 from lifecycle.domain.stages import FUNNEL_ORDER
 from projections import sla
+from projections.funnel import BYS as FUNNEL_BYS
 from projections.query import CONVERSIONS, LEAD_BYS, MODELS, MODES, SPEED_BYS
 
 ADMITTED = re.compile(TIME_PATTERN.removesuffix("$") + r"\Z")
 
 
 @pytest.mark.parametrize(("choice", "service"), [
-    (Mode, MODES), (Model, MODELS), (Conversion, CONVERSIONS), (LeadsBy, LEAD_BYS), (SpeedBy, SPEED_BYS),
+    (Mode, MODES), (Model, MODELS), (Conversion, CONVERSIONS), (LeadsBy, LEAD_BYS), (FunnelBy, FUNNEL_BYS), (SpeedBy, SPEED_BYS),
     (SlaBy, sla.BYS), (Stage, tuple(s.value for s in FUNNEL_ORDER)),
 ])
 def test_the_choices_are_the_services_own(choice: Any, service: tuple[str, ...]) -> None:
