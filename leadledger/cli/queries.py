@@ -279,10 +279,10 @@ def render_reasons(result: dict[str, Any]) -> None:
     for col in columns:
         table.add_column(literal(col), justify="right" if col in ("count", "share") else "left")
     for g in result["groups"]:
+        name = "(no owner)" if g["key"] is None else g["key"]  # only an owner can be missing
         for i, r in enumerate(g["reasons"]):
-            key = [literal(("all" if g["key"] is None else g["key"]) + f" ({g['events']})" if i == 0 else "")]
-            table.add_row(*(key if by else []), literal(r["reason"]), literal(r["count"]),
-                          literal(fmt_percent(r["share"])))
+            key = [literal(f"{name} ({g['events']})" if i == 0 else "")] if by else []
+            table.add_row(*key, literal(r["reason"]), literal(r["count"]), literal(fmt_percent(r["share"])))
     _print(table)
 
 
