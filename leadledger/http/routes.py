@@ -25,6 +25,7 @@ from leadledger.http.models import (
     JSONBody,
     LeadsBody,
     QualificationBody,
+    ReasonsBody,
     SlaBody,
     SpeedSplitBody,
     VelocityBody,
@@ -42,6 +43,8 @@ from leadledger.http.params import (
     LimitParam,
     ModelParam,
     ModeParam,
+    ReasonsByParam,
+    ReasonStageParam,
     SlaByParam,
     SpeedByParam,
     StageParam,
@@ -124,6 +127,8 @@ DESCRIPTIONS = {
     "qualification": "MQL entries in the window by source (scorer, external, override) with the distinct leads, "
                      "those won after an entry and the MQL -> won rate, and the total (`qualification --json`).",
     "leads": "The lead list, newest capture first (`leads --json`).",
+    "reasons": "The reasons given by the events entering the stage in the window, per group: the events, and each "
+               "reason's count and share, most frequent first (`reasons --json`).",
     "history": "The lead's events as CloudEvents envelopes and its stage at `as_of` (`history --json`; "
                "personal data sealed unless served with --personal-data).",
 }
@@ -217,6 +222,16 @@ def add_routes(app: FastAPI, worker: AnalyticsWorker, token: str | None, *, pers
         they qualified, how many of those were won at or after one of them, and won / leads."""
         q = build_query(from_=from_, to=to, as_of=as_of, known_at=known_at)
         return respond(request, tidy(await worker.run(lambda a: a.qualification(q))), "qualification")
+
+    @router.get("/reasons", operation_id="reasons", response_model=None,
+                summary="Reasons: why leads were lost, disqualified, recycled or rejected", tags=["queries"],
+                responses=_ok(ReasonsBody, "reasons"))
+    async def reasons(request: Request, stage: ReasonStageParam, by: ReasonsByParam = None, from_: FromParam = None,
+                      to: ToParam = None, as_of: AsOfParam = None, known_at: KnownAtParam = None) -> Response:
+        """The reasons given by the events entering `stage` that occurred in [from, to), one per event, counted as
+        stored: recycled counts LeadRecycled and LeadRejectedBySales, rejected LeadRejectedBySales alone."""
+        q = build_query(stage=stage, by=by, from_=from_, to=to, as_of=as_of, known_at=known_at)
+        return respond(request, tidy(await worker.run(lambda a: a.reasons(q))), "reasons")
 
     @router.get("/leads", operation_id="leads", response_model=None,
                 summary="Lead list", tags=["queries"],

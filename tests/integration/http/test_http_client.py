@@ -140,6 +140,13 @@ def test_every_endpoint_through_the_generated_client(api: ModuleType, client: An
     assert qualification.total.source.value == "all"
     assert qualification.to_dict() == cli_json(home, "qualification", "--as-of", "2026-12-31T23:59:59+01:00")
 
+    reasons = parsed(endpoint("queries", "reasons").sync_detailed(
+        client=client, stage=models.ReasonsStage.RECYCLED, by=models.ReasonsBy.OWNER, from_="2026-01-15"),
+        "ReasonsBody")
+    assert reasons.stage.value == "recycled" and reasons.events == sum(g.events for g in reasons.groups) > 0
+    assert all(r.count >= 1 and 0 < r.share <= 1 for g in reasons.groups for r in g.reasons)
+    assert reasons.to_dict() == cli_json(home, "reasons", "--stage", "recycled", "--by", "owner", "--from", "2026-01-15")
+
     leads = parsed(endpoint("queries", "leads").sync_detailed(client=client, stage=models.LeadsStage.WON, limit=2),
                    "LeadsBody")
     assert 1 <= len(leads.leads) <= 2 and all(lead.stage == "won" for lead in leads.leads)
