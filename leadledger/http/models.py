@@ -281,7 +281,8 @@ class ReasonsBody(_Doc):
 CSV_CONTENT: dict[str, Any] = {"text/csv": {"schema": {
     "type": "string",
     "description": "RFC 4180 with a header row: the answer's window columns, what names the group, then `figure` "
-                   "(a dotted path into the JSON group) and `value` (empty = null), one row per group and figure; "
+                   "(a dotted path into the JSON group) and `value` (empty = null), one row per group and figure (and "
+                   "per reason of a reasons group, in the `reason` column); "
                    "the lead list and a history: one row per lead or event."}}}
 
 
