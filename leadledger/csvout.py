@@ -9,7 +9,10 @@ Aggregate answers are long tables, one row per group × figure, so a spreadsheet
 
 - the leading columns are the answer's own scalar fields (its window: mode, from, to, as_of, ...),
   repeated on every row so each row says what it answers;
-- then what identifies the row's group (`key`, or `source`, `sla` and `group`, `reason`, ...),
+- then what identifies the row's group (`key`, or `source`, `sla` and `group`, `reason`, ...); a
+  list of sub-groups inside a group (each reason of a `reasons` group) gives rows of its own, the
+  sub-group's identity (`reason`) beside the group's and its figures named `list.field`
+  (`reasons.count`),
   `section` when the answer has more than one list of groups (e.g. `sources` and `total`),
   `interval_label`, `interval_from`, `interval_to` for a trend, and `window` (current, compare,
   difference) for a comparison;
@@ -91,6 +94,25 @@ def _group_rows(group: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[str, 
     return ident, figures
 
 
+def _subgroups(value: Any) -> bool:
+    """A list of dicts that each say which sub-group they are (a reasons group's `reasons`)."""
+    return (isinstance(value, list) and bool(value)
+            and all(isinstance(v, dict) and any(k in IDENTITY for k in v) for v in value))
+
+
+def _records(group: dict[str, Any]) -> list[tuple[dict[str, Any], list[tuple[str, Any]]]]:
+    """A group's identity and figures, then each of its sub-groups' (identity beside the group's,
+    figures named by the list and the field)."""
+    nested = {k: v for k, v in group.items() if _subgroups(v)}
+    ident, figures = _group_rows({k: v for k, v in group.items() if k not in nested})
+    out = [(ident, figures)]
+    for name, items in nested.items():
+        for item in items:
+            sub_ident, sub_figures = _group_rows(item)
+            out.append(({**ident, **sub_ident}, [(f"{name}.{figure}", value) for figure, value in sub_figures]))
+    return out
+
+
 def _sections(part: dict[str, Any]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """The lists of groups in an answer (a lone dict of figures, like a total, is a one-group section)."""
     for name, value in part.items():
@@ -124,9 +146,9 @@ def long_rows(answer: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
     for extra, part in parts:
         for name, groups in _sections(part):
             for group in groups:
-                ident, figures = _group_rows(group)
-                base = {**meta, **extra, **({"section": name} if len(names) > 1 else {}), **ident}
-                rows.extend({**base, "figure": figure, "value": value} for figure, value in figures)
+                for ident, figures in _records(group):
+                    base = {**meta, **extra, **({"section": name} if len(names) > 1 else {}), **ident}
+                    rows.extend({**base, "figure": figure, "value": value} for figure, value in figures)
     header = list(meta)
     for extra, _ in parts:
         header += [k for k in extra if k not in header]

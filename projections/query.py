@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from lifecycle.domain.stages import FUNNEL_ORDER
@@ -109,3 +109,24 @@ def check_leads(q: Query) -> Window:
     if not 1 <= q.limit <= MAX_LIMIT:
         raise QueryError(f"--limit must be between 1 and {MAX_LIMIT}, got {q.limit}")
     return Window(None, None, None, "cohort", _us(q.as_of, "--as-of"), _us(q.known_at, "--known-at"))
+
+
+#: `reasons --stage`: the stages whose entering events give a reason, and `rejected` (sales handed the
+#: lead back: it enters recycled, so `recycled` counts it too)
+REASON_STAGES = ("lost", "disqualified", "recycled", "rejected")
+REASON_BYS = ("channel", "campaign", "owner")
+
+
+def check_reasons(q: Query) -> Window:
+    """The window of a reasons query: a stage to count the reasons of, and no `mode` (the window is
+    always on the event that gave the reason)."""
+    if q.stage is None:
+        raise QueryError(f"reasons needs --stage: one of {', '.join(REASON_STAGES)}")
+    if q.stage not in REASON_STAGES:
+        raise QueryError(f"--stage must be one of {', '.join(REASON_STAGES)}, got {q.stage!r}")
+    if q.mode != "cohort":
+        raise QueryError("reasons takes no --mode: its window [--from, --to) is always on the event giving the "
+                         "reason")
+    if q.interval is not None or q.compare_to is not None:
+        raise QueryError("reasons takes no --interval or --compare-to: ask for each window in turn")
+    return check(replace(q, mode="period"), bys=REASON_BYS)

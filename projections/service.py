@@ -22,7 +22,18 @@ from lifecycle.domain.stages import FUNNEL_ORDER
 from lifecycle.operations.policy import Policy
 from lifecycle.policies import PolicyTimeline, Published
 from lifecycle.store.repository import LeadStore
-from projections import attribution, funnel, leads, plan, qualification, sla, speed, velocity, windows
+from projections import (
+    attribution,
+    funnel,
+    leads,
+    plan,
+    qualification,
+    reasons,
+    sla,
+    speed,
+    velocity,
+    windows,
+)
 from projections.base import Lead, Projection
 from projections.engine.db import ReadModelDB
 from projections.engine.registry import BY_NAME
@@ -30,7 +41,7 @@ from projections.engine.runner import Runner
 from projections.engine.sources import EmbeddedSource
 from projections.engine.timeline import TIMELINE
 from projections.money import FxTable
-from projections.query import Query, QueryError, Window, check, check_attribution, check_leads
+from projections.query import Query, QueryError, Window, check, check_attribution, check_leads, check_reasons
 from schemas.codec import format_time
 from schemas.facts import Fact, dt_to_us, unpack
 
@@ -228,6 +239,16 @@ class Analytics:
         if self.store is None:
             raise QueryError("history needs the event store (embedded mode)")
         return lead_history(self.store, lead_id, as_of, known_at)
+
+    def reasons(self, q: Query) -> dict[str, Any]:
+        """The reasons given by the events entering `q.stage` (lost, disqualified, recycled; rejected: the
+        rejections by sales alone) that occurred in [from, to): per group, the events and each reason's count
+        and share."""
+        w = check_reasons(q)
+        assert q.stage is not None
+        tables = self._tables(w, BY_NAME["reasons"])
+        text, params = reasons.query_sql(w, q.stage, tables[reasons.EVENTS.name])
+        return reasons.shape(w, q.stage, self.db.query(text, params))
 
     def close(self) -> None:
         self.db.close()

@@ -1,7 +1,8 @@
 """The lean typed envelope projections fold: one `Fact` per stored lead event.
 
 A `Fact` keeps only what the read models use (times as integer microseconds
-since the epoch, the target stage, channel/campaign, owner, score or amount, an MQL's source), so
+since the epoch, the target stage, channel/campaign, owner, score or amount, an MQL's source, the
+reason a lead was lost, disqualified, recycled or rejected), so
 a replay decodes a stored row with one `orjson.loads` and no datetime objects;
 the event's type and data are read by the codec (`schemas.codec.read_data`).
 `from_record` builds the same Fact from a `schemas.codec.EventRecord`.
@@ -40,6 +41,7 @@ class Fact(NamedTuple):
     value: float | None = None  # LeadScored total, a stage event's amount (LeadWon)
     currency: str | None = None  # the amount's ISO 4217 code (LeadWon)
     source: str | None = None  # LeadQualifiedAsMQL: who qualified the lead (`mql_source`)
+    reason: str | None = None  # LeadLost / LeadDisqualified / LeadRecycled / LeadRejectedBySales: the reason given
 
 
 # ---------------------------------------------------------------- time
@@ -87,40 +89,47 @@ def fact_from_data(name: str, version: int, occurred: int, recorded: int, data: 
     kind = _KINDS.get(name, _OTHER)
     if kind == _MQL:
         return _new(Fact, (occurred, version, name, recorded, data.get("to_stage"), None, None, None, None, None,
-                           mql_source(actor, data)))
+                           mql_source(actor, data), None))
     if kind == _STAGE:
         return _new(Fact, (occurred, version, name, recorded, data.get("to_stage"), None, None, None, None, None,
-                           None))
+                           None, None))
+    if kind == _STAGE_REASON:
+        return _new(Fact, (occurred, version, name, recorded, data.get("to_stage"), None, None, None, None, None,
+                           None, data.get("reason")))
     if kind == _TOUCH:
         return _new(Fact, (occurred, version, name, recorded, data.get("to_stage"), data.get("channel"),
-                           data.get("campaign"), None, None, None, None))
+                           data.get("campaign"), None, None, None, None, None))
     if kind == _SCORE:
         total = data.get("total")
         return _new(Fact, (occurred, version, name, recorded, None, None, None, None,
-                           None if total is None else float(total), None, None))
+                           None if total is None else float(total), None, None, None))
     if kind == _OWNER:
         return _new(Fact, (occurred, version, name, recorded, None, None, None, data.get("owner"), None, None,
-                           None))
+                           None, None))
     if kind == _STAGE_OWNER:
         return _new(Fact, (occurred, version, name, recorded, data.get("to_stage"), None, None, data.get("owner"),
-                           None, None, None))
+                           None, None, None, None))
     if kind == _STAGE_AMOUNT:
         amount = data.get("amount")
         return _new(Fact, (occurred, version, name, recorded, data.get("to_stage"), None, None, None,
-                           None if amount is None else float(amount), data.get("currency"), None))
-    return _new(Fact, (occurred, version, name, recorded, None, None, None, None, None, None, None))
+                           None if amount is None else float(amount), data.get("currency"), None, None))
+    return _new(Fact, (occurred, version, name, recorded, None, None, None, None, None, None, None, None))
 
 
 def _stage_kind(name: str) -> int:
-    """A stage event's Fact carries the owner or the amount when its event has one."""
+    """A stage event's Fact carries the owner, the amount or the reason when its event has one."""
     fields = {f.name for f in dataclasses.fields(EVENT_CLASSES[name])}
-    return _STAGE_OWNER if "owner" in fields else _STAGE_AMOUNT if "amount" in fields else _STAGE
+    if "owner" in fields:
+        return _STAGE_OWNER
+    if "amount" in fields:
+        return _STAGE_AMOUNT
+    return _STAGE_REASON if "reason" in fields else _STAGE
 
 
-_OTHER, _TOUCH, _SCORE, _OWNER, _STAGE, _STAGE_OWNER, _STAGE_AMOUNT, _MQL = range(8)
+_OTHER, _TOUCH, _SCORE, _OWNER, _STAGE, _STAGE_OWNER, _STAGE_AMOUNT, _MQL, _STAGE_REASON = range(9)
 _KINDS = {**{n: _stage_kind(n) for n in STAGE_EVENTS}, "LeadTouched": _TOUCH, "LeadCaptured": _TOUCH,
           "LeadScored": _SCORE, "LeadAssigned": _OWNER, "LeadContacted": _OWNER, "LeadQualifiedAsMQL": _MQL}
-_new = tuple.__new__  # a Fact from its eleven fields, without the keyword handling of Fact(...)
+_new = tuple.__new__  # a Fact from its twelve fields, without the keyword handling of Fact(...)
 
 
 def decode_state(version: int, state: bytes) -> Fact:

@@ -43,6 +43,7 @@ COMMANDS: dict[str, str] = {
     "sla": "leadledger.cli.queries:sla",
     "qualification": "leadledger.cli.queries:qualification",
     "plan": "leadledger.cli.plan:plan",
+    "reasons": "leadledger.cli.queries:reasons",
     **{name: f"leadledger.cli.projector:{name}" for name in ("project", "replay")},
     **{name: f"leadledger.cli.roles:{name}" for name in ("consume", "relay", "status", "serve")},
     "alerts": "leadledger.cli.alerts:alerts",

@@ -1,5 +1,5 @@
-"""The analyst's questions: `funnel`, `velocity`, `attribution`, `speed`, `sla`, `qualification`, `leads` and
-the HTML `report`."""
+"""The analyst's questions: `funnel`, `velocity`, `attribution`, `speed`, `sla`, `qualification`, `leads`,
+`reasons` and the HTML `report`."""
 
 from __future__ import annotations
 
@@ -29,7 +29,16 @@ from leadledger.csvout import long_rows
 from lifecycle.domain.stages import FUNNEL_ORDER
 from lifecycle.settings import SettingsError
 from projections.plan import PlanQuery
-from projections.query import CONVERSIONS, INTERVALS, MODELS, MODES, Query, QueryError
+from projections.query import (
+    CONVERSIONS,
+    INTERVALS,
+    MODELS,
+    MODES,
+    REASON_BYS,
+    REASON_STAGES,
+    Query,
+    QueryError,
+)
 from projections.report.charts import fmt_duration, fmt_percent
 from projections.report.html import render_report
 
@@ -251,6 +260,31 @@ def _leads_renderer(filters: dict[str, Any]) -> Callable[[dict[str, Any]], None]
         _print(table)
 
     return render
+
+
+#: what each `reasons --stage` counts, for the table's title
+REASONS_OF = {"lost": "leads lost", "disqualified": "leads disqualified",
+              "recycled": "leads recycled (rejections by sales included)", "rejected": "leads rejected by sales"}
+
+
+def render_reasons(result: dict[str, Any]) -> None:
+    """One row per group and reason: its count and its share of the group's events."""
+    title = _title(result, f"reasons: {REASONS_OF[result['stage']]}, {result['events']} events")
+    if not result["groups"]:
+        click.echo(title.plain)
+        click.echo("no events in the window")
+        return
+    table = literal_table(title)
+    by = result["by"]
+    columns = [*([by] if by else []), "reason", "count", "share"]
+    for col in columns:
+        table.add_column(literal(col), justify="right" if col in ("count", "share") else "left")
+    for g in result["groups"]:
+        name = "(no owner)" if g["key"] is None else g["key"]  # only an owner can be missing
+        for i, r in enumerate(g["reasons"]):
+            key = [literal(f"{name} ({g['events']})" if i == 0 else "")] if by else []
+            table.add_row(*key, literal(r["reason"]), literal(r["count"]), literal(fmt_percent(r["share"])))
+    _print(table)
 
 
 # ---------------------------------------------------------------- trends and comparisons
@@ -569,3 +603,30 @@ def report(ctx: Context, html_path: Path, from_: datetime | None, to: datetime |
     html_path.parent.mkdir(parents=True, exist_ok=True)
     html_path.write_text(page, encoding="utf-8")
     click.echo(f"report written to {html_path.resolve()}")
+
+
+@click.command()
+@click.option("--stage", required=True, type=click.Choice(REASON_STAGES, case_sensitive=False),
+              help="Whose reasons: lost (LeadLost), disqualified (LeadDisqualified), recycled (every event entering "
+                   "recycled: LeadRecycled and LeadRejectedBySales) or rejected (LeadRejectedBySales alone: sales "
+                   "handed the lead back, which enters recycled). Any case.")
+@click.option("--by", type=click.Choice(REASON_BYS),
+              help="Group by the channel or campaign of the lead's capture, or the owner the lead had at the event "
+                   "(before a rejection or a recycle cleared it; no owner: key null). Default: one group, key null.")
+@click.option("--from", "from_", type=TIME, help="Events that occurred at or after this (date = 00:00 UTC).")
+@click.option("--to", "to", type=TIME, help="...and before this.")
+@click.option("--as-of", type=TIME, help="Only events that occurred at or before this time (and leads captured by "
+                                         "then).")
+@click.option("--known-at", type=TIME, help="...and were recorded at or before this time (exact, slower).")
+@output_options
+@pass_ctx
+def reasons(ctx: Context, stage: str, by: str | None, from_: datetime | None, to: datetime | None,
+            as_of: datetime | None, known_at: datetime | None, as_json: bool, fmt: str | None) -> None:
+    """Why leads were lost, disqualified, recycled or rejected: the reasons given by the events entering
+    the stage that occurred in [--from, --to), one per event, counted exactly as stored, most frequent
+    first (then by reason), each with its share of the group's events.
+
+    recycled counts every event entering recycled: LeadRecycled and LeadRejectedBySales (sales handed
+    the lead back); rejected counts LeadRejectedBySales alone."""
+    q = Query(stage=stage.lower(), by=by, from_=from_, to=to, as_of=as_of, known_at=known_at)
+    _answer(lambda: _analytics(ctx).reasons(q), output_format(as_json, fmt), render_reasons, tidy)

@@ -251,11 +251,38 @@ class HistoryBody(_Doc):
                                          "fields read `[sealed]` unless the server hands out personal data.")
 
 
+class ReasonCount(_Doc):
+    reason: str = Field(description="The reason as the event stored it.")
+    count: int = Field(description="The group's events that gave it.")
+    share: float = Field(description="count / the group's events.")
+
+
+class ReasonsGroup(_Doc):
+    key: str | None = Field(description="Channel or campaign of the lead's capture, or the owner at the event (null: "
+                            "no owner); null without `by`.")
+    events: int = Field(description="The group's events entering the stage in the window (at least 1).")
+    reasons: list[ReasonCount] = Field(description="Most frequent first, then by reason.")
+
+
+class ReasonsBody(_Doc):
+    stage: Literal["lost", "disqualified", "recycled", "rejected"] = Field(
+        description="Whose reasons: recycled counts every event entering recycled (LeadRecycled and "
+        "LeadRejectedBySales), rejected only LeadRejectedBySales.")
+    from_: str | None = Field(alias="from", description="Events that occurred at or after this; null: unbounded.")
+    to: str | None = Field(description="...and before this; null: unbounded.")
+    as_of: str | None = Field(description="Only events that occurred at or before this; null: now.")
+    known_at: str | None = Field(description="...and were recorded at or before this; null: whatever is stored.")
+    by: Literal["channel", "campaign", "owner"] | None
+    events: int = Field(description="Every group's events: the events entering the stage in the window.")
+    groups: list[ReasonsGroup] = Field(description="By key (null last); only groups with events.")
+
+
 #: every query answers CSV too, for `Accept: text/csv`
 CSV_CONTENT: dict[str, Any] = {"text/csv": {"schema": {
     "type": "string",
     "description": "RFC 4180 with a header row: the answer's window columns, what names the group, then `figure` "
-                   "(a dotted path into the JSON group) and `value` (empty = null), one row per group and figure; "
+                   "(a dotted path into the JSON group) and `value` (empty = null), one row per group and figure (and "
+                   "per reason of a reasons group, in the `reason` column); "
                    "the lead list and a history: one row per lead or event."}}}
 
 

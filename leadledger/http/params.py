@@ -138,6 +138,17 @@ SlaByParam = Annotated[SlaBy, Param(
 StageParam = Annotated[Stage | None, Param(description="Only leads now (at as_of) in this stage.")]
 LimitParam = Annotated[int, Param(ge=1, le=MAX_LIMIT,
                                   description=f"At most this many leads (1 to {MAX_LIMIT:,}), newest first.")]
+ReasonStage = Literal["lost", "disqualified", "recycled", "rejected"]
+ReasonsBy = Literal["channel", "campaign", "owner"]
+ReasonStageParam = Annotated[ReasonStage, Param(
+    description="Whose reasons: lost (LeadLost), disqualified (LeadDisqualified), recycled (every event entering "
+                "recycled: LeadRecycled and LeadRejectedBySales) or rejected (LeadRejectedBySales alone: sales "
+                "handed the lead back, which enters recycled).",
+)]
+ReasonsByParam = Annotated[ReasonsBy | None, Param(
+    description="Group by the channel or campaign of the lead's capture, or the owner the lead had at the event "
+                "(before a rejection or a recycle cleared it; no owner: key null).",
+)]
 #: a lead id as the store writes it: a UUID in its hyphenated form (any case)
 LEAD_ID_PATTERN = "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
 _LEAD_ID = re.compile(LEAD_ID_PATTERN.removesuffix("$") + r"\Z")

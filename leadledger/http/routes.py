@@ -26,6 +26,7 @@ from leadledger.http.models import (
     LeadsBody,
     PlanBody,
     QualificationBody,
+    ReasonsBody,
     SlaBody,
     SpeedSplitBody,
     VelocityBody,
@@ -49,6 +50,8 @@ from leadledger.http.params import (
     ModeParam,
     ParameterError,
     PeriodParam,
+    ReasonsByParam,
+    ReasonStageParam,
     RevenueParam,
     SlaByParam,
     SpeedByParam,
@@ -136,6 +139,8 @@ DESCRIPTIONS = {
     "plan": "Per group, the cohort's win rate (80 % Wilson interval), revenue per won lead and share, and the "
             "deals, leads and stage entries the target needs, with the reps' capacity check (`plan --json`).",
     "leads": "The lead list, newest capture first (`leads --json`).",
+    "reasons": "The reasons given by the events entering the stage in the window, per group: the events, and each "
+               "reason's count and share, most frequent first (`reasons --json`).",
     "history": "The lead's events as CloudEvents envelopes and its stage at `as_of` (`history --json`; "
                "personal data sealed unless served with --personal-data).",
 }
@@ -244,6 +249,15 @@ def add_routes(app: FastAPI, worker: AnalyticsWorker, token: str | None, *, pers
         q = PlanQuery(revenue=revenue, start=start, end=end, by=by, lookback=lookback,
                       as_of=parse_time(as_of, "as_of"), mix=None if mix is None else parse_mix(mix))
         return respond(request, tidy(await worker.run(lambda a: a.plan(q))), "plan")
+    @router.get("/reasons", operation_id="reasons", response_model=None,
+                summary="Reasons: why leads were lost, disqualified, recycled or rejected", tags=["queries"],
+                responses=_ok(ReasonsBody, "reasons"))
+    async def reasons(request: Request, stage: ReasonStageParam, by: ReasonsByParam = None, from_: FromParam = None,
+                      to: ToParam = None, as_of: AsOfParam = None, known_at: KnownAtParam = None) -> Response:
+        """The reasons given by the events entering `stage` that occurred in [from, to), one per event, counted as
+        stored: recycled counts LeadRecycled and LeadRejectedBySales, rejected LeadRejectedBySales alone."""
+        q = build_query(stage=stage, by=by, from_=from_, to=to, as_of=as_of, known_at=known_at)
+        return respond(request, tidy(await worker.run(lambda a: a.reasons(q))), "reasons")
 
     @router.get("/leads", operation_id="leads", response_model=None,
                 summary="Lead list", tags=["queries"],

@@ -14,6 +14,7 @@ from projections.engine.timeline import TIMELINE
 from projections.funnel import Funnel
 from projections.leads import Leads
 from projections.qualification import Qualification
+from projections.reasons import Reasons
 from projections.speed import Speed
 from projections.velocity import Velocity
 
@@ -28,12 +29,14 @@ REGISTRY = Table(
 ENGINE_TABLES = (TIMELINE, CHECKPOINTS, REGISTRY, MARKS)
 #: The row of `rm_projections` that holds the version of the engine's tables (2: each lead's hash
 #: chain in the timeline, the marks beside the checkpoints; 3: an MQL's fact in the timeline keeps its
-#: source, which older timelines lack, so they are read again from the source).
+#: source, which older timelines lack, so they are read again from the source; 4: the fact of a lost,
+#: disqualified, recycled or rejected lead keeps the reason given, which older timelines lack).
 ENGINE = "#engine"
-ENGINE_VERSION = 3
+ENGINE_VERSION = 4
 
 #: Every read model, in the order they are folded.
-PROJECTIONS: tuple[Projection, ...] = (Funnel(), Velocity(), Attribution(), Speed(), Qualification(), Leads())
+PROJECTIONS: tuple[Projection, ...] = (Funnel(), Velocity(), Attribution(), Speed(), Qualification(), Reasons(),
+                                       Leads())
 BY_NAME: dict[str, Projection] = {p.name: p for p in PROJECTIONS}
 
 

@@ -356,6 +356,37 @@ def ref_speed(evs: list[Ev], p: Params) -> list[dict[str, Any]]:
              "system_delay": delay(waited[k]), "human_delay": delay(answered[k])} for k in keys]
 
 
+#: the events whose reasons `reasons --stage` counts, by stage
+REASON_EVENTS = {"lost": ("LeadLost",), "disqualified": ("LeadDisqualified",),
+                 "recycled": ("LeadRecycled", "LeadRejectedBySales"), "rejected": ("LeadRejectedBySales",)}
+
+
+def ref_reasons(evs: list[Ev], p: Params, stage: str) -> dict[str, Any]:
+    """Per group key, the reasons of the stage's events that occurred in [start, end): the key is the
+    capture's channel or campaign, or the owner the lead had just before the event."""
+    counts: dict[str | None, Counter[str]] = defaultdict(Counter)
+    for lead_evs in by_lead(evs, p.as_of, p.known_at).values():
+        c = capture(lead_evs)
+        if c is None:
+            continue
+        owner = None
+        for e in lead_evs:
+            if e.name in REASON_EVENTS[stage] and inside(e.at, p.start, p.end):
+                k = owner if p.by == "owner" else group(c, p.by)
+                counts[k][e.data["reason"]] += 1
+            if e.name in ("LeadAssigned", "LeadAcceptedBySales"):
+                owner = e.data["owner"]
+            elif e.name in ("LeadRejectedBySales", "LeadRecycled"):
+                owner = None
+    groups = []
+    for k in sorted(counts, key=lambda k: (k is None, k or "")):
+        n = sum(counts[k].values())
+        ordered = sorted(counts[k].items(), key=lambda item: (-item[1], item[0]))
+        groups.append({"key": k, "events": n,
+                       "reasons": [{"reason": r, "count": m, "share": m / n} for r, m in ordered]})
+    return {"events": sum(g["events"] for g in groups), "groups": groups}
+
+
 def fmt(t: datetime | None) -> str | None:
     return None if t is None else t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 

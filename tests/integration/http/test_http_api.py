@@ -93,6 +93,12 @@ CASES = [
     ("/qualification", {}, ["qualification"]),
     ("/qualification", {"from": "2026-02-01", "to": "2026-04-01T00:00:00+02:00", "as_of": "2026-06-01"},
      ["qualification", "--from", "2026-02-01", "--to", "2026-04-01T00:00:00+02:00", "--as-of", "2026-06-01"]),
+    ("/reasons", {"stage": "lost"}, ["reasons", "--stage", "lost"]),
+    ("/reasons", {"stage": "recycled", "by": "owner", "from": "2026-02-01", "to": "2026-04-01", "as_of": "2026-03-20"},
+     ["reasons", "--stage", "recycled", "--by", "owner", "--from", "2026-02-01", "--to", "2026-04-01",
+      "--as-of", "2026-03-20"]),
+    ("/reasons", {"stage": "disqualified", "by": "campaign", "known_at": "2099-01-01"},
+     ["reasons", "--stage", "disqualified", "--by", "campaign", "--known-at", "2099-01-01"]),
     ("/funnel", {"interval": "week", "from": "2026-02-01", "to": "2026-03-01", "mode": "period"},
      ["funnel", "--interval", "week", "--from", "2026-02-01", "--to", "2026-03-01", "--mode", "period"]),
     ("/funnel", {"by": "channel", "from": "2026-03-01", "to": "2026-04-01", "compare_to": "previous"},
@@ -234,6 +240,11 @@ BAD = [
     ("/leads/{00000000-0000-4000-8000-000000000000}/history", {}, "lead_id"),  # a UUID, not as written
     ("/qualification", {"from": "2026-04-01", "to": "2026-02-01"}, "from"),
     ("/qualification", {"mode": "period"}, "mode"),  # not taken
+    ("/reasons", {}, "stage"),  # required
+    ("/reasons", {"stage": "won"}, "stage"),
+    ("/reasons", {"stage": "lost", "by": "stage"}, "by"),
+    ("/reasons", {"stage": "lost", "mode": "period"}, "mode"),  # not taken
+    ("/reasons", {"stage": "lost", "from": "2026-04-01", "to": "2026-02-01"}, "from"),
     ("/funnel", {"from": ""}, "from"),
     ("/funnel", {"as_of": " 2026-02-01"}, "as_of"),
     ("/report", {"model": "nope"}, "model"),
@@ -324,6 +335,7 @@ EXPECTED_PARAMETERS = {
     "/sla": {"by", "from", "to", "as_of", "known_at"},
     "/qualification": {"from", "to", "as_of", "known_at"},
     "/plan": {"revenue", "period", "by", "lookback", "as_of", "mix"},
+    "/reasons": {"stage", "by", "from", "to", "as_of", "known_at"},
     "/healthz": set(),
 }
 

@@ -146,6 +146,12 @@ def test_every_endpoint_through_the_generated_client(api: ModuleType, client: An
     assert plan.groups and plan.capacity.policy_version == 1 and plan.reps
     assert plan.to_dict() == cli_json(home, "plan", "--revenue", "250000", "--period", "2026-07-01..2026-10-01",
                                       "--by", "channel", "--as-of", "2026-06-01")
+    reasons = parsed(endpoint("queries", "reasons").sync_detailed(
+        client=client, stage=models.ReasonsStage.RECYCLED, by=models.ReasonsBy.OWNER, from_="2026-01-15"),
+        "ReasonsBody")
+    assert reasons.stage.value == "recycled" and reasons.events == sum(g.events for g in reasons.groups) > 0
+    assert all(r.count >= 1 and 0 < r.share <= 1 for g in reasons.groups for r in g.reasons)
+    assert reasons.to_dict() == cli_json(home, "reasons", "--stage", "recycled", "--by", "owner", "--from", "2026-01-15")
 
     leads = parsed(endpoint("queries", "leads").sync_detailed(client=client, stage=models.LeadsStage.WON, limit=2),
                    "LeadsBody")

@@ -47,6 +47,8 @@ QUERIES = [
     ["qualification"],
     ["plan", "--revenue", "250000", "--period", "2026-07-01..2026-10-01", "--by", "channel", "--as-of", "2026-06-01"],
     ["plan", "--revenue", "1e6", "--period", "2026-07-01..2027-01-01", "--lookback", "26w", "--as-of", "2026-07-01"],
+    ["reasons", "--stage", "lost"], ["reasons", "--stage", "recycled", "--by", "owner", "--from", "2026-02-01"],
+    ["reasons", "--stage", "disqualified", "--by", "channel", "--as-of", "2026-03-01"],
 ]
 
 
@@ -101,8 +103,15 @@ def expected(answer: dict[str, Any], idents: list[str]) -> dict[tuple[Any, ...],
             value = part.get(name)
             for group in (value if isinstance(value, list) else [value] if value else []):
                 ctx = {**context, **({"section": name} if len(lists) > 1 else {})}
-                key = (tuple(ctx.get(c, "") for c in CONTEXT), tuple((c, cell(group.get(c))) for c in idents))
-                out[key] = {k: v for k, v in group.items() if k not in idents}
+                where = tuple(ctx.get(c, "") for c in CONTEXT)
+                nested = {k: v for k, v in group.items() if isinstance(v, list) and v and k not in idents}
+                key = (where, tuple((c, cell(group.get(c))) for c in idents))
+                out[key] = {k: v for k, v in group.items() if k not in idents and k not in nested}
+                for list_name, items in nested.items():  # a reasons group's reasons: a row set each
+                    for item in items:
+                        sub = {**{c: group.get(c) for c in idents}, **{c: item[c] for c in idents if c in item}}
+                        out[(where, tuple((c, cell(sub.get(c))) for c in idents))] = {
+                            list_name: {k: v for k, v in item.items() if k not in idents}}
     return out
 
 

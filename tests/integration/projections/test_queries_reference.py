@@ -16,7 +16,7 @@ import pytest
 from leadledger.bootstrap import open_read_models
 from lifecycle.settings import Settings
 from projections.money import FxTable, parse_fx
-from projections.query import MODELS, Query, QueryError
+from projections.query import MODELS, REASON_STAGES, Query, QueryError
 from projections.service import Analytics
 from tests.support.env import sqlite_settings
 from tests.support.reference import (
@@ -30,6 +30,7 @@ from tests.support.reference import (
     ref_attribution,
     ref_funnel,
     ref_leads,
+    ref_reasons,
     ref_speed,
     ref_velocity,
     simulated_app,
@@ -173,6 +174,32 @@ def test_leads_matches_reference(world: World) -> None:
         assert got["as_of"] == fmt(case.get("as_of"))
 
 
+def reasons_query(p: Params, stage: str) -> Query:
+    """The reasons query of a variant's window, group and instants (it has no mode)."""
+    return Query(stage=stage, by=p.by, from_=p.start, to=p.end, as_of=p.as_of, known_at=p.known_at)
+
+
+def test_reasons_matches_reference(world: World) -> None:
+    for p in world.variants():
+        for by in (p.by, "owner"):
+            q = Params(**{**p.__dict__, "by": by})
+            for stage in REASON_STAGES:
+                got = world.analytics.reasons(reasons_query(q, stage))
+                want = ref_reasons(world.events, q, stage)
+                approx_equal({"events": got["events"], "groups": got["groups"]}, want, f"reasons {stage} {q}")
+                assert (got["stage"], got["by"], got["from"], got["to"], got["as_of"]) == (
+                    stage, by, fmt(q.start), fmt(q.end), fmt(q.as_of))
+
+
+def test_the_traffic_has_reasons_of_every_stage(world: World) -> None:
+    """The reasons comparison is not vacuous: every stage has events, several reasons and owners."""
+    for stage in REASON_STAGES:
+        got = world.analytics.reasons(Query(stage=stage, by="owner"))
+        assert got["events"] > 0, stage
+    assert len(world.analytics.reasons(Query(stage="disqualified"))["groups"][0]["reasons"]) > 1
+    assert len(world.analytics.reasons(Query(stage="recycled", by="owner"))["groups"]) > 1
+
+
 # ---------------------------------------------------------------- invariants
 
 
@@ -267,6 +294,11 @@ def test_reference_agreement_on_each_backend(backend_settings: Settings) -> None
                          ref_attribution(w.events, r, w.rates), f"attribution {r}")
             s = Params(**{**p.__dict__, "by": "owner"})
             approx_equal(w.analytics.speed(w.query(s))["groups"], ref_speed(w.events, s), f"speed {s}")
+        for p in w.variants()[5:8]:
+            for stage in ("recycled", "lost"):
+                q = Params(**{**p.__dict__, "by": "owner"})
+                approx_equal(w.analytics.reasons(reasons_query(q, stage))["groups"],
+                             ref_reasons(w.events, q, stage)["groups"], f"reasons {stage} {q}")
         approx_equal(w.analytics.leads(Query(as_of=w.mid, known_at=w.known))["leads"],
                      ref_leads(w.events, w.mid, w.known), "leads")
     finally:

@@ -19,6 +19,8 @@ from leadledger.http.params import (
     Mode,
     Model,
     ParameterError,
+    ReasonsBy,
+    ReasonStage,
     SlaBy,
     SpeedBy,
     Stage,
@@ -28,14 +30,15 @@ from leadledger.http.params import (
 from lifecycle.domain.stages import FUNNEL_ORDER
 from projections import sla
 from projections.funnel import BYS as FUNNEL_BYS
-from projections.query import CONVERSIONS, LEAD_BYS, MODELS, MODES, SPEED_BYS
+from projections.query import CONVERSIONS, LEAD_BYS, MODELS, MODES, REASON_BYS, REASON_STAGES, SPEED_BYS
 
 ADMITTED = re.compile(TIME_PATTERN.removesuffix("$") + r"\Z")
 
 
 @pytest.mark.parametrize(("choice", "service"), [
-    (Mode, MODES), (Model, MODELS), (Conversion, CONVERSIONS), (LeadsBy, LEAD_BYS), (FunnelBy, FUNNEL_BYS), (SpeedBy, SPEED_BYS),
-    (SlaBy, sla.BYS), (Stage, tuple(s.value for s in FUNNEL_ORDER)),
+    (Mode, MODES), (Model, MODELS), (Conversion, CONVERSIONS), (LeadsBy, LEAD_BYS), (FunnelBy, FUNNEL_BYS),
+    (SpeedBy, SPEED_BYS), (SlaBy, sla.BYS), (Stage, tuple(s.value for s in FUNNEL_ORDER)),
+    (ReasonStage, REASON_STAGES), (ReasonsBy, REASON_BYS),
 ])
 def test_the_choices_are_the_services_own(choice: Any, service: tuple[str, ...]) -> None:
     assert get_args(choice) == service

@@ -14,6 +14,8 @@ from projections.base import Changes, Lead, Projection
 from projections.engine.registry import PROJECTIONS
 from projections.funnel import ENTRIES, Funnel
 from projections.leads import LEADS, Leads
+from projections.reasons import EVENTS as REASON_EVENTS
+from projections.reasons import Reasons
 from projections.speed import ASSIGNMENTS, RESPONSES, Speed
 from projections.velocity import FIRSTS, STAYS, Velocity
 from schemas.facts import SECOND, Fact, decode_state, from_record
@@ -31,8 +33,9 @@ def touch(t: int, channel: str, campaign: str | None = None) -> Fact:
     return Fact(t, 0, "LeadTouched", t, None, channel, campaign)
 
 
-def stage(t: int, name: str, to: str, value: float | None = None, owner: str | None = None) -> Fact:
-    return Fact(t, 0, name, t, to, owner=owner, value=value)
+def stage(t: int, name: str, to: str, value: float | None = None, owner: str | None = None,
+          reason: str | None = None) -> Fact:
+    return Fact(t, 0, name, t, to, owner=owner, value=value, reason=reason)
 
 
 def numbered(*facts: Fact) -> list[Fact]:
@@ -152,12 +155,28 @@ def test_lead_row_follows_metric_order() -> None:
     assert row[2:] == ("captured", "ana", 80, "webinar", "q1", 10, 10)
 
 
+def test_a_reason_row_has_the_owner_just_before_its_event() -> None:
+    facts = numbered(cap(10), Fact(20, 0, "LeadAssigned", 0, owner="ana"), stage(30, "LeadAcceptedBySales", "sal",
+                     owner="ana"), stage(40, "LeadRejectedBySales", "recycled", reason="not yet"),
+                     stage(50, "LeadDisqualified", "disqualified", reason="spam"),
+                     Fact(25, 0, "LeadAssigned", 0, owner="ben"))  # late: ben owned it before the acceptance
+    got = sorted(rows(Reasons(), facts)[REASON_EVENTS.name])
+    # lead_no, version, stage, rejected, reason, occurred_at, captured_at, channel, campaign, owner
+    assert got == [(7, 4, "recycled", 1, "not yet", 40, 10, "webinar", "q1", "ana"),
+                   (7, 5, "disqualified", 0, "spam", 50, 10, "webinar", "q1", None)]
+    before_acceptance = numbered(cap(10), Fact(20, 0, "LeadAssigned", 0, owner="ana"),
+                                 Fact(25, 0, "LeadAssigned", 0, owner="ben"),
+                                 stage(40, "LeadLost", "lost", reason="price"))
+    assert [r[-1] for r in rows(Reasons(), before_acceptance)[REASON_EVENTS.name]] == ["ben"]
+
+
 # ---------------------------------------------------------------- incremental == rebuild
 
 
 STAGES = [("LeadNurtured", "nurtured"), ("LeadQualifiedAsMQL", "mql"), ("LeadAcceptedBySales", "sal"),
           ("LeadQualifiedAsSQL", "sql"), ("LeadWon", "won"), ("LeadRecycled", "recycled"),
-          ("LeadRejectedBySales", "recycled"), ("LeadLost", "lost")]
+          ("LeadRejectedBySales", "recycled"), ("LeadLost", "lost"), ("LeadDisqualified", "disqualified")]
+GIVES_REASON = ("LeadRecycled", "LeadRejectedBySales", "LeadLost", "LeadDisqualified")
 
 
 @st.composite
@@ -173,7 +192,8 @@ def lead_histories(draw: st.DrawFn) -> list[Fact]:
         elif kind == "stage":
             name, to = draw(st.sampled_from(STAGES))
             facts.append(stage(t, name, to, value=1000.0 if to == "won" else None,
-                               owner="ana" if to == "sal" else None))
+                               owner="ana" if to == "sal" else None,
+                               reason=draw(st.sampled_from(["price", "not now"])) if name in GIVES_REASON else None))
         elif kind == "assign":
             facts.append(Fact(t, 0, "LeadAssigned", t, owner=draw(st.sampled_from(["ana", "ben"]))))
         elif kind == "contact":

@@ -14,12 +14,12 @@ from schemas.codec import CorruptEvent
 from schemas.facts import Fact, decode_state, fact_from_data, parse_us
 
 DATA: dict[str, Any] = {"to_stage": "mql", "from_stage": "nurtured", "channel": "webinar", "campaign": "q1",
-                        "owner": "ana", "total": 71, "amount": 1200, "currency": "EUR"}
+                        "owner": "ana", "total": 71, "amount": 1200, "currency": "EUR", "reason": "budget cut"}
 
 
 def reference(name: str, version: int, occurred: int, recorded: int, data: dict[str, Any]) -> Fact:
     """What each event type contributes, spelled out field by field."""
-    stage = channel = campaign = owner = value = currency = source = None
+    stage = channel = campaign = owner = value = currency = source = reason = None
     if name in ("LeadCaptured", "LeadTouched"):
         stage, channel, campaign = data.get("to_stage"), data.get("channel"), data.get("campaign")
     elif name == "LeadScored":
@@ -32,7 +32,9 @@ def reference(name: str, version: int, occurred: int, recorded: int, data: dict[
         value = float(data["amount"]) if name == "LeadWon" and data.get("amount") is not None else None
         currency = data.get("currency") if name == "LeadWon" else None
         source = ("override" if data.get("override") else "external") if name == "LeadQualifiedAsMQL" else None
-    return Fact(occurred, version, name, recorded, stage, channel, campaign, owner, value, currency, source)
+        reason = data.get("reason") if name in ("LeadLost", "LeadDisqualified", "LeadRecycled",
+                                                "LeadRejectedBySales") else None
+    return Fact(occurred, version, name, recorded, stage, channel, campaign, owner, value, currency, source, reason)
 
 
 def envelope(name: str, data: dict[str, Any], schema: int | None = None) -> bytes:
