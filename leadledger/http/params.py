@@ -102,6 +102,29 @@ SlaByParam = Annotated[SlaBy, Param(
 StageParam = Annotated[Stage | None, Param(description="Only leads now (at as_of) in this stage.")]
 LimitParam = Annotated[int, Param(ge=1, le=MAX_LIMIT,
                                   description=f"At most this many leads (1 to {MAX_LIMIT:,}), newest first.")]
+ReachedParam = Annotated[Stage | None, Param(
+    description="Drill down: exactly the leads the funnel counts in this stage, of the funnel's window (`mode`, "
+                "`from`, `to`, `as_of`, `known_at`) and group (`by`, `key`), ordered by the time of the entry that "
+                "counted, then lead id; `limit` per page, `next` names the page after. Without it, `mode`, "
+                "`from`, `to`, `by`, `key` and `after` are refused (a 400).",
+)]
+DrillModeParam = Annotated[Mode | None, Param(
+    description="With `reached`: the funnel's mode (default cohort). cohort: the leads captured in [from, to) "
+                "that entered the stage by as_of; period: the leads with an entry into the stage in [from, to).",
+)]
+DrillByParam = Annotated[LeadsBy | None, Param(
+    description="With `reached` and `key`: the cell of one group of the funnel grouped by this (default: every lead).",
+)]
+KeyParam = Annotated[str | None, Param(
+    description="With `by`: the group's key as the funnel answer shows it (any case); for campaign, `(none)` is the "
+                "leads captured without one.",
+    json_schema_extra={"examples": ["webinar", "(none)"]},
+)]
+AfterParam = Annotated[str | None, Param(
+    description="With `reached`: the page after the one whose `next` this is, with the same other parameters "
+                "(another cell's cursor, or a text that is not a cursor, is a 400).",
+    json_schema_extra={"pattern": "^[A-Za-z0-9_-]+$"},
+)]
 #: a lead id as the store writes it: a UUID in its hyphenated form (any case)
 LEAD_ID_PATTERN = "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
 _LEAD_ID = re.compile(LEAD_ID_PATTERN.removesuffix("$") + r"\Z")

@@ -31,17 +31,22 @@ from leadledger.http.models import (
     error,
 )
 from leadledger.http.params import (
+    AfterParam,
     AsOfParam,
     CompareToParam,
     ConversionParam,
+    DrillByParam,
+    DrillModeParam,
     FromParam,
     IntervalParam,
+    KeyParam,
     KnownAtParam,
     LeadIdParam,
     LeadsByParam,
     LimitParam,
     ModelParam,
     ModeParam,
+    ReachedParam,
     SlaByParam,
     SpeedByParam,
     StageParam,
@@ -123,7 +128,8 @@ DESCRIPTIONS = {
            "at_risk, compliance, p50/p90 of the counted time to stop (`sla --json`).",
     "qualification": "MQL entries in the window by source (scorer, external, override) with the distinct leads, "
                      "those won after an entry and the MQL -> won rate, and the total (`qualification --json`).",
-    "leads": "The lead list, newest capture first (`leads --json`).",
+    "leads": "The lead list, newest capture first; with `reached`, one page of the leads a funnel cell counts "
+             "(`leads --json`).",
     "history": "The lead's events as CloudEvents envelopes and its stage at `as_of` (`history --json`; "
                "personal data sealed unless served with --personal-data).",
 }
@@ -225,10 +231,15 @@ def add_routes(app: FastAPI, worker: AnalyticsWorker, token: str | None, *, pers
                     channel: Annotated[str | None, Param(description="Only leads captured on this channel.")] = None,
                     owner: Annotated[str | None, Param(description="Only leads owned by this owner.")] = None,
                     limit: LimitParam = 50,
-                    as_of: AsOfParam = None, known_at: KnownAtParam = None) -> Response:
-        """Leads with stage, owner, score and source, newest first."""
-        q = build_query(stage=stage, channel=channel, owner=owner, limit=limit, as_of=as_of, known_at=known_at)
-        return respond(request, leads_answer(await worker.run(lambda a: a.leads(q)), q), "leads")
+                    as_of: AsOfParam = None, known_at: KnownAtParam = None, reached: ReachedParam = None,
+                    mode: DrillModeParam = None, from_: FromParam = None, to: ToParam = None,
+                    by: DrillByParam = None, key: KeyParam = None, after: AfterParam = None) -> Response:
+        """Leads with stage, owner, score and source, newest first; with `reached`, the leads one funnel cell
+        counts, a page at a time (each with the time of the entry that counted)."""
+        q = build_query(stage=stage, channel=channel, owner=owner, limit=limit, as_of=as_of, known_at=known_at,
+                        reached=reached, mode=mode or "cohort", from_=from_, to=to, by=by, key=key, after=after)
+        body = await worker.run(lambda a: a.leads(q))
+        return respond(request, window_answer(body, q) if "reached" in body else leads_answer(body, q), "leads")
 
     @router.get("/leads/{lead_id}/history", operation_id=HISTORY, response_model=None,
                 summary="One lead's history",
