@@ -107,6 +107,7 @@ ReachedParam = Annotated[Stage | None, Param(
                 "`from`, `to`, `as_of`, `known_at`) and group (`by`, `key`), ordered by the time of the entry that "
                 "counted, then lead id; `limit` per page, `next` names the page after. Without it, `mode`, "
                 "`from`, `to`, `by`, `key` and `after` are refused (a 400).",
+    json_schema_extra={"examples": ["sal"]},
 )]
 DrillModeParam = Annotated[Mode | None, Param(
     description="With `reached`: the funnel's mode (default cohort). cohort: the leads captured in [from, to) "
@@ -114,6 +115,7 @@ DrillModeParam = Annotated[Mode | None, Param(
 )]
 DrillByParam = Annotated[LeadsBy | None, Param(
     description="With `reached` and `key`: the cell of one group of the funnel grouped by this (default: every lead).",
+    json_schema_extra={"examples": ["channel"]},
 )]
 KeyParam = Annotated[str | None, Param(
     description="With `by`: the group's key as the funnel answer shows it (any case); for campaign, `(none)` is the "
