@@ -18,6 +18,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,33 @@ def query_suite(analytics: Analytics, mid: datetime) -> dict[str, Callable[[], A
         "speed --by owner": lambda: analytics.speed(Query(by="owner")),
         "leads (50 newest)": lambda: analytics.leads(Query()),
         "leads --stage won": lambda: analytics.leads(Query(stage="won")),
+        **drill_suite(analytics, month),
+    }
+
+
+def drill_cell(analytics: Analytics, q: Query, at_least: int = 10_000) -> tuple[str, str, int]:
+    """The smallest (channel, stage) cell of the funnel with at least `at_least` leads."""
+    cells = [(n, g["key"], stage) for g in analytics.funnel(q)["groups"] for stage, n in g["stages"].items()
+             if n >= at_least]
+    n, key, stage = min(cells)
+    return key, stage, n
+
+
+def drill_suite(analytics: Analytics, month: tuple[datetime, datetime]) -> dict[str, Callable[[], Any]]:
+    """`leads --reached`: a cell of >= 10,000 leads, its first page, a page from the middle (after a
+    cursor) and the whole cell in one page of 10,000; and a period-mode cell."""
+    key, stage, n = drill_cell(analytics, Query(by="channel"))
+    cell = Query(reached=stage, by="channel", key=key)
+    middle = analytics.leads(replace(cell, limit=n // 2))["next"]
+    pkey, pstage, pn = drill_cell(analytics, Query(by="channel", mode="period", from_=month[0], to=month[1]), 1_000)
+    period = Query(reached=pstage, by="channel", key=pkey, mode="period", from_=month[0], to=month[1])
+    name = f"leads --reached {stage} --by channel --key {key} ({n:,} leads)"
+    return {
+        f"{name}, first 50": lambda: analytics.leads(cell),
+        f"{name}, 50 after a cursor in the middle": lambda: analytics.leads(replace(cell, after=middle)),
+        f"{name}, 10,000 in one page": lambda: analytics.leads(replace(cell, limit=10_000)),
+        f"leads --reached {pstage} --mode period (30 d) --by channel --key {pkey} ({pn:,} leads), first 50":
+            lambda: analytics.leads(period),
     }
 
 

@@ -89,24 +89,29 @@ def in_range(column: str, w: Window, conds: list[str], params: list[Any]) -> Non
         params.append(w.end)
 
 
-def query_sql(w: Window, table: str) -> list[tuple[str, list[Any]]]:
-    """Counts of one stage (each statement's first parameter) per (channel, campaign): ranges of
-    the covering index, grouped in index order; the caller runs them per stage and adds them up.
-    Period mode counts an entry when it is the lead's first in the window: its previous entry
-    into the stage is before `from` (two index ranges: none, or before `from`)."""
+def counted(w: Window) -> list[tuple[list[str], list[Any]]]:
+    """The entries the funnel counts for one stage, as one or two disjoint sets of WHERE conditions
+    (each with its parameters after the stage's, which `stage = ?` leaves to the caller): a lead's
+    first entry (cohort mode, and period mode without `from`), or in period mode its first entry in
+    the window, whose previous entry into the stage is before `from` (none, or one before `from`).
+    Each matches at most one entry per lead: counting them counts distinct leads."""
     conds: list[str] = []
     params: list[Any] = []
     visible(w, "entered_at", conds, params)
     in_range("captured_at" if w.mode == "cohort" else "entered_at", w, conds, params)
-    firsts = ["stage = ?", "prev_at IS NULL", *conds]
-    cols = group_columns(w.by)
-    statements = [(f"SELECT {cols}, COUNT(*) FROM {table} WHERE {' AND '.join(firsts)} "
-                   f"GROUP BY {cols}", params)]
+    sets = [(["stage = ?", "prev_at IS NULL", *conds], params)]
     if w.mode == "period" and w.start is not None:
-        again = ["stage = ?", "prev_at IS NOT NULL", "prev_at < ?", *conds]
-        statements.append((f"SELECT {cols}, COUNT(*) FROM {table} WHERE {' AND '.join(again)} "
-                           f"GROUP BY {cols}", [w.start, *params]))
-    return statements
+        sets.append((["stage = ?", "prev_at IS NOT NULL", "prev_at < ?", *conds], [w.start, *params]))
+    return sets
+
+
+def query_sql(w: Window, table: str) -> list[tuple[str, list[Any]]]:
+    """Counts of one stage (each statement's first parameter) per (channel, campaign): ranges of
+    the covering index, grouped in index order; the caller runs them per stage and adds them up
+    (`counted` says which entries count)."""
+    cols = group_columns(w.by)
+    return [(f"SELECT {cols}, COUNT(*) FROM {table} WHERE {' AND '.join(conds)} "
+             f"GROUP BY {cols}", params) for conds, params in counted(w)]
 
 
 def group_columns(by: str | None) -> str:

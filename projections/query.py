@@ -49,6 +49,12 @@ class Query:
     #: `--compare-to`: "previous" (the window of the same length just before, whole calendar months when
     #: the window is whole months) or an explicit (from, to) window
     compare_to: str | tuple[datetime, datetime] | None = None
+    #: `leads --reached STAGE`: list the leads the funnel counts in that stage (of the window and group)
+    reached: str | None = None
+    #: `leads --reached --by B --key K`: the funnel group (key as the funnel shows it) whose leads to list
+    key: str | None = None
+    #: `leads --reached --after CURSOR`: the page after the one whose `next` this is
+    after: str | None = None
 
     def __post_init__(self) -> None:
         # channels are stored trimmed and lower-case (normalized at capture): so is the filter

@@ -24,6 +24,7 @@ from lifecycle.policies import PolicyTimeline, Published
 from lifecycle.store.repository import LeadStore
 from projections import (
     attribution,
+    drill,
     funnel,
     leads,
     plan,
@@ -225,6 +226,8 @@ class Analytics:
         return self._policies
 
     def leads(self, q: Query) -> dict[str, Any]:
+        if drill.asks_cell(q):
+            return self.drill(q)
         w = check_leads(q)
         self._fresh()
         table = self.db.name(leads.LEADS.name)
@@ -232,6 +235,27 @@ class Analytics:
             text, params = leads.list_sql(q.stage, q.channel, q.owner, q.limit, table)
             return leads.shape(None, (leads.item(r) for r in self.db.query(text, params)))
         return leads.shape(w.as_of, self._leads_as_of(q, w))
+
+    def drill(self, q: Query) -> dict[str, Any]:
+        """The leads one funnel cell counts (`leads --reached`), a page at a time, each with its current
+        stage and owner (at the as-of / known-at instant when one is given)."""
+        cell = drill.check_drill(q)
+        tables = self._tables(cell.window, BY_NAME["funnel"])
+        text, params = drill.page_sql(cell, tables[funnel.ENTRIES.name], self.db.name(leads.LEADS.name))
+        rows = self.db.query(text, params)
+        w = cell.window
+        if w.as_of is None and w.known_at is None:
+            return drill.shape(cell, rows)
+        timeline = self.db.name(TIMELINE.name)
+
+        def facts_of(numbers: Sequence[int]) -> dict[int, Any]:
+            return {int(no): blob for no, blob in self.db.query_in(
+                f"SELECT lead_no, facts FROM {timeline}", "lead_no", list(numbers))}
+
+        def row_of(no: int, lead_id: str, blob: Any) -> tuple[Any, ...] | None:
+            return leads.lead_row(Lead(no, lead_id), visible_facts(unpack(blob), w.as_of, w.known_at))
+
+        return drill.shape(cell, rows, drill.refolded(drill.page_leads(rows, cell.limit), facts_of, row_of))
 
     def history(self, lead_id: UUID, as_of: datetime | None = None,
                 known_at: datetime | None = None) -> dict[str, Any] | None:

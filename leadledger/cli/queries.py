@@ -287,6 +287,26 @@ def render_reasons(result: dict[str, Any]) -> None:
     _print(table)
 
 
+def render_drill(result: dict[str, Any]) -> None:
+    """A page of a funnel cell's leads, and how to ask for the next page."""
+    group = f", {result['by']} {result['key']}" if result.get("by") else ""
+    title = _title(result, f"leads counted in the funnel's {result['reached']}{group}, by the entry that counted")
+    if not result["leads"]:
+        click.echo(title.plain.replace("leads counted", "no leads", 1))
+        return
+    table = literal_table(title)
+    for col in ("lead", "entered (UTC)", "stage", "owner", "score", "channel", "campaign", "captured (UTC)"):
+        table.add_column(col, overflow="fold")
+    for item in result["leads"]:
+        table.add_row(*(literal(v) for v in (
+            item["lead_id"], (item["entered_at"] or "")[:19].replace("T", " "), item["stage"] or "-",
+            item["owner"] or "-", "-" if item["score"] is None else item["score"], item["channel"] or "-",
+            item["campaign"] or "-", (item["captured_at"] or "")[:19].replace("T", " "))))
+    _print(table)
+    if result["next"]:
+        click.echo(f"more: the next page with --after {result['next']}")
+
+
 # ---------------------------------------------------------------- trends and comparisons
 
 
@@ -545,16 +565,40 @@ def qualification(ctx: Context, from_: datetime | None, to: datetime | None, as_
 @click.option("--limit", type=int, default=50, show_default=True, help="At most this many leads.")
 @click.option("--as-of", type=TIME, help="The list as it was at this time.")
 @click.option("--known-at", type=TIME, help="...counting only events recorded by then.")
+@click.option("--reached", type=click.Choice([s.value for s in FUNNEL_ORDER], case_sensitive=False),
+              help="Drill down: exactly the leads the funnel counts in this stage (any case), of its window "
+                   "(--mode, --from, --to, --as-of, --known-at) and group (--by, --key), ordered by the entry "
+                   "that counted, then lead id; page with --limit and --after.")
+@click.option("--mode", type=click.Choice(MODES), help="With --reached: the funnel's mode (default cohort). "
+                                                       + WINDOW_HELP)
+@click.option("--from", "from_", type=TIME, help="With --reached: the funnel's window start, inclusive.")
+@click.option("--to", "to", type=TIME, help="With --reached: the funnel's window end, exclusive.")
+@click.option("--by", type=click.Choice(("channel", "campaign", "owner")),
+              help="With --reached and --key: the cell of one group of `funnel --by` (default: every lead).")
+@click.option("--key", help="With --by: the group's key as the funnel shows it (channel and campaign in any case, "
+                            "an owner exactly); (none) is the leads captured without a campaign, or the entries "
+                            "without an owner.")
+@click.option("--after", help="With --reached: the page after the one whose `next` this is (printed under the "
+                              "table).")
 @output_options
 @pass_ctx
 def leads_command(ctx: Context, stage: str | None, channel: str | None, owner: str | None, limit: int,
-                  as_of: datetime | None, known_at: datetime | None, as_json: bool, fmt: str | None) -> None:
-    """Lead list, newest capture first: stage, owner, latest score, source channel and campaign."""
+                  as_of: datetime | None, known_at: datetime | None, reached: str | None, mode: str | None,
+                  from_: datetime | None, to: datetime | None, by: str | None, key: str | None, after: str | None,
+                  as_json: bool, fmt: str | None) -> None:
+    """Lead list, newest capture first: stage, owner, latest score, source channel and campaign.
+
+    With --reached STAGE, the leads one funnel cell counts instead (`funnel` with the same --mode,
+    --from, --to, --as-of, --known-at; --by and --key for one group's cell), each with the time of
+    the entry that counted and its stage and owner (as of --as-of): as many as the funnel says."""
     stage = stage.lower() if stage else None
-    q = Query(stage=stage, channel=channel, owner=owner, limit=limit, as_of=as_of, known_at=known_at)
-    _answer(lambda: _analytics(ctx).leads(q), output_format(as_json, fmt), _leads_renderer({"stage": stage, "channel": channel,
-                                                                         "owner": owner}),
-            lambda r: leads_answer(r, q))
+    q = Query(stage=stage, channel=channel, owner=owner, limit=limit, as_of=as_of, known_at=known_at,
+              reached=reached.lower() if reached else None, mode=mode or "cohort", from_=from_, to=to, by=by,
+              key=key, after=after)
+    plain = _leads_renderer({"stage": stage, "channel": channel, "owner": owner})
+    _answer(lambda: _analytics(ctx).leads(q), output_format(as_json, fmt),
+            lambda r: render_drill(r) if "reached" in r else plain(r),
+            lambda r: window_answer(r, q) if "reached" in r else leads_answer(r, q))
 
 
 @click.command()

@@ -234,12 +234,20 @@ class LeadRow(_Doc):
     campaign: str | None
     captured_at: str | None
     last_change_at: str | None
+    entered_at: str | None = Field(None, description="With `reached`: the time of the entry the funnel counted.")
 
 
 class LeadsBody(_Doc):
     as_of: str | None
     known_at: str | None
-    leads: list[LeadRow] = Field(description="Newest first.")
+    leads: list[LeadRow] = Field(description="Newest first; with `reached`, by `entered_at`, then lead id.")
+    mode: Literal["cohort", "period"] | None = Field(None, description="With `reached`: the funnel's mode.")
+    from_: str | None = Field(None, alias="from", description="With `reached`: the funnel's window start.")
+    to: str | None = Field(None, description="With `reached`: the funnel's window end.")
+    reached: str | None = Field(None, description="With `reached`: the stage of the cell.")
+    by: Literal["channel", "campaign"] | None = Field(None, description="With `reached`: the grouping of the cell.")
+    key: str | None = Field(None, description="With `reached`: the group's key (null: every lead).")
+    next: str | None = Field(None, description="With `reached`: the `after` of the next page; null on the last.")
 
 
 class HistoryBody(_Doc):

@@ -149,6 +149,31 @@ ReasonsByParam = Annotated[ReasonsBy | None, Param(
     description="Group by the channel or campaign of the lead's capture, or the owner the lead had at the event "
                 "(before a rejection or a recycle cleared it; no owner: key null).",
 )]
+ReachedParam = Annotated[Stage | None, Param(
+    description="Drill down: exactly the leads the funnel counts in this stage, of the funnel's window (`mode`, "
+                "`from`, `to`, `as_of`, `known_at`) and group (`by`, `key`), ordered by the time of the entry that "
+                "counted, then lead id; `limit` per page, `next` names the page after. Without it, `mode`, "
+                "`from`, `to`, `by`, `key` and `after` are refused (a 400).",
+    json_schema_extra={"examples": ["sal"]},
+)]
+DrillModeParam = Annotated[Mode | None, Param(
+    description="With `reached`: the funnel's mode (default cohort). cohort: the leads captured in [from, to) "
+                "that entered the stage by as_of; period: the leads with an entry into the stage in [from, to).",
+)]
+DrillByParam = Annotated[FunnelBy | None, Param(
+    description="With `reached` and `key`: the cell of one group of the funnel grouped by this (default: every lead).",
+    json_schema_extra={"examples": ["channel"]},
+)]
+KeyParam = Annotated[str | None, Param(
+    description="With `by`: the group's key as the funnel answer shows it (channel and campaign in any case, an owner "
+                "exactly); `(none)` is the leads captured without a campaign, or the entries without an owner.",
+    json_schema_extra={"examples": ["webinar", "(none)"]},
+)]
+AfterParam = Annotated[str | None, Param(
+    description="With `reached`: the page after the one whose `next` this is, with the same other parameters "
+                "(another cell's cursor, or a text that is not a cursor, is a 400).",
+    json_schema_extra={"pattern": "^[A-Za-z0-9_-]+$"},
+)]
 #: a lead id as the store writes it: a UUID in its hyphenated form (any case)
 LEAD_ID_PATTERN = "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
 _LEAD_ID = re.compile(LEAD_ID_PATTERN.removesuffix("$") + r"\Z")

@@ -34,12 +34,16 @@ from leadledger.http.models import (
 )
 from leadledger.http.params import (
     PERIOD_PATTERN,
+    AfterParam,
     AsOfParam,
     CompareToParam,
     ConversionParam,
+    DrillByParam,
+    DrillModeParam,
     FromParam,
     FunnelByParam,
     IntervalParam,
+    KeyParam,
     KnownAtParam,
     LeadIdParam,
     LeadsByParam,
@@ -50,6 +54,7 @@ from leadledger.http.params import (
     ModeParam,
     ParameterError,
     PeriodParam,
+    ReachedParam,
     ReasonsByParam,
     ReasonStageParam,
     RevenueParam,
@@ -138,7 +143,8 @@ DESCRIPTIONS = {
                      "those won after an entry and the MQL -> won rate, and the total (`qualification --json`).",
     "plan": "Per group, the cohort's win rate (80 % Wilson interval), revenue per won lead and share, and the "
             "deals, leads and stage entries the target needs, with the reps' capacity check (`plan --json`).",
-    "leads": "The lead list, newest capture first (`leads --json`).",
+    "leads": "The lead list, newest capture first; with `reached`, one page of the leads a funnel cell counts "
+             "(`leads --json`).",
     "reasons": "The reasons given by the events entering the stage in the window, per group: the events, and each "
                "reason's count and share, most frequent first (`reasons --json`).",
     "history": "The lead's events as CloudEvents envelopes and its stage at `as_of` (`history --json`; "
@@ -266,10 +272,15 @@ def add_routes(app: FastAPI, worker: AnalyticsWorker, token: str | None, *, pers
                     channel: Annotated[str | None, Param(description="Only leads captured on this channel.")] = None,
                     owner: Annotated[str | None, Param(description="Only leads owned by this owner.")] = None,
                     limit: LimitParam = 50,
-                    as_of: AsOfParam = None, known_at: KnownAtParam = None) -> Response:
-        """Leads with stage, owner, score and source, newest first."""
-        q = build_query(stage=stage, channel=channel, owner=owner, limit=limit, as_of=as_of, known_at=known_at)
-        return respond(request, leads_answer(await worker.run(lambda a: a.leads(q)), q), "leads")
+                    as_of: AsOfParam = None, known_at: KnownAtParam = None, reached: ReachedParam = None,
+                    mode: DrillModeParam = None, from_: FromParam = None, to: ToParam = None,
+                    by: DrillByParam = None, key: KeyParam = None, after: AfterParam = None) -> Response:
+        """Leads with stage, owner, score and source, newest first; with `reached`, the leads one funnel cell
+        counts, a page at a time (each with the time of the entry that counted)."""
+        q = build_query(stage=stage, channel=channel, owner=owner, limit=limit, as_of=as_of, known_at=known_at,
+                        reached=reached, mode=mode or "cohort", from_=from_, to=to, by=by, key=key, after=after)
+        body = await worker.run(lambda a: a.leads(q))
+        return respond(request, window_answer(body, q) if "reached" in body else leads_answer(body, q), "leads")
 
     @router.get("/leads/{lead_id}/history", operation_id=HISTORY, response_model=None,
                 summary="One lead's history",

@@ -4,11 +4,13 @@ source and their MQL → won rate) and, with a policy that has SLA rules, SLA co
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from projections import windows
 from projections.plan import PlanQuery
@@ -26,6 +28,7 @@ from projections.report.sections import (
     unconverted_total,
     velocity_section,
 )
+from schemas.codec import format_time
 
 if TYPE_CHECKING:
     from projections.service import Analytics
@@ -97,6 +100,19 @@ footer dd { margin: 0 0 6px; }
   footer { break-inside: avoid; }
 }
 """
+
+
+def drill_link(query: Query) -> Callable[[str], str]:
+    """The API's drill-down (`/leads?reached=STAGE&...`, relative to the server) of a stage of the
+    report's funnel: the report's own window, as-of and known-at time."""
+    params = {"mode": query.mode, "from": query.from_, "to": query.to, "as_of": query.as_of,
+              "known_at": query.known_at}
+    window = {k: v if isinstance(v, str) else format_time(v) for k, v in params.items() if v is not None}
+
+    def link(stage: str) -> str:
+        return "/leads?" + urlencode({"reached": stage, **window})
+
+    return link
 
 
 def render_report(analytics: Analytics, query: Query, *, generated_at: datetime | None = None,
@@ -177,7 +193,7 @@ def render_report(analytics: Analytics, query: Query, *, generated_at: datetime 
         f'<dl class="params">{param_html}</dl></header>',
         f'<div class="kpis">{"".join(kpis)}</div>',
         '<div class="grid">',
-        funnel_section(funnel, query.mode),
+        funnel_section(funnel, query.mode, drill_link(query)),
         trend_section(trend, query.mode),
         planned,
         velocity_section(velocity),

@@ -3,6 +3,7 @@ compliance): each turns the service's answer into a headline, a chart and a tabl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
 
@@ -31,7 +32,14 @@ def caution(n: float | None, what: str = "leads") -> str:
     return f' <span class="caution">(only {fmt_int(n)} {esc(what)}: read with care)</span>'
 
 
-def funnel_section(funnel: dict[str, Any], mode: str) -> str:
+def stage_link(count: int, stage: str, drill: Callable[[str], str] | None) -> str:
+    """A stage's count, linked to the list of exactly those leads when the page knows the link."""
+    if drill is None:
+        return fmt_int(count)
+    return f'<a href="{esc(drill(stage))}">{fmt_int(count)}</a>'
+
+
+def funnel_section(funnel: dict[str, Any], mode: str, drill: Callable[[str], str] | None = None) -> str:
     group = funnel["groups"][0] if funnel["groups"] else {"stages": {}, "conversion": {}}
     stages: dict[str, int] = group["stages"]
     conversion: dict[str, float | None] = group["conversion"]
@@ -73,8 +81,11 @@ def funnel_section(funnel: dict[str, Any], mode: str) -> str:
              "Main path: leads entering each stage in the period, ratio to the stage before")
     out.append(figure(charts.funnel_chart([(stage_name(s), int(stages.get(s, 0))) for s in MAIN_PATH], rates,
                                           title=title, rate_word="ratio" if period else "continue")))
-    rows = [[esc(stage_name(s)), fmt_int(stages.get(s, 0)), fmt_percent(ratio(stages.get(s, 0), captured))]
-            for s in DETOURS]
+    if drill is not None:
+        links = " · ".join(f"{esc(stage_name(s))} {stage_link(int(stages.get(s, 0)), s, drill)}" for s in MAIN_PATH)
+        out.append(f'<p class="note">The leads behind each count (the API\'s lead list): {links}.</p>')
+    rows = [[esc(stage_name(s)), stage_link(int(stages.get(s, 0)), s, drill),
+             fmt_percent(ratio(stages.get(s, 0), captured))] for s in DETOURS]
     share = "Ratio to captured" if period else "Share of captured"
     out.append(table([("Detour or exit", False), ("Leads", True), (share, True)], rows))
     formula = ("Ratio a → b is entered(b) / entered(a) within the period." if period else

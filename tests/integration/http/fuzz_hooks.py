@@ -6,10 +6,14 @@ cannot state because they join two parameters, which the document states in word
 - at most 1,000 intervals in a window;
 - a plan's period in order and at most 3,653 days long, its lookback at most 3,653 days and not before the
   year 1, its mix summing to 1 and given with `by`.
+- on `/leads`, the funnel cell's parameters (`mode`, `from`, `to`, `by`, `key`, `after`) only with
+  `reached`, `by` and `key` together, `stage`, `owner`, `channel` not with `reached`, and `after` only
+  as a page's `next` (a generated one is no cursor).
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -137,18 +141,62 @@ def _plan(query: dict[str, Any]) -> dict[str, Any]:
     return query
 
 
+_CURSOR = re.compile(r"[A-Za-z0-9_-]+")
+_STAGES = ("captured", "nurtured", "mql", "sal", "sql", "won", "recycled", "lost", "disqualified")
+
+
+def _valid(name: str, value: Any) -> bool:
+    """Whether the document allows `value` for a cell parameter (a case about a bad one keeps it)."""
+    if name == "mode":
+        return value in ("cohort", "period")
+    if name == "by":
+        return value in ("channel", "campaign", "owner")
+    if name in ("from", "to"):
+        try:
+            parse_time(value, name)
+        except (ParameterError, TypeError):
+            return False
+        return True
+    if name == "after":
+        return isinstance(value, str) and _CURSOR.fullmatch(value) is not None
+    if name == "stage":
+        return value in _STAGES
+    return isinstance(value, str)
+
+
+def _drill(query: dict[str, Any], path: str | None) -> dict[str, Any]:
+    """The lead list's rules: a drill-down's parameters only with `reached`, and together."""
+    if path != "/leads":
+        return query
+    drop = {"after"}
+    if query.get("reached") is None:
+        drop |= {"mode", "from", "to", "by", "key"}
+    elif isinstance(query["reached"], str) and query["reached"] in _STAGES:
+        drop |= {"stage", "owner", "channel"}
+        if ("by" in query) != ("key" in query):
+            drop |= {"by", "key"}
+    else:
+        return query  # a bad stage: the case is about that
+    return {k: v for k, v in query.items() if k not in drop or not _valid(k, v)}
+
+
+def _path(holder: Any) -> str | None:
+    operation = getattr(holder, "operation", None)
+    return getattr(operation, "path", None)
+
+
 @schemathesis.hook
 def map_query(context: schemathesis.HookContext, query: dict[str, Any] | None) -> dict[str, Any] | None:
-    return _rules(query) if query else query
+    return _rules(query, _path(context)) if query else query
 
 
-def _rules(query: dict[str, Any]) -> dict[str, Any]:
-    return _plan(_intervals(_compare(_ordered(query))))
+def _rules(query: dict[str, Any], path: str | None) -> dict[str, Any]:
+    return _plan(_intervals(_compare(_ordered(_drill(query, path)))))
 
 
 @schemathesis.hook
 def map_case(context: schemathesis.HookContext, case: Any) -> Any:
     """The same rules on the coverage phase's cases (built from the documented examples)."""
     if isinstance(case.query, dict) and case.query:
-        case.query = _rules(case.query)
+        case.query = _rules(case.query, _path(case))
     return case

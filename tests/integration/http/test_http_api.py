@@ -120,7 +120,38 @@ CASES = [
     ("/leads", {}, ["leads"]),
     ("/leads", {"stage": "sql", "limit": 5}, ["leads", "--stage", "sql", "--limit", "5"]),
     ("/leads", {"channel": "webinar", "as_of": "2026-03-01"}, ["leads", "--channel", "webinar", "--as-of", "2026-03-01"]),
+    ("/leads", {"reached": "sal", "limit": 3}, ["leads", "--reached", "sal", "--limit", "3"]),
+    ("/leads", {"reached": "mql", "mode": "period", "from": "2026-01-15", "to": "2026-02-15", "by": "channel",
+                "key": "webinar", "limit": 4},
+     ["leads", "--reached", "mql", "--mode", "period", "--from", "2026-01-15", "--to", "2026-02-15", "--by",
+      "channel", "--key", "webinar", "--limit", "4"]),
+    ("/leads", {"reached": "captured", "by": "campaign", "key": "(none)", "as_of": "2026-02-01", "known_at": "2099-01-01",
+                "limit": 2},
+     ["leads", "--reached", "captured", "--by", "campaign", "--key", "(none)", "--as-of", "2026-02-01", "--known-at",
+      "2099-01-01", "--limit", "2"]),
 ]
+
+
+def test_paging_a_drill_down_gives_the_funnel_cells_count(client: TestClient) -> None:
+    cells = client.get("/funnel", params={"by": "campaign", "mode": "period", "from": "2026-01-10",
+                                          "to": "2026-02-10"}).json()["groups"]
+    checked = 0
+    for group in cells[:4]:
+        for stage in ("captured", "mql", "recycled"):
+            seen: list[str] = []
+            params: dict[str, Any] = {"reached": stage, "by": "campaign", "key": group["key"], "mode": "period",
+                                      "from": "2026-01-10", "to": "2026-02-10", "limit": 3}
+            while True:
+                page = client.get("/leads", params=params)
+                assert page.status_code == 200, page.text
+                body = page.json()
+                seen += [lead["lead_id"] for lead in body["leads"]]
+                if body["next"] is None:
+                    break
+                params["after"] = body["next"]
+            assert len(seen) == len(set(seen)) == group["stages"][stage], (group["key"], stage)
+            checked += len(seen)
+    assert checked > 20
 
 
 @pytest.mark.parametrize(("path", "params", "args"), CASES, ids=[f"{c[0]}{sorted(c[1])}" for c in CASES])
@@ -248,6 +279,11 @@ BAD = [
     ("/funnel", {"from": ""}, "from"),
     ("/funnel", {"as_of": " 2026-02-01"}, "as_of"),
     ("/report", {"model": "nope"}, "model"),
+    ("/leads", {"from": "2026-01-01"}, "reached"),
+    ("/leads", {"reached": "sold"}, "reached"),
+    ("/leads", {"reached": "sal", "by": "channel"}, "key"),
+    ("/leads", {"reached": "sal", "stage": "sal"}, "stage"),
+    ("/leads", {"reached": "sal", "after": "bm9wZQ"}, "after"),
 ]
 
 
@@ -329,7 +365,8 @@ EXPECTED_PARAMETERS = {
     "/velocity": {"by", "from", "to", "mode", "as_of", "known_at", "compare_to"},
     "/attribution": {"by", "from", "to", "mode", "model", "conversion", "as_of", "known_at", "compare_to"},
     "/speed": {"by", "from", "to", "mode", "as_of", "known_at", "compare_to"},
-    "/leads": {"stage", "channel", "owner", "limit", "as_of", "known_at"},
+    "/leads": {"stage", "channel", "owner", "limit", "as_of", "known_at", "reached", "mode", "from", "to", "by", "key",
+               "after"},
     "/leads/{lead_id}/history": {"lead_id", "as_of", "known_at"},
     "/report": {"from", "to", "mode", "model", "conversion", "as_of", "known_at", "plan_revenue", "plan_period"},
     "/sla": {"by", "from", "to", "as_of", "known_at"},

@@ -157,6 +157,15 @@ def test_every_endpoint_through_the_generated_client(api: ModuleType, client: An
                    "LeadsBody")
     assert 1 <= len(leads.leads) <= 2 and all(lead.stage == "won" for lead in leads.leads)
 
+    cell = {"reached": models.LeadsReached.MQL, "by": models.LeadsBy.CHANNEL, "key": "webinar", "limit": 2}
+    first = parsed(endpoint("queries", "leads").sync_detailed(client=client, **cell), "LeadsBody")
+    second = parsed(endpoint("queries", "leads").sync_detailed(client=client, after=first.next_, **cell), "LeadsBody")
+    assert first.reached == "mql" and first.key == "webinar" and isinstance(first.next_, str)
+    assert len(first.leads) == 2 and all(isinstance(lead.entered_at, str) for lead in first.leads)
+    assert not {lead.lead_id for lead in first.leads} & {lead.lead_id for lead in second.leads}
+    assert second.to_dict() == cli_json(home, "leads", "--reached", "mql", "--by", "channel", "--key", "webinar",
+                                        "--limit", "2", "--after", first.next_)
+
     history = parsed(endpoint("audit", "lead_history").sync_detailed(UUID(leads.leads[0].lead_id), client=client),
                      "HistoryBody")
     assert history.lead_id == leads.leads[0].lead_id and history.stage == "won" and history.events

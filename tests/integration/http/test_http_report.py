@@ -224,3 +224,34 @@ def test_the_plan_section_shows_what_plan_answers_next_to_the_period_before(home
     refused = CliRunner().invoke(cli, ["--home", str(home), "report", "--html", str(path), "--plan-revenue", "5"],
                                  env=ENV)
     assert refused.exit_code == 2 and "go together" in refused.output
+
+
+@pytest.mark.parametrize("params", [{"as_of": "2026-12-01"},
+                                    {"mode": "period", "from": "2026-01-20", "to": "2026-02-20"},
+                                    {"from": "2026-01-10", "to": "2026-02-01", "known_at": "2099-01-01"}])
+def test_each_funnel_count_links_to_exactly_its_leads(settings: Settings, params: dict[str, str]) -> None:
+    """Every count of the funnel section links to the API's drill-down: paged through, it lists as many
+    leads as the count says (and as the funnel answers for the same window)."""
+    with TestClient(create_app(settings, None)) as client:
+        page = client.get("/report", params=params).text
+        section = page[page.index('<section id="funnel">'):]
+        section = section[:section.index("</section>")]
+        links = re.findall(r'<a href="(/leads\?[^"]+)">([0-9,]+)</a>', section)
+        funnel = client.get("/funnel", params=params).json()["groups"][0]["stages"]
+        assert len(links) == 9  # the five main-path stages and the four detours
+        stages = set()
+        for href, shown in links:
+            url = href.replace("&amp;", "&")
+            stage = re.search(r"reached=(\w+)", url)[1]  # type: ignore[index]
+            stages.add(stage)
+            seen: list[str] = []
+            after = ""
+            while True:
+                body = client.get(url + "&limit=40" + after).json()
+                assert body["mode"] == params.get("mode", "cohort") and body["reached"] == stage
+                seen += [lead["lead_id"] for lead in body["leads"]]
+                if body["next"] is None:
+                    break
+                after = f"&after={body['next']}"
+            assert len(seen) == len(set(seen)) == int(shown.replace(",", "")) == funnel[stage], (params, stage)
+        assert stages == set(funnel)

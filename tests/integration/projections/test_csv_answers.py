@@ -147,6 +147,20 @@ def test_the_lead_list_and_a_history_are_one_row_per_lead_or_event(home: Path) -
         assert orjson.loads(row["data"]) == event["data"]
 
 
+def test_a_drill_down_page_is_one_row_per_lead_after_the_cells_columns(home: Path) -> None:
+    args = ["leads", "--reached", "mql", "--by", "campaign", "--key", "(none)", "--mode", "period", "--from",
+            "2026-01-01", "--limit", "5"]
+    answer = orjson.loads(run(home, *args, "--json"))
+    header, rows = read(run(home, *args, "--format", "csv").decode())
+    meta = ["mode", "from", "to", "as_of", "known_at", "reached", "by", "key", "next"]
+    assert header == [*meta, *answer["leads"][0]]
+    assert len(rows) == len(answer["leads"]) == 5
+    assert all(row["reached"] == "mql" and row["key"] == "(none)" and row["next"] == answer["next"] != ""
+               for row in rows)
+    assert [{k: parse_cell(v) if k == "score" else (v or None) for k, v in r.items() if k in answer["leads"][0]}
+            for r in rows] == answer["leads"]
+
+
 def test_json_and_another_format_together_are_refused(home: Path) -> None:
     result = CliRunner().invoke(cli, ["--home", str(home), "funnel", "--json", "--format", "csv"], env=ENV)
     assert result.exit_code == 2
