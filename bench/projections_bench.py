@@ -34,6 +34,7 @@ from lifecycle.simulate import generate
 from projections.engine.replay import REPLAY_WORKERS
 from projections.engine.runner import Runner
 from projections.engine.sources import EmbeddedSource
+from projections.plan import PlanQuery
 from projections.query import Query
 from projections.service import Analytics
 
@@ -101,6 +102,32 @@ def query_suite(analytics: Analytics, mid: datetime) -> dict[str, Callable[[], A
         "leads (50 newest)": lambda: analytics.leads(Query()),
         "leads --stage won": lambda: analytics.leads(Query(stage="won")),
         **drill_suite(analytics, month),
+        **analyst_suite(analytics, mid, month),
+    }
+
+
+def analyst_suite(analytics: Analytics, mid: datetime, month: tuple[datetime, datetime]) -> dict[str, Callable[[], Any]]:
+    """The analyst's workflows: trends, comparisons, owners, reasons and the plan."""
+    quarter = (month[1] - timedelta(days=91), month[1])
+    return {
+        "funnel --interval week (all data)": lambda: analytics.funnel(Query(interval="week")),
+        "funnel --by channel --interval month (all data)": lambda: analytics.funnel(Query(by="channel", interval="month")),
+        "funnel --mode period --interval week (91 d)": lambda: analytics.funnel(
+            Query(mode="period", interval="week", from_=quarter[0], to=quarter[1])),
+        "funnel --by owner": lambda: analytics.funnel(Query(by="owner")),
+        "funnel --by channel --compare-to previous (30 d)": lambda: analytics.funnel(
+            Query(by="channel", from_=month[0], to=month[1], compare_to="previous")),
+        "velocity --compare-to previous (30 d)": lambda: analytics.velocity(
+            Query(from_=month[0], to=month[1], compare_to="previous")),
+        "attribution --by channel --compare-to previous (30 d)": lambda: analytics.attribution(
+            Query(by="channel", from_=month[0], to=month[1], compare_to="previous")),
+        "speed --by owner --compare-to previous (30 d)": lambda: analytics.speed(
+            Query(by="owner", from_=month[0], to=month[1], compare_to="previous")),
+        "reasons --stage lost --by owner": lambda: analytics.reasons(Query(stage="lost", by="owner")),
+        "reasons --stage recycled --by channel --from/--to (30 d)": lambda: analytics.reasons(
+            Query(stage="recycled", by="channel", from_=month[0], to=month[1])),
+        "plan --by channel (lookback 180 d before mid)": lambda: analytics.plan(PlanQuery(
+            revenue=1_000_000, start=month[1], end=month[1] + timedelta(days=91), by="channel", as_of=mid)),
     }
 
 

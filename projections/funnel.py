@@ -111,12 +111,17 @@ def query_sql(w: Window, table: str) -> list[tuple[str, list[Any]]]:
     (`counted` says which entries count)."""
     cols = group_columns(w.by)
     return [(f"SELECT {cols}, COUNT(*) FROM {table} WHERE {' AND '.join(conds)} "
-             f"GROUP BY {cols}", params) for conds, params in counted(w)]
+             f"GROUP BY {grouped(w.by)}", params) for conds, params in counted(w)]
 
 
 def group_columns(by: str | None) -> str:
     """The two grouping columns a statement selects: (channel, campaign), or (owner, NULL) by owner."""
     return "owner, NULL" if by == "owner" else "channel, campaign"
+
+
+def grouped(by: str | None) -> str:
+    """What a statement groups by (PostgreSQL refuses a constant in GROUP BY)."""
+    return "owner" if by == "owner" else "channel, campaign"
 
 
 def regroup(by: str | None, stage: str, rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, str, int]]:
@@ -172,11 +177,11 @@ def interval_sql(w: Window, table: str, bounds: Sequence[tuple[int, int]]) -> li
     cols = group_columns(w.by)
     firsts = ["stage = ?", "prev_at IS NULL", *conds]
     statements = [(f"SELECT {bucket} AS bucket, {cols}, COUNT(*) FROM {table} "
-                   f"WHERE {' AND '.join(firsts)} GROUP BY bucket, {cols}", params)]
+                   f"WHERE {' AND '.join(firsts)} GROUP BY bucket, {grouped(w.by)}", params)]
     if w.mode == "period":
         again = ["stage = ?", "prev_at IS NOT NULL", f"prev_at < {bucket}", *conds]
         statements.append((f"SELECT {bucket} AS bucket, {cols}, COUNT(*) FROM {table} "
-                           f"WHERE {' AND '.join(again)} GROUP BY bucket, {cols}", params))
+                           f"WHERE {' AND '.join(again)} GROUP BY bucket, {grouped(w.by)}", params))
     return statements
 
 

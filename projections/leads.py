@@ -80,8 +80,15 @@ def list_sql(stage: str | None, channel: str | None, owner: str | None, limit: i
 
 def item(row: Sequence[Any]) -> dict[str, Any]:
     lead_id, stage, owner, score, channel, campaign, captured_at, last_change = row
-    return {"lead_id": str(UUID(lead_id)), "stage": stage, "owner": owner, "score": score, "channel": channel,
+    return {"lead_id": hyphenated(lead_id), "stage": stage, "owner": owner, "score": score, "channel": channel,
             "campaign": campaign, "captured_at": format_us(captured_at), "last_change_at": format_us(last_change)}
+
+
+def hyphenated(lead_id: str) -> str:
+    """The stored 32-hex-digit lead id in its hyphenated form (any other form through UUID)."""
+    if len(lead_id) == 32 and lead_id.islower():
+        return f"{lead_id[:8]}-{lead_id[8:12]}-{lead_id[12:16]}-{lead_id[16:20]}-{lead_id[20:]}"
+    return str(UUID(lead_id))
 
 
 def matches(entry: dict[str, Any], stage: str | None, channel: str | None, owner: str | None) -> bool:

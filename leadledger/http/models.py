@@ -245,7 +245,7 @@ class LeadsBody(_Doc):
     from_: str | None = Field(None, alias="from", description="With `reached`: the funnel's window start.")
     to: str | None = Field(None, description="With `reached`: the funnel's window end.")
     reached: str | None = Field(None, description="With `reached`: the stage of the cell.")
-    by: Literal["channel", "campaign"] | None = Field(None, description="With `reached`: the grouping of the cell.")
+    by: Literal["channel", "campaign", "owner"] | None = Field(None, description="With `reached`: the grouping of the cell.")
     key: str | None = Field(None, description="With `reached`: the group's key (null: every lead).")
     next: str | None = Field(None, description="With `reached`: the `after` of the next page; null on the last.")
 

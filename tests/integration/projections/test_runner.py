@@ -223,13 +223,13 @@ def test_replay_of_one_projection_and_a_changed_definition(world: tuple[Settings
         runner.reset(["funnel", "speed"])
         assert runner.dump() == expected
 
-        class FunnelV2(Funnel):
-            version = 2
+        class FunnelNext(Funnel):
+            version = Funnel.version + 1
 
             def fold(self, lead: Lead, history: list[Fact], new: list[Fact]) -> Changes:
                 return Changes()  # a definition that changed: rebuilt (here: to nothing)
 
-        changed = Runner(runner.db, projections=[FunnelV2(), *PROJECTIONS[1:]])
+        changed = Runner(runner.db, projections=[FunnelNext(), *PROJECTIONS[1:]])
         assert changed.setup() == ["funnel"]
         assert changed.dump()["rm_funnel_entries"] == []
         assert Runner(runner.db).setup() == ["funnel"]
