@@ -147,7 +147,7 @@ def transition(ctx: Context, lead: str, trigger: str, reason: str | None, amount
       qualify_mql                        --override --reason (below the threshold)
       reject, lose, recycle, disqualify  --reason (required)
       qualify_sql                        --budget --authority --need --timeline (all four),
-                                         --amount --currency (optional: the expected deal)
+                                         and optionally --amount --currency (the expected deal)
       win                                --amount --currency
     A flag another trigger takes is refused, not ignored."""
     given = {"reason": reason, "amount": amount, "currency": currency, "override": override or None,
