@@ -21,7 +21,7 @@ from lifecycle.audit import history as lead_history
 from lifecycle.domain.stages import FUNNEL_ORDER
 from lifecycle.policies import PolicyTimeline, Published
 from lifecycle.store.repository import LeadStore
-from projections import attribution, funnel, leads, qualification, sla, speed, velocity, windows
+from projections import attribution, funnel, leads, pipeline, qualification, sla, speed, velocity, windows
 from projections.base import Lead, Projection
 from projections.engine.db import ReadModelDB
 from projections.engine.registry import BY_NAME
@@ -171,6 +171,13 @@ class Analytics:
         tables = self._tables(w, BY_NAME["qualification"])
         return qualification.compute(w, tables[qualification.ENTRIES.name], tables[qualification.WINS.name],
                                      self.db.query)
+
+    def pipeline(self, q: Query) -> dict[str, Any]:
+        """The leads open at the as-of instant (mql, sal, sql) per owner, channel or campaign, and the
+        expected value of those in sql in the reporting currency."""
+        w = pipeline.check_pipeline(q)
+        tables = self._tables(w, BY_NAME["pipeline"])
+        return pipeline.compute(w, tables[pipeline.SPANS.name], self.db.query, self.fx)
 
     def sla(self, q: Query, now: datetime | None = None) -> dict[str, Any]:
         """SLA compliance per rule or owner, from every lead's timeline and the published policies

@@ -42,6 +42,7 @@ COMMANDS: dict[str, str] = {
     "leads": "leadledger.cli.queries:leads_command",
     "sla": "leadledger.cli.queries:sla",
     "qualification": "leadledger.cli.queries:qualification",
+    "pipeline": "leadledger.cli.pipeline:pipeline",
     **{name: f"leadledger.cli.projector:{name}" for name in ("project", "replay")},
     **{name: f"leadledger.cli.roles:{name}" for name in ("consume", "relay", "status", "serve")},
     "alerts": "leadledger.cli.alerts:alerts",

@@ -47,7 +47,8 @@ TIME = TimeParam()
 #: The long-running roles `project` and `relay` are not among them: a pipeline starts them before the
 #: first event is stored, and they wait for it.
 READ_ONLY = frozenset({"funnel", "velocity", "attribution", "speed", "leads", "report", "history", "verify",
-                       "export", "status", "serve", "replay", "sla", "routing", "scoring", "qualification"})
+                       "export", "status", "serve", "replay", "sla", "routing", "scoring", "qualification",
+                       "pipeline"})
 
 _UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.IGNORECASE)
 

@@ -24,6 +24,7 @@ from leadledger.http.models import (
     HistoryBody,
     JSONBody,
     LeadsBody,
+    PipelineBody,
     QualificationBody,
     SlaBody,
     SpeedSplitBody,
@@ -42,6 +43,7 @@ from leadledger.http.params import (
     LimitParam,
     ModelParam,
     ModeParam,
+    PipelineByParam,
     SlaByParam,
     SpeedByParam,
     StageParam,
@@ -123,6 +125,8 @@ DESCRIPTIONS = {
            "at_risk, compliance, p50/p90 of the counted time to stop (`sla --json`).",
     "qualification": "MQL entries in the window by source (scorer, external, override) with the distinct leads, "
                      "those won after an entry and the MQL -> won rate, and the total (`qualification --json`).",
+    "pipeline": "The leads open at as_of per stage (mql, sal, sql) per owner, channel or campaign, and the "
+                "expected value of those in sql, with the total (`pipeline --json`).",
     "leads": "The lead list, newest capture first (`leads --json`).",
     "history": "The lead's events as CloudEvents envelopes and its stage at `as_of` (`history --json`; "
                "personal data sealed unless served with --personal-data).",
@@ -217,6 +221,17 @@ def add_routes(app: FastAPI, worker: AnalyticsWorker, token: str | None, *, pers
         they qualified, how many of those were won at or after one of them, and won / leads."""
         q = build_query(from_=from_, to=to, as_of=as_of, known_at=known_at)
         return respond(request, tidy(await worker.run(lambda a: a.qualification(q))), "qualification")
+
+    @router.get("/pipeline", operation_id="pipeline", response_model=None,
+                summary="Pipeline: open leads and their expected value", tags=["queries"],
+                responses=_ok(PipelineBody, "pipeline"))
+    async def pipeline(request: Request, by: PipelineByParam = "owner", as_of: AsOfParam = None,
+                       known_at: KnownAtParam = None) -> Response:
+        """Per owner (at as_of), channel or campaign, the leads in mql, sal and sql at as_of, and the sum of
+        the expected amounts of those in sql in the reporting currency (amounts without a rate on their SQL
+        entry's date listed per currency, never added)."""
+        q = build_query(by=by, as_of=as_of, known_at=known_at)
+        return respond(request, tidy(await worker.run(lambda a: a.pipeline(q))), "pipeline")
 
     @router.get("/leads", operation_id="leads", response_model=None,
                 summary="Lead list", tags=["queries"],

@@ -13,6 +13,7 @@ from projections.engine.db import ReadModelDB
 from projections.engine.timeline import TIMELINE
 from projections.funnel import Funnel
 from projections.leads import Leads
+from projections.pipeline import Pipeline
 from projections.qualification import Qualification
 from projections.speed import Speed
 from projections.velocity import Velocity
@@ -33,7 +34,8 @@ ENGINE = "#engine"
 ENGINE_VERSION = 3
 
 #: Every read model, in the order they are folded.
-PROJECTIONS: tuple[Projection, ...] = (Funnel(), Velocity(), Attribution(), Speed(), Qualification(), Leads())
+PROJECTIONS: tuple[Projection, ...] = (Funnel(), Velocity(), Attribution(), Speed(), Qualification(), Leads(),
+                                      Pipeline())
 BY_NAME: dict[str, Projection] = {p.name: p for p in PROJECTIONS}
 
 

@@ -106,6 +106,10 @@ CASES = [
     ("/leads", {}, ["leads"]),
     ("/leads", {"stage": "sql", "limit": 5}, ["leads", "--stage", "sql", "--limit", "5"]),
     ("/leads", {"channel": "webinar", "as_of": "2026-03-01"}, ["leads", "--channel", "webinar", "--as-of", "2026-03-01"]),
+    ("/pipeline", {}, ["pipeline"]),
+    ("/pipeline", {"by": "channel", "as_of": "2026-03-01"}, ["pipeline", "--by", "channel", "--as-of", "2026-03-01"]),
+    ("/pipeline", {"by": "campaign", "as_of": "2026-04-01", "known_at": "2099-01-01"},
+     ["pipeline", "--by", "campaign", "--as-of", "2026-04-01", "--known-at", "2099-01-01"]),
 ]
 
 
@@ -314,6 +318,7 @@ EXPECTED_PARAMETERS = {
     "/report": {"from", "to", "mode", "model", "conversion", "as_of", "known_at"},
     "/sla": {"by", "from", "to", "as_of", "known_at"},
     "/qualification": {"from", "to", "as_of", "known_at"},
+    "/pipeline": {"by", "as_of", "known_at"},
     "/healthz": set(),
 }
 
@@ -373,6 +378,7 @@ def test_the_api_on_postgresql(pg_home: tuple[Path, Settings, dict[str, str]]) -
             ("/attribution", {"by": "campaign", "model": "first"}, ["attribution", "--by", "campaign", "--model", "first"]),
             ("/speed", {"by": "owner", "known_at": "2099-01-01"}, ["speed", "--by", "owner", "--known-at", "2099-01-01"]),
             ("/leads", {"limit": 3}, ["leads", "--limit", "3"]),
+            ("/pipeline", {"as_of": "2026-03-01"}, ["pipeline", "--as-of", "2026-03-01"]),
         ]:
             response = pg.get(path, params=params, headers=auth)
             assert response.status_code == 200, response.text

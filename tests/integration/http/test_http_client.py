@@ -140,6 +140,12 @@ def test_every_endpoint_through_the_generated_client(api: ModuleType, client: An
     assert qualification.total.source.value == "all"
     assert qualification.to_dict() == cli_json(home, "qualification", "--as-of", "2026-12-31T23:59:59+01:00")
 
+    pipeline = parsed(endpoint("queries", "pipeline").sync_detailed(
+        client=client, by=models.PipelineBy.CHANNEL, as_of="2026-03-01"), "PipelineBody")
+    assert pipeline.by.value == "channel" and pipeline.groups
+    assert pipeline.total.open_.sql == sum(group.open_.sql for group in pipeline.groups)
+    assert pipeline.to_dict() == cli_json(home, "pipeline", "--by", "channel", "--as-of", "2026-03-01")
+
     leads = parsed(endpoint("queries", "leads").sync_detailed(client=client, stage=models.LeadsStage.WON, limit=2),
                    "LeadsBody")
     assert 1 <= len(leads.leads) <= 2 and all(lead.stage == "won" for lead in leads.leads)
