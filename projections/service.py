@@ -27,6 +27,7 @@ from projections import (
     drill,
     funnel,
     leads,
+    pipeline,
     plan,
     qualification,
     reasons,
@@ -189,6 +190,13 @@ class Analytics:
         tables = self._tables(w, BY_NAME["qualification"])
         return qualification.compute(w, tables[qualification.ENTRIES.name], tables[qualification.WINS.name],
                                      self.db.query)
+
+    def pipeline(self, q: Query) -> dict[str, Any]:
+        """The leads open at the as-of instant (mql, sal, sql) per owner, channel or campaign, and the
+        expected value of those in sql in the reporting currency."""
+        w = pipeline.check_pipeline(q)
+        tables = self._tables(w, BY_NAME["pipeline"])
+        return pipeline.compute(w, tables[pipeline.SPANS.name], self.db.query, self.fx)
 
     def sla(self, q: Query, now: datetime | None = None) -> dict[str, Any]:
         """SLA compliance per rule or owner, from every lead's timeline and the published policies

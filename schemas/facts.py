@@ -38,8 +38,8 @@ class Fact(NamedTuple):
     channel: str | None = None  # LeadCaptured / LeadTouched
     campaign: str | None = None
     owner: str | None = None  # LeadAssigned / LeadContacted / a stage event with an owner (LeadAcceptedBySales)
-    value: float | None = None  # LeadScored total, a stage event's amount (LeadWon)
-    currency: str | None = None  # the amount's ISO 4217 code (LeadWon)
+    value: float | None = None  # LeadScored total, a stage event's amount (LeadWon; LeadQualifiedAsSQL: expected)
+    currency: str | None = None  # the amount's ISO 4217 code (LeadWon, LeadQualifiedAsSQL)
     source: str | None = None  # LeadQualifiedAsMQL: who qualified the lead (`mql_source`)
     reason: str | None = None  # LeadLost / LeadDisqualified / LeadRecycled / LeadRejectedBySales: the reason given
 

@@ -223,6 +223,11 @@ def data_schema(cls: type[LeadEvent]) -> dict[str, Any]:
         schema["if"] = {"properties": {"override": {"const": True}}}
         schema["then"] = {"properties": {"reason": {"type": "string"}}}
         schema["else"] = {"properties": {"score": {"type": "integer"}}}
+    if _nullable(hints.get("amount")) and _nullable(hints.get("currency")):
+        # an optional deal value: an amount and its currency, or neither
+        schema["if"] = {"properties": {"amount": {"type": "null"}}}
+        schema["then"] = {"properties": {"currency": {"type": "null"}}}
+        schema["else"] = {"properties": {"currency": {"type": "string"}}}
     return schema
 
 

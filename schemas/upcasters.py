@@ -74,3 +74,9 @@ def _assigned_v1(data: dict[str, Any]) -> dict[str, Any]:
 def _scored_v1(data: dict[str, Any]) -> dict[str, Any]:
     """v2 says whose score it is; every v1 score came from upstream or by hand."""
     return {**data, "model": "external", "contributions": None, "policy_version": None}
+
+
+@upcaster("LeadQualifiedAsSQL", 1)
+def _qualified_sql_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """v2 adds the deal's expected amount and currency; no v1 SQL stated one."""
+    return {**data, "amount": None, "currency": None}

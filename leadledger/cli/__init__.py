@@ -44,6 +44,7 @@ COMMANDS: dict[str, str] = {
     "qualification": "leadledger.cli.queries:qualification",
     "plan": "leadledger.cli.plan:plan",
     "reasons": "leadledger.cli.queries:reasons",
+    "pipeline": "leadledger.cli.pipeline:pipeline",
     **{name: f"leadledger.cli.projector:{name}" for name in ("project", "replay")},
     **{name: f"leadledger.cli.roles:{name}" for name in ("consume", "relay", "status", "serve")},
     "alerts": "leadledger.cli.alerts:alerts",

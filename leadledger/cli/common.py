@@ -48,7 +48,7 @@ TIME = TimeParam()
 #: first event is stored, and they wait for it.
 READ_ONLY = frozenset({"funnel", "velocity", "attribution", "speed", "leads", "report", "history", "verify",
                        "export", "status", "serve", "replay", "sla", "routing", "scoring", "qualification",
-                       "reasons"})
+                       "reasons", "pipeline"})
 
 _UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b", re.IGNORECASE)
 

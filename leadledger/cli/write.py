@@ -20,6 +20,7 @@ FLAGS_OF_PAYLOAD: dict[object, tuple[str, ...]] = {
     stages.mql_payload: ("override", "reason"),
     stages.bant_payload: BANT_FIELDS,
     stages.deal_payload: ("amount", "currency"),
+    stages.sql_payload: (*BANT_FIELDS, "amount", "currency"),
 }
 
 
@@ -123,8 +124,10 @@ def contact(ctx: Context, lead: str, owner: str | None, at: datetime | None, as_
 @click.argument("lead")
 @click.argument("trigger")
 @click.option("--reason", help="Why (reject, lose, recycle, disqualify; qualify_mql with --override).")
-@click.option("--amount", type=float, help="win: the deal's amount (> 0).")
-@click.option("--currency", help="win: the deal's ISO 4217 currency, e.g. EUR.")
+@click.option("--amount", type=float,
+              help="win: the deal's amount; qualify_sql: the expected amount (optional). Greater than 0.")
+@click.option("--currency",
+              help="win: the deal's ISO 4217 currency, e.g. EUR; qualify_sql: the expected amount's (with --amount).")
 @click.option("--override", is_flag=True, help="qualify_mql below the score threshold (needs --reason).")
 @click.option("--budget", help="qualify_sql: BANT budget.")
 @click.option("--authority", help="qualify_sql: BANT authority (who decides).")
@@ -143,7 +146,8 @@ def transition(ctx: Context, lead: str, trigger: str, reason: str | None, amount
       nurture, accept                    none (accept needs an assigned owner)
       qualify_mql                        --override --reason (below the threshold)
       reject, lose, recycle, disqualify  --reason (required)
-      qualify_sql                        --budget --authority --need --timeline (all four)
+      qualify_sql                        --budget --authority --need --timeline (all four),
+                                         and optionally --amount --currency (the expected deal)
       win                                --amount --currency
     A flag another trigger takes is refused, not ignored."""
     given = {"reason": reason, "amount": amount, "currency": currency, "override": override or None,

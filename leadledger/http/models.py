@@ -285,6 +285,39 @@ class ReasonsBody(_Doc):
     groups: list[ReasonsGroup] = Field(description="By key (null last); only groups with events.")
 
 
+class OpenCounts(_Doc):
+    mql: int = Field(description="Leads in mql at as_of.")
+    sal: int = Field(description="Leads in sal at as_of.")
+    sql: int = Field(description="Leads in sql at as_of.")
+
+
+class PipelineFigures(_Doc):
+    open: OpenCounts = Field(description="The leads open at as_of, per stage (won, lost, recycled and "
+                             "disqualified leads are not open).")
+    value: float = Field(description="The sum of the expected amounts of the leads in sql (each the amount their "
+                         "current stay's SQL entry stated) in the reporting currency (`currency`), each at the rate "
+                         "in effect on the SQL entry's date.")
+    with_amount: int = Field(description="Leads in sql whose SQL entry stated an expected amount.")
+    without_amount: int = Field(description="Leads in sql whose SQL entry stated none.")
+    unconverted: dict[str, float] = Field(
+        description="Per currency, the expected amounts with no rate on the date of their SQL entry, "
+        'e.g. {"USD": 1234.5}: never part of `value`.')
+
+
+class PipelineGroup(PipelineFigures):
+    key: str | None = Field(description="The lead's owner at as_of (null: unowned), or its capture's channel or "
+                            "campaign.")
+
+
+class PipelineBody(_Doc):
+    as_of: str | None = Field(description="Only events that occurred at or before this; null: now.")
+    known_at: str | None = Field(description="...and were recorded at or before this; null: whatever is stored.")
+    by: Literal["owner", "channel", "campaign"]
+    currency: str = Field(description="The reporting currency of `value` (LEADLEDGER_REPORTING_CURRENCY).")
+    groups: list[PipelineGroup] = Field(description="By key; the unowned group (null) last.")
+    total: PipelineFigures = Field(description="Over every group.")
+
+
 #: every query answers CSV too, for `Accept: text/csv`
 CSV_CONTENT: dict[str, Any] = {"text/csv": {"schema": {
     "type": "string",

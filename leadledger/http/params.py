@@ -135,6 +135,11 @@ SlaByParam = Annotated[SlaBy, Param(
     description="One row per SLA rule (default), or per rule and owner (the owner at the deadline when "
                 "breached, else at the clock's end).",
 )]
+PipelineBy = Literal["owner", "channel", "campaign"]
+PipelineByParam = Annotated[PipelineBy, Param(
+    description="Group by the lead's owner at as_of (default; null: unowned), or the channel or campaign of its "
+                "capture.",
+)]
 StageParam = Annotated[Stage | None, Param(description="Only leads now (at as_of) in this stage.")]
 LimitParam = Annotated[int, Param(ge=1, le=MAX_LIMIT,
                                   description=f"At most this many leads (1 to {MAX_LIMIT:,}), newest first.")]

@@ -24,6 +24,7 @@ from leadledger.http.models import (
     HistoryBody,
     JSONBody,
     LeadsBody,
+    PipelineBody,
     PlanBody,
     QualificationBody,
     ReasonsBody,
@@ -54,6 +55,7 @@ from leadledger.http.params import (
     ModeParam,
     ParameterError,
     PeriodParam,
+    PipelineByParam,
     ReachedParam,
     ReasonsByParam,
     ReasonStageParam,
@@ -147,6 +149,8 @@ DESCRIPTIONS = {
              "(`leads --json`).",
     "reasons": "The reasons given by the events entering the stage in the window, per group: the events, and each "
                "reason's count and share, most frequent first (`reasons --json`).",
+    "pipeline": "The leads open at as_of per stage (mql, sal, sql) per owner, channel or campaign, and the "
+                "expected value of those in sql, with the total (`pipeline --json`).",
     "history": "The lead's events as CloudEvents envelopes and its stage at `as_of` (`history --json`; "
                "personal data sealed unless served with --personal-data).",
 }
@@ -255,6 +259,7 @@ def add_routes(app: FastAPI, worker: AnalyticsWorker, token: str | None, *, pers
         q = PlanQuery(revenue=revenue, start=start, end=end, by=by, lookback=lookback,
                       as_of=parse_time(as_of, "as_of"), mix=None if mix is None else parse_mix(mix))
         return respond(request, tidy(await worker.run(lambda a: a.plan(q))), "plan")
+
     @router.get("/reasons", operation_id="reasons", response_model=None,
                 summary="Reasons: why leads were lost, disqualified, recycled or rejected", tags=["queries"],
                 responses=_ok(ReasonsBody, "reasons"))
@@ -264,6 +269,17 @@ def add_routes(app: FastAPI, worker: AnalyticsWorker, token: str | None, *, pers
         stored: recycled counts LeadRecycled and LeadRejectedBySales, rejected LeadRejectedBySales alone."""
         q = build_query(stage=stage, by=by, from_=from_, to=to, as_of=as_of, known_at=known_at)
         return respond(request, tidy(await worker.run(lambda a: a.reasons(q))), "reasons")
+
+    @router.get("/pipeline", operation_id="pipeline", response_model=None,
+                summary="Pipeline: open leads and their expected value", tags=["queries"],
+                responses=_ok(PipelineBody, "pipeline"))
+    async def pipeline(request: Request, by: PipelineByParam = "owner", as_of: AsOfParam = None,
+                       known_at: KnownAtParam = None) -> Response:
+        """Per owner (at as_of), channel or campaign, the leads in mql, sal and sql at as_of, and the sum of
+        the expected amounts of those in sql in the reporting currency (amounts without a rate on their SQL
+        entry's date listed per currency, never added)."""
+        q = build_query(by=by, as_of=as_of, known_at=known_at)
+        return respond(request, tidy(await worker.run(lambda a: a.pipeline(q))), "pipeline")
 
     @router.get("/leads", operation_id="leads", response_model=None,
                 summary="Lead list", tags=["queries"],

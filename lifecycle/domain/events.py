@@ -118,9 +118,14 @@ class LeadRejectedBySales(StageChanged):
 
 
 class LeadQualifiedAsSQL(StageChanged):
-    """The lead became sales-qualified with complete BANT."""
+    """The lead became sales-qualified with complete BANT and, when upstream gives one, the deal's expected `amount` in `currency` (both or neither; null: not given)."""
 
     bant: dict[str, str]  # budget, authority, need, timeline
+    amount: float | None
+    currency: str | None
+
+    #: v2: the deal's expected amount and currency (optional)
+    SCHEMA_VERSION = 2
 
 
 class LeadWon(StageChanged):

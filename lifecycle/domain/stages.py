@@ -98,7 +98,8 @@ def bant_complete(ctx: GuardContext) -> str | None:
     return None
 
 
-def won_amount(ctx: GuardContext) -> str | None:
+def _amount_problems(ctx: GuardContext) -> list[str]:
+    """What is wrong with the command's amount and currency as a deal's value (empty: both valid)."""
     problems = []
     if ctx.amount is None or not 0 < ctx.amount <= MAX_AMOUNT:
         got = f", got {ctx.amount:g}" if ctx.amount is not None else ""
@@ -106,7 +107,27 @@ def won_amount(ctx: GuardContext) -> str | None:
     if ctx.currency is None or not _CURRENCY.fullmatch(ctx.currency.strip()):
         got = f", got {ctx.currency!r}" if ctx.currency is not None else ""
         problems.append(f"a 3-letter ISO 4217 currency code like EUR (--currency){got}")
+    return problems
+
+
+def won_amount(ctx: GuardContext) -> str | None:
+    problems = _amount_problems(ctx)
     return ("a win needs " + " and ".join(problems)) if problems else None
+
+
+def sql_ready(ctx: GuardContext) -> str | None:
+    """Complete BANT; an expected amount is optional, but when an amount or a currency is given,
+    both must be given and valid."""
+    missing = bant_complete(ctx)
+    if missing is not None:
+        return missing
+    if ctx.amount is None and ctx.currency is None:
+        return None
+    problems = _amount_problems(ctx)
+    if problems:
+        return ("an expected deal amount needs " + " and ".join(problems)
+                + " (give an amount and its currency, or neither)")
+    return None
 
 
 # ---- payloads (each runs after its guard passed) ------------------------------
@@ -137,6 +158,12 @@ def deal_payload(ctx: GuardContext) -> dict[str, Any]:
     return {"amount": float(ctx.amount or 0), "currency": (ctx.currency or "").upper()}
 
 
+def sql_payload(ctx: GuardContext) -> dict[str, Any]:
+    """The BANT and, when given, the deal's expected amount and currency (else both None)."""
+    expected = deal_payload(ctx) if ctx.amount is not None else {"amount": None, "currency": None}
+    return {**bant_payload(ctx), **expected}
+
+
 # ---- the table ------------------------------------------------------------------
 
 
@@ -163,7 +190,7 @@ TABLE: tuple[Rule, ...] = (
          mql_ready, mql_payload, main=True),
     Rule("accept", (Stage.MQL,), Stage.SAL, ev.LeadAcceptedBySales, has_owner, owner_payload, main=True),
     Rule("reject", (Stage.MQL, Stage.SAL), Stage.RECYCLED, ev.LeadRejectedBySales, needs_reason, reason_payload),
-    Rule("qualify_sql", (Stage.SAL,), Stage.SQL, ev.LeadQualifiedAsSQL, bant_complete, bant_payload, main=True),
+    Rule("qualify_sql", (Stage.SAL,), Stage.SQL, ev.LeadQualifiedAsSQL, sql_ready, sql_payload, main=True),
     Rule("win", (Stage.SQL,), Stage.WON, ev.LeadWon, won_amount, deal_payload, main=True),
     Rule("lose", (Stage.SQL,), Stage.LOST, ev.LeadLost, needs_reason, reason_payload),
     Rule("recycle", (Stage.SAL, Stage.SQL, Stage.WON, Stage.LOST), Stage.RECYCLED, ev.LeadRecycled,

@@ -109,6 +109,25 @@ class CaptureClock:
         return hour * HOUR + int(within * HOUR)
 
 
+#: The share of SQLs whose transition states the deal's expected amount.
+EXPECTED_DEAL_SHARE = 0.8
+
+
+class ExpectedDeal:
+    """The expected amount an SQL message states (in place, in the message's data), if it states one."""
+
+    def __init__(self, data: dict[str, Any], rng: random.Random, *, stated: bool) -> None:
+        self.data, self.rng, self.stated = data, rng, stated
+
+    def set(self, amount: float, currency: str) -> None:
+        if self.stated:
+            self.data["amount"], self.data["currency"] = amount, currency
+
+    def near(self, won: float, currency: str) -> None:
+        """The deal is won at `won` in `currency`: the SQL expected within 20 % of it."""
+        self.set(float(max(500, round(won * self.rng.uniform(0.8, 1.2) / 50) * 50)), currency)
+
+
 class LeadLife:
     """One simulated lead: its stage, score and owner as the system will see them."""
 
@@ -318,6 +337,7 @@ class LeadLife:
         bant = {field: rng.choice(values) for field, values in BANT.items()}
         self._fire("qualify_sql", rng.uniform(2, 21 if not upsell else 7) * 86400, "crm", work=True,
                    bant=bant)
+        sql = self._expect_deal(self.events[-1], ch.deal * (0.35 if upsell else 1.0))
 
         for _ in range(rng.randint(0, 3)):
             self._touch(rng.uniform(1, 10) * 86400, email_share=0.25)
@@ -325,14 +345,25 @@ class LeadLife:
         if rng.random() < self._chance(min(0.9, ch.win * (1.6 if upsell else 1.0)), "win"):
             base = ch.deal * (0.35 if upsell else 1.0)
             amount = float(max(500, round(base * rng.lognormvariate(0, 0.6) / 50) * 50))
-            self._fire("win", close_days * 86400, "crm", work=True, amount=amount,
-                       currency=rng.choice(CURRENCIES[self.territory]))
+            currency = rng.choice(CURRENCIES[self.territory])
+            sql.near(amount, currency)
+            self._fire("win", close_days * 86400, "crm", work=True, amount=amount, currency=currency)
             return "won"
         if rng.random() < 0.75:
             self._fire("lose", close_days * 86400, "crm", work=True, reason=rng.choice(LOSE_REASONS))
             return "lost"
         self._fire("recycle", close_days * 86400, "crm", work=True, reason="not now")
         return "recycled"
+
+    def _expect_deal(self, sql: Event, base: float) -> ExpectedDeal:
+        """Most SQLs state the deal's expected amount: an estimate around `base` until the deal is won,
+        then one near the won amount (`ExpectedDeal.near`). Drawn from a generator of the SQL's own
+        (its lead's e-mail and time), so the rest of the traffic stays what it was without them."""
+        side = random.Random(f"{self.email}:{sql[0]}:expected-deal")
+        deal = ExpectedDeal(sql[3], side, stated=side.random() < EXPECTED_DEAL_SHARE)
+        deal.set(float(max(500, round(base * side.lognormvariate(0, 0.6) / 50) * 50)),
+                 side.choice(CURRENCIES[self.territory]))
+        return deal
 
     def _routed_contact(self, upsell: bool) -> Owner | str:
         """The router's owner and their first contact: the owner the contact came from, or how the

@@ -13,6 +13,7 @@ from projections.engine.db import ReadModelDB
 from projections.engine.timeline import TIMELINE
 from projections.funnel import Funnel
 from projections.leads import Leads
+from projections.pipeline import Pipeline
 from projections.qualification import Qualification
 from projections.reasons import Reasons
 from projections.speed import Speed
@@ -36,7 +37,7 @@ ENGINE_VERSION = 4
 
 #: Every read model, in the order they are folded.
 PROJECTIONS: tuple[Projection, ...] = (Funnel(), Velocity(), Attribution(), Speed(), Qualification(), Reasons(),
-                                       Leads())
+                                       Leads(), Pipeline())
 BY_NAME: dict[str, Projection] = {p.name: p for p in PROJECTIONS}
 
 

@@ -52,7 +52,7 @@ STEPS: list[tuple[int, list[str], str, str | None]] = [
     (5, ["transition", "{lead}", "accept"], "LeadAcceptedBySales", "sal"),
     (6, ["contact", "{lead}"], "LeadContacted", None),
     (7, ["transition", "{lead}", "qualify_sql", "--budget", "50k", "--authority", "CFO", "--need",
-         "reporting", "--timeline", "Q3"], "LeadQualifiedAsSQL", "sql"),
+         "reporting", "--timeline", "Q3", "--amount", "11500", "--currency", "eur"], "LeadQualifiedAsSQL", "sql"),
     (8, ["transition", "{lead}", "win", "--amount", "12000", "--currency", "eur"], "LeadWon", "won"),
     (9, ["transition", "{lead}", "recycle", "--reason", "upsell"], "LeadRecycled", "recycled"),
     (10, ["transition", "{lead}", "nurture"], "LeadNurtured", "nurtured"),
@@ -109,6 +109,8 @@ def test_the_acceptance_walk(walk: Cli) -> None:
     assert changes == [(None, "captured"), ("captured", "nurtured"), ("nurtured", "mql"), ("mql", "sal"),
                        ("sal", "sql"), ("sql", "won"), ("won", "recycled"), ("recycled", "nurtured"),
                        ("nurtured", "mql")]
+    sql = next(e for e in everything["events"] if e["data"].get("to_stage") == "sql")
+    assert (sql["data"]["amount"], sql["data"]["currency"]) == (11500.0, "EUR")
     won = next(e for e in everything["events"] if e["data"].get("to_stage") == "won")
     assert (won["data"]["amount"], won["data"]["currency"]) == (12000.0, "EUR")
     assert everything["events"][0]["data"]["email"] == "a@x.io"

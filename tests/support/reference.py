@@ -436,3 +436,46 @@ def approx_equal(got: Any, want: Any, path: str = "") -> None:
         assert abs(got - want) <= 1e-9 * max(1.0, abs(want)), f"{path}: {got!r} != {want!r}"
     else:
         assert got == want and type(got) is type(want), f"{path}: {got!r} != {want!r}"
+
+
+def ref_pipeline(evs: list[Ev], by: str, as_of: datetime | None, known_at: datetime | None,
+                 rates: Rates | None = None, reporting: str = "EUR") -> list[dict[str, Any]]:
+    """Per group, the leads in mql, sal, sql at as_of and the expected value of those in sql: each lead's
+    state walked from its visible events, its SQL entry's amount at the rate of that entry's day."""
+    out: dict[str | None, dict[str, Any]] = {}
+    for lead_evs in by_lead(evs, as_of, known_at).values():
+        c = capture(lead_evs)
+        st = own = None
+        sql: Ev | None = None
+        for e in lead_evs:
+            if e.to_stage:
+                st = e.to_stage
+            if e.name == "LeadQualifiedAsSQL":
+                sql = e
+            if e.name == "LeadAssigned" or e.name == "LeadAcceptedBySales":
+                own = e.data["owner"]
+            elif e.name in ("LeadRejectedBySales", "LeadRecycled"):
+                own = None
+        if st not in ("mql", "sal", "sql"):
+            continue
+        key = own if by == "owner" else group(c, by) if c is not None else None
+        g = out.setdefault(key, {"key": key, "open": {"mql": 0, "sal": 0, "sql": 0}, "value": 0.0,
+                                 "with_amount": 0, "without_amount": 0, "unconverted": {}})
+        g["open"][st] += 1
+        if st != "sql":
+            continue
+        assert sql is not None
+        amount = sql.data.get("amount")
+        if amount is None:
+            g["without_amount"] += 1
+            continue
+        g["with_amount"] += 1
+        currency = str(sql.data["currency"])
+        rate = ref_rate(rates or {}, reporting, currency, sql.at)
+        if rate is None:
+            g["unconverted"][currency] = g["unconverted"].get(currency, 0.0) + float(amount)
+        else:
+            g["value"] += float(amount) * rate
+    for g in out.values():
+        g["unconverted"] = dict(sorted(g["unconverted"].items()))
+    return [out[k] for k in sorted(out, key=lambda k: (k is None, k or ""))]

@@ -129,6 +129,10 @@ CASES = [
                 "limit": 2},
      ["leads", "--reached", "captured", "--by", "campaign", "--key", "(none)", "--as-of", "2026-02-01", "--known-at",
       "2099-01-01", "--limit", "2"]),
+    ("/pipeline", {}, ["pipeline"]),
+    ("/pipeline", {"by": "channel", "as_of": "2026-03-01"}, ["pipeline", "--by", "channel", "--as-of", "2026-03-01"]),
+    ("/pipeline", {"by": "campaign", "as_of": "2026-04-01", "known_at": "2099-01-01"},
+     ["pipeline", "--by", "campaign", "--as-of", "2026-04-01", "--known-at", "2099-01-01"]),
 ]
 
 
@@ -373,6 +377,7 @@ EXPECTED_PARAMETERS = {
     "/qualification": {"from", "to", "as_of", "known_at"},
     "/plan": {"revenue", "period", "by", "lookback", "as_of", "mix"},
     "/reasons": {"stage", "by", "from", "to", "as_of", "known_at"},
+    "/pipeline": {"by", "as_of", "known_at"},
     "/healthz": set(),
 }
 
@@ -432,6 +437,7 @@ def test_the_api_on_postgresql(pg_home: tuple[Path, Settings, dict[str, str]]) -
             ("/attribution", {"by": "campaign", "model": "first"}, ["attribution", "--by", "campaign", "--model", "first"]),
             ("/speed", {"by": "owner", "known_at": "2099-01-01"}, ["speed", "--by", "owner", "--known-at", "2099-01-01"]),
             ("/leads", {"limit": 3}, ["leads", "--limit", "3"]),
+            ("/pipeline", {"as_of": "2026-03-01"}, ["pipeline", "--as-of", "2026-03-01"]),
         ]:
             response = pg.get(path, params=params, headers=auth)
             assert response.status_code == 200, response.text

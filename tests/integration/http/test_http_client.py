@@ -152,6 +152,11 @@ def test_every_endpoint_through_the_generated_client(api: ModuleType, client: An
     assert reasons.stage.value == "recycled" and reasons.events == sum(g.events for g in reasons.groups) > 0
     assert all(r.count >= 1 and 0 < r.share <= 1 for g in reasons.groups for r in g.reasons)
     assert reasons.to_dict() == cli_json(home, "reasons", "--stage", "recycled", "--by", "owner", "--from", "2026-01-15")
+    pipeline = parsed(endpoint("queries", "pipeline").sync_detailed(
+        client=client, by=models.PipelineBy.CHANNEL, as_of="2026-03-01"), "PipelineBody")
+    assert pipeline.by.value == "channel" and pipeline.groups
+    assert pipeline.total.open_.sql == sum(group.open_.sql for group in pipeline.groups)
+    assert pipeline.to_dict() == cli_json(home, "pipeline", "--by", "channel", "--as-of", "2026-03-01")
 
     leads = parsed(endpoint("queries", "leads").sync_detailed(client=client, stage=models.LeadsStage.WON, limit=2),
                    "LeadsBody")

@@ -29,7 +29,7 @@ ENV = {"LEADLEDGER_SECRET": SECRET, "LEADLEDGER_POSTGRES_DSN": "", "LEADLEDGER_A
 TOKEN = "errors-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LEAD = "00000000-0000-4000-8000-000000000000"
-ENDPOINTS = ["/funnel", "/velocity", "/attribution", "/speed", "/sla", "/qualification", "/reasons", "/leads",
+ENDPOINTS = ["/funnel", "/velocity", "/attribution", "/speed", "/sla", "/qualification", "/reasons", "/pipeline", "/leads",
              f"/leads/{LEAD}/history", "/report", "/healthz"]
 
 

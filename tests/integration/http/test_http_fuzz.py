@@ -89,7 +89,7 @@ def schemathesis(base: str, tmp_path: Path, *args: str) -> tuple[int, str]:
 
 
 def summary(report: str) -> str:
-    """'Operations: 10 selected / 10 total … 1814 generated, 1814 passed' for the test log."""
+    """'Operations: 11 selected / 11 total … 1814 generated, 1814 passed' for the test log."""
     operations = re.search(r"Operations:\s+(.+)", report)
     cases = re.search(r"Test cases:\s+(.+)", report)
     return f"operations {operations[1] if operations else '?'}; cases {cases[1] if cases else '?'}"

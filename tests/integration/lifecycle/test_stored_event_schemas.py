@@ -92,7 +92,7 @@ def _scenario(app: LeadLedger) -> list[str]:
         s.run(cmd.Assign, lead=ada, owner="kim"),
         s.fire(ada, "accept"),
         s.run(cmd.Contact, lead=ada, owner="kim"),
-        s.fire(ada, "qualify_sql", bant=BANT),
+        s.fire(ada, "qualify_sql", bant=BANT, amount=12_000.0, currency="eur"),
         s.fire(ada, "win", amount=12_500.5, currency="eur"),
         s.fire(ada, "recycle", reason="upsell: second product"),
         s.run(cmd.Consent, lead=ada, given=False, purpose="newsletter"),
@@ -138,6 +138,13 @@ def test_the_scenario_writes_sealed_personal_data_and_causation(
     assert all(isinstance(e["data"]["personal"], str) for e in captured)
     assert any("causation" in e for e in scenario_envelopes)
     assert any("causation" not in e for e in scenario_envelopes)
+
+
+def test_the_scenario_writes_sqls_with_and_without_an_expected_amount(
+    scenario_envelopes: list[dict[str, Any]],
+) -> None:
+    sqls = [e["data"] for e in scenario_envelopes if e["type"] == event_type("LeadQualifiedAsSQL", 2)]
+    assert [(d["amount"], d["currency"]) for d in sqls] == [(12_000.0, "EUR"), (None, None)]
 
 
 # ---- rejected envelopes -------------------------------------------------------
@@ -196,6 +203,10 @@ MUTATIONS: list[tuple[str, str, Callable[[dict[str, Any]], None], str]] = [
         "score",
     ),
     ("LeadQualifiedAsSQL", "incomplete BANT", lambda e: e["data"]["bant"].pop("need"), "need"),
+    ("LeadQualifiedAsSQL", "expected amount without currency", _set_data("currency", None), "currency"),
+    ("LeadQualifiedAsSQL", "currency without expected amount", _set_data("amount", None), "currency"),
+    ("LeadQualifiedAsSQL", "zero expected amount", _set_data("amount", 0), "amount"),
+    ("LeadQualifiedAsSQL", "missing expected amount field", lambda e: e["data"].pop("amount"), "amount"),
     ("LeadScored", "total above 100", _set_data("total", 101), "total"),
     ("LeadRejectedBySales", "null reason", _set_data("reason", None), "reason"),
 ]

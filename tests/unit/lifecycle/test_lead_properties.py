@@ -80,6 +80,12 @@ def iso_4217(text: str | None) -> bool:
     return len(code) == 3 and code.isascii() and code.isalpha()
 
 
+def deal_ok(data: dict[str, Any]) -> bool:
+    """A deal's amount and currency as SPEC §2 bounds them."""
+    amount = data.get("amount")
+    return amount is not None and 0 < amount <= 1e12 and iso_4217(data.get("currency"))
+
+
 class Model:
     """What SPEC §2 says a lead is, and whether it accepts a trigger."""
 
@@ -113,9 +119,10 @@ class Model:
         elif trigger == "qualify_sql":
             bant = data.get("bant") or {}
             ok = all(present(bant.get(k)) for k in ("budget", "authority", "need", "timeline"))
+            if data.get("amount") is not None or present(data.get("currency")):  # an expected deal: both valid
+                ok = ok and deal_ok(data)
         elif trigger == "win":
-            amount = data.get("amount")
-            ok = amount is not None and 0 < amount <= 1e12 and iso_4217(data.get("currency"))
+            ok = deal_ok(data)
         else:
             ok = True
         return "ok" if ok else "guard"

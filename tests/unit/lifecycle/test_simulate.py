@@ -276,6 +276,29 @@ def test_keys_are_normalized_and_amounts_within_the_bound() -> None:
             assert 0 < data["amount"] <= 1e12 and data["currency"] in ("EUR", "GBP", "USD", "SGD"), m
 
 
+def test_most_sqls_state_an_expected_amount_near_the_amount_later_won() -> None:
+    sqls: list[dict[str, Any]] = []
+    last_sql: dict[str, dict[str, Any]] = {}
+    near = 0
+    for m in first_deliveries(stream(2000, 1)):
+        data = m["data"]
+        if data.get("trigger") == "qualify_sql":
+            sqls.append(data)
+            last_sql[data["email"]] = data
+            assert ("amount" in data) == ("currency" in data), m
+            if "amount" in data:
+                assert 0 < data["amount"] <= 1e12 and data["currency"] in ("EUR", "GBP", "USD", "SGD"), m
+        elif data.get("trigger") == "win":
+            expected = last_sql[data["email"]]
+            if "amount" in expected:
+                assert expected["currency"] == data["currency"], m
+                assert 0.75 * data["amount"] <= expected["amount"] <= 1.25 * data["amount"] + 50, m
+                near += 1
+    stated = sum("amount" in d for d in sqls)
+    assert 0.6 * len(sqls) < stated < len(sqls)
+    assert near > 0
+
+
 def test_until_stops_the_same_traffic_before_that_time() -> None:
     until = START + timedelta(days=40, hours=3)
     cut = list(generate(leads=300, seed=4, start=START, days=30, until=until))

@@ -415,6 +415,54 @@ def test_a_whitespace_only_bant_answer_counts_as_missing() -> None:
     assert_refused(lead, GuardFailed, lambda: fire(lead, "qualify_sql", bant={**BANT, "budget": "   "}))
 
 
+def test_qualify_sql_records_the_expected_amount_and_upper_case_currency() -> None:
+    lead = given("sal")
+    fire(lead, "qualify_sql", bant=BANT, amount=12_000.0, currency=" eur ")
+    (event,) = lead.collect_events()
+    assert isinstance(event, ev.LeadQualifiedAsSQL)
+    assert (event.bant, event.amount, event.currency) == (BANT, 12_000.0, "EUR")
+    assert lead.stage is Stage.SQL
+
+
+def test_qualify_sql_without_an_expected_amount_records_neither() -> None:
+    lead = given("sal")
+    fire(lead, "qualify_sql", bant=BANT)
+    (event,) = lead.collect_events()
+    assert isinstance(event, ev.LeadQualifiedAsSQL)
+    assert (event.amount, event.currency) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "named", "not_named"),
+    [
+        (12_000.0, None, "--currency", "--amount"),
+        (12_000.0, "  ", "--currency", "--amount"),
+        (None, "EUR", "--amount", "--currency"),
+        (0.0, "EUR", "--amount", "--currency"),
+        (-5.0, "EUR", "--amount", "--currency"),
+        (2e12, "EUR", "--amount", "--currency"),
+        (12_000.0, "euros", "--currency", "--amount"),
+    ],
+)
+def test_an_expected_amount_needs_both_a_valid_amount_and_currency(
+    amount: float | None, currency: str | None, named: str, not_named: str
+) -> None:
+    lead = given("sal")
+    error = assert_refused(
+        lead, GuardFailed, lambda: fire(lead, "qualify_sql", bant=BANT, amount=amount, currency=currency))
+    assert named in str(error)
+    assert not_named not in str(error)
+    assert "or neither" in str(error)
+
+
+def test_incomplete_bant_is_named_before_the_expected_amount() -> None:
+    lead = given("sal")
+    partial = {k: v for k, v in BANT.items() if k != "need"}
+    error = assert_refused(
+        lead, GuardFailed, lambda: fire(lead, "qualify_sql", bant=partial, amount=100.0, currency="EUR"))
+    assert "missing need" in str(error)
+
+
 # ---------------------------------------------------------------- win
 
 

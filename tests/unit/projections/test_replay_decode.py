@@ -29,8 +29,9 @@ def reference(name: str, version: int, occurred: int, recorded: int, data: dict[
     elif name in STAGE_EVENTS:
         stage = data.get("to_stage")
         owner = data.get("owner") if name == "LeadAcceptedBySales" else None
-        value = float(data["amount"]) if name == "LeadWon" and data.get("amount") is not None else None
-        currency = data.get("currency") if name == "LeadWon" else None
+        deal = name in ("LeadWon", "LeadQualifiedAsSQL")  # the won or the expected amount
+        value = float(data["amount"]) if deal and data.get("amount") is not None else None
+        currency = data.get("currency") if deal else None
         source = ("override" if data.get("override") else "external") if name == "LeadQualifiedAsMQL" else None
         reason = data.get("reason") if name in ("LeadLost", "LeadDisqualified", "LeadRecycled",
                                                 "LeadRejectedBySales") else None

@@ -121,7 +121,7 @@ def _one_of_each() -> list[LeadEvent]:
     lead.transition("qualify_mql", mql_threshold=THRESHOLD, **at())
     lead.assign(owner="sam", **at())
     lead.transition("accept", mql_threshold=THRESHOLD, **at())
-    lead.transition("qualify_sql", bant=bant, mql_threshold=THRESHOLD, **at())
+    lead.transition("qualify_sql", bant=bant, amount=1000.0, currency="chf", mql_threshold=THRESHOLD, **at())
     lead.transition("win", amount=999.99, currency="chf", mql_threshold=THRESHOLD, **at())
     lead.set_consent(given=False, **at())
     lead.set_consent(given=True, purpose="product news", **at())
@@ -235,3 +235,12 @@ def test_a_currency_that_is_not_a_3_letter_code_is_refused() -> None:
 
 def test_a_padded_lower_case_currency_is_accepted_and_valid() -> None:
     _expect(_won_ready_lead(), "win", None, amount=100.0, currency=" usd ")
+
+
+def test_an_sql_with_an_expected_amount_is_accepted_and_valid() -> None:
+    _expect(_sql_lead(), "qualify_sql", None, bant=BANT, amount=12_000.0, currency=" eur ")
+
+
+def test_an_sql_with_an_amount_but_no_currency_is_refused() -> None:
+    _expect(_sql_lead(), "qualify_sql", (GuardFailed, "a 3-letter ISO 4217 currency code"), bant=BANT,
+            amount=12_000.0)

@@ -57,3 +57,15 @@ def test_the_published_transition_schema_names_exactly_the_stage_tables_triggers
     # the file is a contract upstream senders read: a new row of the stage table goes here too
     trigger = load_schema("inbound/transition.v1.json")["properties"]["trigger"]
     assert trigger["enum"] == list(TRIGGERS)
+
+
+def test_a_qualify_sql_message_passes_its_expected_amount_and_currency() -> None:
+    bant = {"budget": "50k", "authority": "CFO", "need": "reporting", "timeline": "Q3"}
+    command = decode(message(type="leadledger.inbound.transition.v1", data={
+        "email": "ada@example.com", "trigger": "qualify_sql", "bant": bant, "amount": 12000, "currency": "eur"}))
+    assert isinstance(command, cmd.Transition)
+    assert (command.trigger, command.bant, command.amount, command.currency) == ("qualify_sql", bant, 12000.0, "eur")
+    without = decode(message(type="leadledger.inbound.transition.v1", data={
+        "email": "ada@example.com", "trigger": "qualify_sql", "bant": bant}))
+    assert isinstance(without, cmd.Transition)
+    assert (without.amount, without.currency) == (None, None)
