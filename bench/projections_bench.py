@@ -126,6 +126,8 @@ def analyst_suite(analytics: Analytics, mid: datetime, month: tuple[datetime, da
         "reasons --stage lost --by owner": lambda: analytics.reasons(Query(stage="lost", by="owner")),
         "reasons --stage recycled --by channel --from/--to (30 d)": lambda: analytics.reasons(
             Query(stage="recycled", by="channel", from_=month[0], to=month[1])),
+        "pipeline (by owner, now)": lambda: analytics.pipeline(Query(by="owner")),
+        "pipeline --by channel --as-of (mid)": lambda: analytics.pipeline(Query(by="channel", as_of=mid)),
         "plan --by channel (lookback 180 d before mid)": lambda: analytics.plan(PlanQuery(
             revenue=1_000_000, start=month[1], end=month[1] + timedelta(days=91), by="channel", as_of=mid)),
     }

@@ -23,7 +23,9 @@ ENTRIES = Table(
      ("prev_at", "int"), ("captured_at", "int"), ("channel", "text"), ("campaign", "text"), ("owner", "text")),
     key=("lead_no", "version"),
     # per stage: first entries (prev_at NULL) in one index range, grouped in index order
-    indexes=(("stage", "prev_at", "channel", "campaign", "captured_at", "entered_at", "owner"),),
+    indexes=(("stage", "prev_at", "channel", "campaign", "captured_at", "entered_at", "owner"),
+             # --by owner: first entries grouped in owner order
+             ("stage", "prev_at", "owner", "captured_at", "entered_at")),
 )
 #: what `--by` can group the funnel by: the capture's channel or campaign, or the owner at the stage entry
 BYS = ("channel", "campaign", "owner")
