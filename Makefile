@@ -79,8 +79,18 @@ demo: $(RUNTIME)
 	LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= $(BIN)/leadledger operate --once --now 2026-06-04T00:00:00Z
 	LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= COLUMNS=150 $(BIN)/leadledger score explain ada@northwind-demo.example --at 2026-06-03T11:00:00Z
 	@LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= COLUMNS=150 $(BIN)/leadledger history ada@northwind-demo.example
-	@echo "== the HTML report (one self-contained page with charts)"
-	@LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= $(BIN)/leadledger report --html $(DEMO_HOME)/report.html
+	@echo "== the trend: leads per month, and March against February (the differences in the last table)"
+	@LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= COLUMNS=150 $(BIN)/leadledger funnel --interval month
+	@LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= COLUMNS=150 $(BIN)/leadledger funnel --from 2026-03-01 --to 2026-04-01 --compare-to previous
+	@echo "== why were leads lost, and what is open per owner now?"
+	@LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= COLUMNS=150 $(BIN)/leadledger reasons --stage lost
+	@LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= COLUMNS=150 $(BIN)/leadledger pipeline
+	@echo "== what would 1.5 million EUR in Q3 take, from the first half's own conversion? (plan; as CSV: --format csv)"
+	@LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= COLUMNS=170 $(BIN)/leadledger plan --revenue 1500000 \
+	  --period 2026-07-01..2026-10-01 --by channel --as-of 2026-07-01
+	@echo "== the HTML report as of the end of June (one self-contained page with charts, the trend and that plan)"
+	@LEADLEDGER_HOME=$(DEMO_HOME) LEADLEDGER_POSTGRES_DSN= $(BIN)/leadledger report --html $(DEMO_HOME)/report.html --as-of 2026-07-01 \
+	  --plan-revenue 1500000 --plan-period 2026-07-01..2026-10-01
 	@echo "   open it in a browser; 'make report-png' renders it to $(DEMO_HOME)/report.png;"
 	@echo "   'LEADLEDGER_HOME=$(DEMO_HOME) $(BIN)/leadledger serve' serves the same queries as JSON on 127.0.0.1:8000"
 

@@ -76,7 +76,7 @@ def render_plan(result: dict[str, Any]) -> None:
     for code, amount in result["unconverted"].items():
         click.echo(f"not converted (no {code} rate on the won date): {_num(amount, 2)} {code}")
     c = result["capacity"]
-    if c["why"] and c["sal_capacity"] is None and not c["reps"]:
+    if c["why"] and c["sal_capacity"] is None and not result["reps"]:
         click.echo(f"capacity: {c['why']}")
         return
     line = (f"capacity (policy v{c['policy_version']}): " if c["policy_version"] else "capacity (policy file): ")

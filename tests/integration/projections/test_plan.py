@@ -158,6 +158,10 @@ def test_plan_by_hand(ledger: Settings, tmp_path: Path) -> None:
     assert c["sal_capacity_per_working_day"] == pytest.approx(190.481667865 / 65)
     assert (c["fits"], c["why"]) == (True, None)
 
+    table = cli(ledger, *PLAN, "--by", "channel").decode()  # the human table says the same
+    assert "60 (34–136)" in table and "2026-09-21" in table and "fits (26.2 % used)" in table
+    assert "email: not planned, none of the 2 leads" in table and "no USD rate" in table
+
     (tmp_path / "small.toml").write_text(POLICY.replace("CAP", "2"))  # a draft policy: a fifth of the capacity
     small = ask(ledger, *PLAN, "--by", "channel", "--policy", str(tmp_path / "small.toml"))["capacity"]
     assert small["policy_version"] is None and small["fits"] is False
