@@ -126,6 +126,11 @@ bench: $(DEV)
 	$(BIN)/python -m bench.http_bench
 	$(BIN)/python -m bench.operate_bench --record
 
+# Ten million events on one machine (hours: builds ~1.2M leads per backend once, kept in bench-scale-stores/).
+.PHONY: bench-scale
+bench-scale: $(DEV)
+	$(BIN)/python -m bench.scale --keep bench-scale-stores
+
 clean:
 	rm -rf $(VENV) $(DEMO_HOME) .pytest_cache .mypy_cache .ruff_cache
 
