@@ -28,9 +28,9 @@ from schemas.facts import Fact, pack
 #: A test hook called at each step; raising there simulates a crash.
 Fault = Callable[[str], None]
 
-#: A replay folds, sends and writes the leads numbered [k·chunk + 1, (k+1)·chunk] together: at most
-#: this many, and few enough for some 30 chunks (the first chunk's fold is not overlapped)
-REPLAY_CHUNK = 4000
+#: A replay reads, folds and writes the leads numbered [k·chunk + 1, (k+1)·chunk] together: at most
+#: this many (what bounds its memory), and few enough for some 30 chunks in a small store
+REPLAY_CHUNK = 500
 #: Processes that read, decode and fold a replay (SQLite store, fork available); this one writes.
 REPLAY_WORKERS = 2
 #: Once they fold, the workers yield the CPU to the writer, the bottleneck from then on.

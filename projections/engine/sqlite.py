@@ -14,7 +14,7 @@ from projections.engine.db import ReadModelDB
 
 READMODELS_DB = "readmodels.sqlite"
 CACHE_KIB = -262144  # SQLite page cache: 256 MiB
-BULK_CACHE_KIB = -65536  # while a replay builds new tables chunk by chunk: 64 MiB
+BULK_CACHE_KIB = -32768  # while a replay builds new tables chunk by chunk: 32 MiB
 
 
 class SQLiteReadModelDB(ReadModelDB):
