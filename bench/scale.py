@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 import orjson
 
+from bench.projections_bench import DUCK_VELOCITY, latencies
 from bench.record import Lines, append_results
 from leadledger.bootstrap import bootstrap, open_read_models
 from lifecycle.audit import export_envelopes
@@ -132,17 +133,6 @@ def replay(backend: Backend, say: Callable[[str], None]) -> None:
 # ---------------------------------------------------------------- our queries
 
 
-def percentiles(call: Callable[[], Any], runs: int) -> tuple[float, float, Any]:
-    result = call()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        result = call()
-        times.append((time.perf_counter() - t) * 1000)
-    times.sort()
-    return statistics.median(times), times[max(0, -(-99 * len(times) // 100) - 1)], result
-
-
 @dataclass(frozen=True)
 class Question:
     """One question: our query, the HTTP request for it, and DuckDB's SQL with its parameters."""
@@ -201,22 +191,6 @@ DUCK_DRILL = _VISIBLE + """
 SELECT e.lid, min(e.ts) AS entered FROM vis e JOIN caps c USING (lid)
 WHERE e.to_stage = $3 AND c.channel = $4 GROUP BY e.lid ORDER BY entered, e.lid LIMIT 50
 """
-DUCK_VELOCITY = """
-WITH changes AS (
-  SELECT lid, to_stage, ts, LEAD(ts) OVER (PARTITION BY lid ORDER BY ts, v) AS left_ts
-  FROM ev WHERE to_stage IS NOT NULL),
-stays AS (SELECT to_stage, epoch_us(left_ts) - epoch_us(ts) AS us FROM changes WHERE left_ts IS NOT NULL),
-captures AS (SELECT lid, MIN(epoch_us(ts)) AS cap FROM ev WHERE name = 'LeadCaptured' GROUP BY lid),
-firsts AS (
-  SELECT c.to_stage, MIN(epoch_us(c.ts)) - MIN(k.cap) AS us
-  FROM changes c JOIN captures k ON k.lid = c.lid
-  WHERE c.to_stage IN ('mql', 'sal', 'sql', 'won') GROUP BY c.lid, c.to_stage)
-SELECT 'time_in_stage', to_stage, COUNT(*), AVG(us) / 1e6, quantile_disc(us, 0.5) / 1e6, quantile_disc(us, 0.9) / 1e6
-FROM stays GROUP BY 2
-UNION ALL
-SELECT 'time_to_stage', to_stage, COUNT(*), AVG(us) / 1e6, quantile_disc(us, 0.5) / 1e6, quantile_disc(us, 0.9) / 1e6
-FROM firsts GROUP BY 2
-"""
 DUCK_LOAD = """
 CREATE TABLE ev AS
 SELECT replace(subject, '-', '') AS lid, sequence AS v, split_part(type, '.', 3) AS name,
@@ -236,7 +210,7 @@ def same(path: str, answer: dict[str, Any], rows: list[tuple[Any, ...]]) -> bool
     if path == "/velocity":
         group = answer["groups"][0]
         for kind, stage, count, mean, p50, p90 in rows:
-            mine = group[kind][stage]
+            mine = group["time_in_stage" if kind == "in" else "time_to_stage"][stage]
             if (mine["count"], mine["p50_s"], mine["p90_s"]) != (count, p50, p90) or abs(mine["mean_s"] - mean) > 1e-3:
                 return False
         return True
@@ -308,7 +282,7 @@ def bench_backend(backend: Backend, args: argparse.Namespace, say: Callable[[str
 
         def call(ask: Callable[[Query], dict[str, Any]] = ask, q: Question = q) -> dict[str, Any]:
             return ask(q.query)
-        ours[q.name] = percentiles(call, args.runs)
+        ours[q.name] = latencies(call, args.runs)
     analytics.close()
 
     http: dict[str, tuple[float, float]] = {}
@@ -318,7 +292,7 @@ def bench_backend(backend: Backend, args: argparse.Namespace, say: Callable[[str
                 response = client.get(q.path, params=q.params)
                 response.raise_for_status()
                 return response.json()
-            p50, p99, _ = percentiles(get, args.runs)
+            p50, p99, _ = latencies(get, args.runs)
             http[q.name] = (p50, p99)
 
     import duckdb

@@ -216,7 +216,8 @@ class Analytics:
             policy, version = (published.policy, published.version) if published else (None, None)
         cohort = Query(by=q.by, from_=_dt(w.history_from), to=_dt(w.as_of), as_of=_dt(w.as_of))
         groups = self.funnel(cohort)["groups"]
-        names = {**self._tables(check(cohort), BY_NAME["attribution"]), **self._tables(check(cohort), BY_NAME["velocity"])}
+        # the funnel above caught the read models up; a plan has no known-at, so these are the live tables
+        names = {t.name: self.db.name(t.name) for t in (*BY_NAME["attribution"].tables, *BY_NAME["velocity"].tables)}
         firsts = names[velocity.FIRSTS.name]
         wins = self.db.query(*plan.wins_sql(w, names[attribution.CREDITS.name], firsts))
         times = self.db.query(*plan.time_to_won_sql(w, firsts))

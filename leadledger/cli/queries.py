@@ -310,27 +310,6 @@ def render_drill(result: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- trends and comparisons
 
 
-class CompareParam(click.ParamType):
-    """`previous`, or the other window as FROM..TO (dates or times, as --from/--to)."""
-
-    name = "previous|FROM..TO"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
-        if isinstance(value, tuple) or value == "previous":
-            return value
-        text = str(value)
-        if text.strip().lower() == "previous":
-            return "previous"
-        if ".." not in text:
-            self.fail(f"{text!r}: give previous, or the other window as FROM..TO (e.g. 2026-01-01..2026-04-01)",
-                      param, ctx)
-        start, _, end = text.partition("..")
-        return TIME.convert(start.strip(), param, ctx), TIME.convert(end.strip(), param, ctx)
-
-
-COMPARE = CompareParam()
-
-
 class PeriodParam(click.ParamType):
     """FROM..TO: two dates or times, as --from/--to take them."""
 
@@ -347,6 +326,28 @@ class PeriodParam(click.ParamType):
 
 
 PERIOD = PeriodParam()
+
+
+class CompareParam(click.ParamType):
+    """`previous`, or the other window as FROM..TO (dates or times, as --from/--to)."""
+
+    name = "previous|FROM..TO"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple) or value == "previous":
+            return value
+        text = str(value)
+        if text.strip().lower() == "previous":
+            return "previous"
+        if ".." not in text:
+            self.fail(f"{text!r}: give previous, or the other window as FROM..TO (e.g. 2026-01-01..2026-04-01)",
+                      param, ctx)
+        return PERIOD.convert(text, param, ctx)
+
+
+COMPARE = CompareParam()
+
+
 
 
 def compare_option(func: F) -> F:

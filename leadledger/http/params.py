@@ -69,8 +69,10 @@ IntervalParam = Annotated[Interval | None, Param(
                 "otherwise).",
 )]
 #: `previous` or two times joined by `..`
-COMPARE_PATTERN = "^(previous|" + time_pattern(plus="+ ").removeprefix("^").removesuffix("$") + r"\.\." + \
-    time_pattern(plus="+ ").removeprefix("^").removesuffix("$") + ")$"
+#: two times joined by `..` (a window), without anchors
+_WINDOW = time_pattern(plus="+ ").removeprefix("^").removesuffix("$") + r"\.\." + \
+    time_pattern(plus="+ ").removeprefix("^").removesuffix("$")
+COMPARE_PATTERN = "^(previous|" + _WINDOW + ")$"
 _COMPARE = re.compile(COMPARE_PATTERN.removesuffix("$") + r"\Z")
 CompareToParam = Annotated[str | None, Param(
     description="Also answer for another window, in `compare`, and this window minus that one in `difference`: "
@@ -81,8 +83,7 @@ CompareToParam = Annotated[str | None, Param(
     json_schema_extra={"pattern": COMPARE_PATTERN, "examples": ["2026-01-01..2026-04-01"]},
 )]
 #: two times joined by `..`
-PERIOD_PATTERN = "^" + time_pattern(plus="+ ").removeprefix("^").removesuffix("$") + r"\.\." + \
-    time_pattern(plus="+ ").removeprefix("^").removesuffix("$") + "$"
+PERIOD_PATTERN = "^" + _WINDOW + "$"
 PeriodParam = Annotated[str, Param(
     description="The period the revenue is for: FROM..TO, two dates or times as for `from` (TO exclusive, after "
                 "FROM, at most 3,653 days later).",
@@ -100,13 +101,13 @@ MixParam = Annotated[str | None, Param(
                 "group's share of the won revenue.")]
 
 
-def parse_period(value: str) -> tuple[datetime, datetime]:
-    """FROM..TO as two parsed times."""
+def parse_period(value: str, name: str = "period") -> tuple[datetime, datetime]:
+    """FROM..TO as two parsed times (errors name the parameter `name`)."""
     start, sep, end = value.partition("..")
     if not sep:
-        raise ParameterError(f"period: {value!r} is not FROM..TO (two dates or RFC 3339 times joined by two dots, "
+        raise ParameterError(f"{name}: {value!r} is not FROM..TO (two dates or RFC 3339 times joined by two dots, "
                              "e.g. 2026-07-01..2026-10-01)")
-    a, b = parse_time(start, "period"), parse_time(end, "period")
+    a, b = parse_time(start, name), parse_time(end, name)
     assert a is not None and b is not None
     return a, b
 
@@ -251,10 +252,7 @@ def parse_compare(value: str | None) -> str | tuple[datetime, datetime] | None:
     if _COMPARE.fullmatch(value) is None:
         raise ParameterError(f"compare_to: {value!r} is neither previous nor FROM..TO (two dates or RFC 3339 "
                              "times joined by two dots, e.g. 2026-01-01..2026-04-01)")
-    start, _, end = value.partition("..")
-    a, b = parse_time(start, "compare_to"), parse_time(end, "compare_to")
-    assert a is not None and b is not None
-    return a, b
+    return parse_period(value, "compare_to")
 
 
 def build_query(*, from_: str | None = None, to: str | None = None, as_of: str | None = None,
