@@ -30,7 +30,7 @@ from lifecycle.operate import OperateReport, OperatorRunner
 from tests.support.cli import cli_env
 from tests.support.env import sqlite_settings
 from tests.support.kafka_inbound import kafka_env
-from tests.support.kafka_projection import all_rows, publish_events
+from tests.support.kafka_projection import all_rows, end_offsets, publish_events
 
 MONDAY, NOW = op.MONDAY, op.NOW
 DAY2 = MONDAY + timedelta(days=1, hours=3)
@@ -101,7 +101,9 @@ def test_kafka_decides_what_the_store_decides(app: LeadLedger, twin: LeadLedger,
         assert sum(first.decisions.values()) > 0
         state = _state(app)
         assert state["source"] == "kafka" and state["topic"] == kafka_settings.events_topic
-        assert set(state["offsets"]) == {"0", "1", "2"} and state["position"] == first.position
+        # a checkpoint per partition that holds records (lead ids are random: a partition may hold none)
+        filled = {str(p) for p, end in end_offsets(kafka_settings).items() if end > 0}
+        assert filled and set(state["offsets"]) == filled and state["position"] == first.position
         for ledger in (app, twin):
             _second_wave(ledger)
         _relay(app, kafka_settings)  # the first step's decisions and the new events
