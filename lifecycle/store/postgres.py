@@ -211,6 +211,44 @@ class PostgresLeadRecorder(PostgresApplicationRecorder):
         """None: the log is read through the store's own connections only."""
         return None
 
+    def select_firsts(self, head: int, after: int, limit: int) -> list[tuple[int, str]]:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(
+                SQL(
+                    "SELECT notification_id, originator_id FROM {} WHERE notification_id > %s "
+                    "AND notification_id <= %s AND originator_version = 1 ORDER BY notification_id LIMIT %s"
+                ).format(self._events),
+                (after, head, limit),
+            )
+            return [(r["notification_id"], r["originator_id"].hex) for r in curs.fetchall()]
+
+    def select_leads_log(self, lead_ids: Sequence[str], head: int) -> list[LogRow]:
+        if not lead_ids:
+            return []
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(
+                SQL(
+                    "SELECT notification_id, originator_id, originator_version, state FROM {} "
+                    "WHERE originator_id = ANY(%s) AND notification_id <= %s ORDER BY notification_id"
+                ).format(self._events),
+                ([UUID(hex=lead) for lead in lead_ids], head),
+            )
+            return [(r["notification_id"], r["originator_id"].hex, r["originator_version"], bytes(r["state"]))
+                    for r in curs.fetchall()]
+
+    def count_log(self, head: int) -> tuple[int, int]:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(
+                SQL(
+                    "SELECT COUNT(*) AS events, COUNT(*) FILTER (WHERE originator_version = 1) AS leads "
+                    "FROM {} WHERE notification_id <= %s"
+                ).format(self._events),
+                (head,),
+            )
+            row = curs.fetchone()
+            assert row is not None  # an aggregate always gives one row
+            return int(row["events"]), int(row["leads"])
+
     def select_streams(self, lead_ids: Iterable[UUID]) -> dict[UUID, list[tuple[int, bytes]]]:
         ids = list(lead_ids)
         streams: dict[UUID, list[tuple[int, bytes]]] = {}

@@ -3,7 +3,7 @@ and read the raw event log (audits, the relay, the projections). Nothing above i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import cast
@@ -208,6 +208,19 @@ class LeadStore:
             yield [row for row in rows
                    if row[0] <= head and (lo is None or row[1] >= lo) and (hi is None or row[1] < hi)]
             after = rows[-1][0]
+
+    def firsts(self, head: int, after: int, limit: int) -> list[tuple[int, str]]:
+        """Up to `limit` leads' first events (notification id, lead id) after notification id
+        `after` and at or before `head`, in notification order: the leads in order of appearance."""
+        return self.recorder.select_firsts(head, after, limit)
+
+    def leads_log(self, lead_ids: Sequence[str], head: int) -> list[LogRow]:
+        """Every row of the leads `lead_ids` at or before `head`, in notification order."""
+        return self.recorder.select_leads_log(lead_ids, head)
+
+    def count_log(self, head: int) -> tuple[int, int]:
+        """(rows, leads' first events) at or before `head`."""
+        return self.recorder.count_log(head)
 
     # ---- writing --------------------------------------------------------------
 
