@@ -197,6 +197,11 @@ class PostgresLeadRecorder(PostgresApplicationRecorder):
 
     def select_raw(self, after: int, limit: int) -> list[RawRow]:
         with self.datastore.transaction(commit=False) as curs:
+            # a few thousand rows through the primary key: a parallel plan or JIT compilation would
+            # cost more than the query, and before the table has statistics (fresh from a bulk load)
+            # the planner would scan all of it
+            curs.execute("SET LOCAL jit = off; SET LOCAL max_parallel_workers_per_gather = 0; "
+                         "SET LOCAL enable_seqscan = off")
             curs.execute(
                 SQL(
                     "SELECT notification_id, originator_id, originator_version, state FROM {} "
@@ -231,6 +236,11 @@ class PostgresLeadRecorder(PostgresApplicationRecorder):
         if not lead_ids:
             return []
         with self.datastore.transaction(commit=False) as curs:
+            # a few thousand rows through the primary key: a parallel plan or JIT compilation would
+            # cost more than the query, and before the table has statistics (fresh from a bulk load)
+            # the planner would scan all of it
+            curs.execute("SET LOCAL jit = off; SET LOCAL max_parallel_workers_per_gather = 0; "
+                         "SET LOCAL enable_seqscan = off")
             curs.execute(
                 SQL(
                     "SELECT notification_id, originator_id, originator_version, state FROM {} "
@@ -240,6 +250,23 @@ class PostgresLeadRecorder(PostgresApplicationRecorder):
             )
             return [(r["notification_id"], r["originator_id"].hex, r["originator_version"], bytes(r["state"]))
                     for r in curs.fetchall()]
+
+    def prepare_lead_reads(self) -> None:
+        """ANALYZE the events table when it has no statistics or they are stale (a tenth of its rows
+        changed since, autovacuum's own rule): fresh from a bulk load it has none, and the planner
+        then takes a chunk of leads for a third of the table and reads it all (a second a chunk)."""
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                "SELECT last_analyze IS NULL AND last_autoanalyze IS NULL AS never, n_mod_since_analyze AS changed, "
+                "n_live_tup AS live "
+                "FROM pg_stat_user_tables WHERE schemaname = %s AND relname = %s",
+                (self.datastore.schema, self.events_table_name),
+            )
+            found = curs.fetchone()
+            if found is None:
+                return
+            if found["never"] or found["changed"] > max(1000, found["live"] // 10):
+                curs.execute(SQL("ANALYZE {}").format(self._events))
 
     def count_log(self, head: int) -> tuple[int, int]:
         with self.datastore.transaction(commit=False) as curs:

@@ -218,6 +218,11 @@ class LeadStore:
         """Every row of the leads `lead_ids` at or before `head`, in notification order."""
         return self.recorder.select_leads_log(lead_ids, head)
 
+    def prepare_lead_reads(self) -> None:
+        """Before reading the whole store a chunk of leads at a time (a replay): PostgreSQL gets
+        the planner statistics those reads need."""
+        self.recorder.prepare_lead_reads()
+
     def count_log(self, head: int) -> tuple[int, int]:
         """(rows, leads' first events) at or before `head`."""
         return self.recorder.count_log(head)

@@ -167,7 +167,8 @@ class EmbeddedSource:
         return self.store.firsts(head, after, limit)
 
     def count(self, head: int) -> tuple[int, int]:
-        """(events, leads) at or before `head`."""
+        """(events, leads) at or before `head`; the store is made ready to be read by lead."""
+        self.store.prepare_lead_reads()
         return self.store.count_log(head)
 
     @contextmanager
