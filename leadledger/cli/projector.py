@@ -117,7 +117,7 @@ def project(ctx: Context, batch_size: int, poll_interval: float, log_every: floa
 @click.option("--projection", "names", multiple=True,
               help=f"Rebuild only this read model (repeatable): {', '.join(BY_NAME)}.")
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
-              help="Processes that read, decode and fold the store (SQLite store; default 2, 1: none).")
+              help="Processes that read, decode and fold the store (default 2; 1: none, this process reads and folds too).")
 @click.option("--batch-size", type=click.IntRange(1, 1_000_000), default=None, hidden=True,
               help="Ignored: a full replay folds each lead once (kept for old scripts).")
 @json_option

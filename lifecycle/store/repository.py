@@ -19,6 +19,7 @@ from lifecycle.store.sqlite import (
     AppliedRow,
     EmailRow,
     InboundRow,
+    LeadLog,
     LeadRange,
     LeadRecorder,
     LogFile,
@@ -180,6 +181,11 @@ class LeadStore:
         """The log's SQLite file, which other processes (forked ones too) may open; None when
         only this store's connections can read it (PostgreSQL, SQLite in memory)."""
         return self.recorder.log_file()
+
+    def lead_log(self) -> LeadLog | None:
+        """The log as any process (a forked one too) may read whole leads of on a connection of
+        its own (a SQLite file, a PostgreSQL table); None for SQLite in memory."""
+        return self.recorder.lead_log()
 
     def split(self, head: int, parts: int) -> list[LeadRange]:
         """Lead-id ranges with about the same number of events at or before `head` each (at most

@@ -92,6 +92,7 @@ class LeadRecorder(Protocol):
     def count_log(self, head: int) -> tuple[int, int]: ...
     def prepare_lead_reads(self) -> None: ...
     def log_file(self) -> LogFile | None: ...
+    def lead_log(self) -> LeadLog | None: ...
     def wrapped_keys(self, lead_ids: Iterable[UUID]) -> dict[UUID, bytes]: ...
     def seen_messages(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]: ...
     def message_outcomes(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], MessageOutcome]: ...
@@ -174,6 +175,22 @@ def select_leads_log(execute: Callable[[str, Sequence[Any]], Any], table: str, l
         rows += execute(_leads_log(table, len(part)), [*part, head]).fetchall()
     rows.sort()
     return rows
+
+
+class LeadLogReader(Protocol):
+    """Reads of whole leads on a connection of its own (a replay's worker); close it (or use `with`)."""
+
+    def __enter__(self) -> LeadLogReader: ...
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
+    def firsts(self, head: int, after: int, limit: int) -> list[tuple[int, str]]: ...
+    def leads_log(self, lead_ids: Sequence[str], head: int) -> list[LogRow]: ...
+
+
+class LeadLog(Protocol):
+    """A store's log that any process (a forked one too) may read whole leads of."""
+
+    def open(self) -> LeadLogReader: ...
 
 
 @dataclass(frozen=True)
@@ -432,6 +449,10 @@ class SQLiteLeadRecorder(SQLiteApplicationRecorder):
         if ":memory:" in name or "mode=memory" in name:
             return None
         return LogFile(name, self.events_table_name)
+
+    def lead_log(self) -> LeadLog | None:
+        """The store's file (read-only connections), or None when it lives in memory."""
+        return self.log_file()
 
     def select_streams(self, lead_ids: Iterable[UUID]) -> dict[UUID, list[tuple[int, bytes]]]:
         """Every event (version, state) of many leads in one round trip per 500 ids."""

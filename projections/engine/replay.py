@@ -102,7 +102,7 @@ class Replay:
         head = source.head()
         events, leads = source.count(head)
         chunk = _chunk_size(leads)
-        forked = workers > 1 and source.scan_in_child and can_fork()
+        forked = workers > 1 and source.leads_in_child and can_fork()
         collecting = gc.isenabled()
         gc.disable()  # millions of small acyclic objects: the collector would only re-scan them
         try:

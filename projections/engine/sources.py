@@ -171,15 +171,21 @@ class EmbeddedSource:
         self.store.prepare_lead_reads()
         return self.store.count_log(head)
 
+    @property
+    def leads_in_child(self) -> bool:
+        """`reader` opens a connection of its own, so a forked process may read whole leads
+        (a SQLite file store, a PostgreSQL store)."""
+        return self.store.lead_log() is not None
+
     @contextmanager
     def reader(self) -> Iterator[LeadsReader]:
-        """Reads of whole leads for a replay; on a connection of its own for a SQLite file store,
-        so a forked process may use it."""
-        log_file = self.store.log_file()
-        if log_file is None:
+        """Reads of whole leads for a replay; on a connection of its own where the store allows
+        one (`leads_in_child`), so a forked process may use it."""
+        lead_log = self.store.lead_log()
+        if lead_log is None:
             yield self.store
             return
-        with log_file.open() as reader:
+        with lead_log.open() as reader:
             yield reader
 
 
