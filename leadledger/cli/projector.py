@@ -117,7 +117,7 @@ def project(ctx: Context, batch_size: int, poll_interval: float, log_every: floa
 @click.option("--projection", "names", multiple=True,
               help=f"Rebuild only this read model (repeatable): {', '.join(BY_NAME)}.")
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
-              help="Processes that read, decode and fold the store (SQLite store; default 2, 1: none).")
+              help="Processes that read, decode and fold the store (default 2; 1: none, this process reads and folds too).")
 @click.option("--batch-size", type=click.IntRange(1, 1_000_000), default=None, hidden=True,
               help="Ignored: a full replay folds each lead once (kept for old scripts).")
 @json_option
@@ -126,9 +126,10 @@ def replay(ctx: Context, names: tuple[str, ...], workers: int | None, batch_size
            as_json: bool) -> None:
     """Drop and rebuild read models from zero (all, or --projection NAME), with a progress bar.
 
-    A full replay reads the store up to its head when the replay starts and commits every
-    read model with that position as the checkpoint in ONE transaction: interrupted, it leaves
-    the read models as they were; events stored meanwhile are picked up by the next catch-up."""
+    A full replay reads the store up to its head when the replay starts, builds every read
+    model anew beside the live ones (which `project` and queries go on using), then swaps them
+    in at once with that position as the checkpoint: interrupted, it leaves the read models as
+    they were; events stored meanwhile are picked up by the next catch-up."""
     unknown = [n for n in names if n not in BY_NAME]
     if unknown:
         fail(f"unknown projection {', '.join(unknown)}; known: {', '.join(BY_NAME)}", 2)

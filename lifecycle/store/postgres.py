@@ -6,13 +6,15 @@ Imported only when LEADLEDGER_POSTGRES_DSN is set (see lifecycle/store/sqlite.py
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 from uuid import UUID
 
 import psycopg
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
-from psycopg.sql import SQL, Identifier
+from psycopg.sql import SQL, Composable, Identifier
 
 from lifecycle.store.sqlite import (
     APPLIED,
@@ -26,6 +28,82 @@ from lifecycle.store.sqlite import (
     OperatorRow,
     RawRow,
 )
+
+
+def _firsts(curs: Any, events: Composable, head: int, after: int, limit: int) -> list[tuple[int, str]]:
+    """Leads' first events after `after` up to `head`, in log order (the partial index's range)."""
+    curs.execute(
+        SQL(
+            "SELECT notification_id, originator_id FROM {} WHERE notification_id > %s "
+            "AND notification_id <= %s AND originator_version = 1 ORDER BY notification_id LIMIT %s"
+        ).format(events),
+        (after, head, limit),
+    )
+    return [(_col(r, 0, "notification_id"), _col(r, 1, "originator_id").hex) for r in curs.fetchall()]
+
+
+def _leads_log(curs: Any, events: Composable, lead_ids: Sequence[str], head: int) -> list[LogRow]:
+    """Every row of `lead_ids` at or before `head`, in notification order."""
+    if not lead_ids:
+        return []
+    # a few thousand rows through the primary key: a parallel plan or JIT compilation would cost
+    # more than the query, and before the table has statistics the planner would scan all of it;
+    # binary results carry the states as they are (text would hex them, both ends paying)
+    curs.execute("SET LOCAL jit = off; SET LOCAL max_parallel_workers_per_gather = 0; "
+                 "SET LOCAL enable_seqscan = off")
+    curs.execute(
+        SQL(
+            "SELECT notification_id, originator_id, originator_version, state FROM {} "
+            "WHERE originator_id = ANY(%s) AND notification_id <= %s ORDER BY notification_id"
+        ).format(events),
+        ([UUID(hex=lead) for lead in lead_ids], head),
+        binary=True,
+    )
+    return [(_col(r, 0, "notification_id"), _col(r, 1, "originator_id").hex, _col(r, 2, "originator_version"),
+             bytes(_col(r, 3, "state"))) for r in curs.fetchall()]
+
+
+def _col(row: Any, i: int, name: str) -> Any:
+    """A column of a dict row (the library's connections) or a tuple row (our own)."""
+    return row[name] if isinstance(row, dict) else row[i]
+
+
+@dataclass(frozen=True)
+class PgLeadLog:
+    """A PostgreSQL store's events table, which any process (a forked one too) may read whole
+    leads of on a connection it opens itself (never one inherited from its parent)."""
+
+    params: dict[str, Any]
+    schema: str
+    table: str
+
+    def open(self) -> PgLeadLogReader:
+        return PgLeadLogReader(self)
+
+
+class PgLeadLogReader:
+    """Reads of a `PgLeadLog` on one connection of its own; close it (or use `with`)."""
+
+    def __init__(self, log: PgLeadLog) -> None:
+        self._conn = psycopg.connect(**log.params)
+        self._events = SQL("{}.{}").format(Identifier(log.schema), Identifier(log.table))
+
+    def __enter__(self) -> PgLeadLogReader:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def firsts(self, head: int, after: int, limit: int) -> list[tuple[int, str]]:
+        with self._conn.transaction(), self._conn.cursor() as curs:
+            return _firsts(curs, self._events, head, after, limit)
+
+    def leads_log(self, lead_ids: Sequence[str], head: int) -> list[LogRow]:
+        with self._conn.transaction(), self._conn.cursor() as curs:
+            return _leads_log(curs, self._events, lead_ids, head)
 
 
 class PostgresLeadRecorder(PostgresApplicationRecorder):
@@ -68,6 +146,11 @@ class PostgresLeadRecorder(PostgresApplicationRecorder):
                 ).format(self._operator),
             SQL("CREATE TABLE IF NOT EXISTS {} (version bigint PRIMARY KEY, body bytea NOT NULL)").format(
                 self._policy
+            ),
+            # every lead's first event in log order: replay walks the leads through it a chunk at a time
+            # (without it PostgreSQL bitmap-scans the rest of the log for every chunk)
+            SQL("CREATE INDEX IF NOT EXISTS {} ON {} (notification_id) WHERE originator_version = 1").format(
+                Identifier(f"{self.events_table_name}_firsts"), self._events
             ),
         ]
 
@@ -192,12 +275,16 @@ class PostgresLeadRecorder(PostgresApplicationRecorder):
 
     def select_raw(self, after: int, limit: int) -> list[RawRow]:
         with self.datastore.transaction(commit=False) as curs:
+            # a batch in log order along the notification id's index: JIT compilation would cost
+            # more than the query; binary results carry the states as they are (text would hex them)
+            curs.execute("SET LOCAL jit = off")
             curs.execute(
                 SQL(
                     "SELECT notification_id, originator_id, originator_version, state FROM {} "
                     "WHERE notification_id > %s ORDER BY notification_id LIMIT %s"
                 ).format(self._events),
                 (after, limit),
+                binary=True,
             )
             return [
                 (r["notification_id"], r["originator_id"], r["originator_version"], bytes(r["state"]))
@@ -210,6 +297,51 @@ class PostgresLeadRecorder(PostgresApplicationRecorder):
     def log_file(self) -> LogFile | None:
         """None: the log is read through the store's own connections only."""
         return None
+
+    def select_firsts(self, head: int, after: int, limit: int) -> list[tuple[int, str]]:
+        with self.datastore.transaction(commit=False) as curs:
+            return _firsts(curs, self._events, head, after, limit)
+
+    def select_leads_log(self, lead_ids: Sequence[str], head: int) -> list[LogRow]:
+        with self.datastore.transaction(commit=False) as curs:
+            return _leads_log(curs, self._events, lead_ids, head)
+
+    def lead_log(self) -> PgLeadLog:
+        """The events table, read on connections of their own (a replay's forked workers)."""
+        found = self.datastore.pool.kwargs
+        kwargs = (found() if callable(found) else found) or {}
+        params = {k: v for k, v in kwargs.items() if k in ("dbname", "host", "port", "user", "password")}
+        return PgLeadLog(params, self.datastore.schema, self.events_table_name)
+
+    def prepare_lead_reads(self) -> None:
+        """ANALYZE the events table when it has no statistics or they are stale (a tenth of its rows
+        changed since, autovacuum's own rule): fresh from a bulk load it has none, and the planner
+        then takes a chunk of leads for a third of the table and reads it all (a second a chunk)."""
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                "SELECT last_analyze IS NULL AND last_autoanalyze IS NULL AS never, n_mod_since_analyze AS changed, "
+                "n_live_tup AS live "
+                "FROM pg_stat_user_tables WHERE schemaname = %s AND relname = %s",
+                (self.datastore.schema, self.events_table_name),
+            )
+            found = curs.fetchone()
+            if found is None:
+                return
+            if found["never"] or found["changed"] > max(1000, found["live"] // 10):
+                curs.execute(SQL("ANALYZE {}").format(self._events))
+
+    def count_log(self, head: int) -> tuple[int, int]:
+        with self.datastore.transaction(commit=False) as curs:
+            curs.execute(
+                SQL(
+                    "SELECT COUNT(*) AS events, COUNT(*) FILTER (WHERE originator_version = 1) AS leads "
+                    "FROM {} WHERE notification_id <= %s"
+                ).format(self._events),
+                (head,),
+            )
+            row = curs.fetchone()
+            assert row is not None  # an aggregate always gives one row
+            return int(row["events"]), int(row["leads"])
 
     def select_streams(self, lead_ids: Iterable[UUID]) -> dict[UUID, list[tuple[int, bytes]]]:
         ids = list(lead_ids)

@@ -3,7 +3,7 @@ and read the raw event log (audits, the relay, the projections). Nothing above i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import cast
@@ -19,6 +19,7 @@ from lifecycle.store.sqlite import (
     AppliedRow,
     EmailRow,
     InboundRow,
+    LeadLog,
     LeadRange,
     LeadRecorder,
     LogFile,
@@ -181,6 +182,11 @@ class LeadStore:
         only this store's connections can read it (PostgreSQL, SQLite in memory)."""
         return self.recorder.log_file()
 
+    def lead_log(self) -> LeadLog | None:
+        """The log as any process (a forked one too) may read whole leads of on a connection of
+        its own (a SQLite file, a PostgreSQL table); None for SQLite in memory."""
+        return self.recorder.lead_log()
+
     def split(self, head: int, parts: int) -> list[LeadRange]:
         """Lead-id ranges with about the same number of events at or before `head` each (at most
         `parts`; one range unless the log is a file)."""
@@ -208,6 +214,24 @@ class LeadStore:
             yield [row for row in rows
                    if row[0] <= head and (lo is None or row[1] >= lo) and (hi is None or row[1] < hi)]
             after = rows[-1][0]
+
+    def firsts(self, head: int, after: int, limit: int) -> list[tuple[int, str]]:
+        """Up to `limit` leads' first events (notification id, lead id) after notification id
+        `after` and at or before `head`, in notification order: the leads in order of appearance."""
+        return self.recorder.select_firsts(head, after, limit)
+
+    def leads_log(self, lead_ids: Sequence[str], head: int) -> list[LogRow]:
+        """Every row of the leads `lead_ids` at or before `head`, in notification order."""
+        return self.recorder.select_leads_log(lead_ids, head)
+
+    def prepare_lead_reads(self) -> None:
+        """Before reading the whole store a chunk of leads at a time (a replay): PostgreSQL gets
+        the planner statistics those reads need."""
+        self.recorder.prepare_lead_reads()
+
+    def count_log(self, head: int) -> tuple[int, int]:
+        """(rows, leads' first events) at or before `head`."""
+        return self.recorder.count_log(head)
 
     # ---- writing --------------------------------------------------------------
 

@@ -87,7 +87,12 @@ class LeadRecorder(Protocol):
     def select_streams(self, lead_ids: Iterable[UUID]) -> dict[UUID, list[tuple[int, bytes]]]: ...
     def select_raw(self, after: int, limit: int) -> list[RawRow]: ...
     def select_log(self, after: int, limit: int) -> list[LogRow]: ...
+    def select_firsts(self, head: int, after: int, limit: int) -> list[tuple[int, str]]: ...
+    def select_leads_log(self, lead_ids: Sequence[str], head: int) -> list[LogRow]: ...
+    def count_log(self, head: int) -> tuple[int, int]: ...
+    def prepare_lead_reads(self) -> None: ...
     def log_file(self) -> LogFile | None: ...
+    def lead_log(self) -> LeadLog | None: ...
     def wrapped_keys(self, lead_ids: Iterable[UUID]) -> dict[UUID, bytes]: ...
     def seen_messages(self, keys: Iterable[tuple[str, str]]) -> set[tuple[str, str]]: ...
     def message_outcomes(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], MessageOutcome]: ...
@@ -145,6 +150,49 @@ def _log_after(table: str) -> str:
             "WHERE rowid > ? ORDER BY rowid LIMIT ?")
 
 
+def _firsts(table: str) -> str:
+    """The first events of leads (version 1) after a notification id, up to a head, in notification order."""
+    return (f"SELECT rowid, originator_id FROM {table} WHERE rowid > ? AND rowid <= ? AND originator_version = 1 "
+            "ORDER BY rowid LIMIT ?")
+
+
+def _leads_log(table: str, leads: int) -> str:
+    """Every row of `leads` lead ids up to a head (read through the lead-id index)."""
+    return (f"SELECT rowid, originator_id, originator_version, state FROM {table} "
+            f"WHERE originator_id IN ({','.join('?' * leads)}) AND +rowid <= ?")
+
+
+def _count_log(table: str) -> str:
+    """How many rows, and how many first events (version 1), up to a head."""
+    return f"SELECT COUNT(*), COALESCE(SUM(originator_version = 1), 0) FROM {table} WHERE rowid <= ?"
+
+
+def select_leads_log(execute: Callable[[str, Sequence[Any]], Any], table: str, lead_ids: Sequence[str],
+                     head: int) -> list[LogRow]:
+    """The rows of `lead_ids` at or before `head`, in notification order, 500 ids per statement."""
+    rows: list[LogRow] = []
+    for part in _chunks(list(lead_ids)):
+        rows += execute(_leads_log(table, len(part)), [*part, head]).fetchall()
+    rows.sort()
+    return rows
+
+
+class LeadLogReader(Protocol):
+    """Reads of whole leads on a connection of its own (a replay's worker); close it (or use `with`)."""
+
+    def __enter__(self) -> LeadLogReader: ...
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None: ...
+    def firsts(self, head: int, after: int, limit: int) -> list[tuple[int, str]]: ...
+    def leads_log(self, lead_ids: Sequence[str], head: int) -> list[LogRow]: ...
+
+
+class LeadLog(Protocol):
+    """A store's log that any process (a forked one too) may read whole leads of."""
+
+    def open(self) -> LeadLogReader: ...
+
+
 @dataclass(frozen=True)
 class LogFile:
     """A SQLite store's event log on disk: `open` reads it on a connection of its own (read-only),
@@ -195,6 +243,14 @@ class LogReader:
                                   f"WHERE {' AND '.join(conds)} ORDER BY rowid", params)
         while rows := cursor.fetchmany(batch):
             yield rows
+
+    def firsts(self, head: int, after: int, limit: int) -> list[tuple[int, str]]:
+        """Up to `limit` (notification id, lead id) of leads' first events after `after`, up to `head`."""
+        return self._db.execute(_firsts(self._table), (after, head, limit)).fetchall()
+
+    def leads_log(self, lead_ids: Sequence[str], head: int) -> list[LogRow]:
+        """Every row of `lead_ids` at or before `head`, in notification order."""
+        return select_leads_log(self._db.execute, self._table, lead_ids, head)
 
     def lead_bounds(self, head: int, parts: int) -> list[str]:
         """Lead ids that cut the rows at or before `head` into `parts` ranges of about as many rows
@@ -365,12 +421,38 @@ class SQLiteLeadRecorder(SQLiteApplicationRecorder):
     def select_raw(self, after: int, limit: int) -> list[RawRow]:
         return [(r[0], UUID(r[1]), r[2], r[3]) for r in self.select_log(after, limit)]
 
+    def select_firsts(self, head: int, after: int, limit: int) -> list[tuple[int, str]]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(_firsts(self.events_table_name), (after, head, limit))
+            return c.fetchall()  # type: ignore[no-any-return]
+
+    def select_leads_log(self, lead_ids: Sequence[str], head: int) -> list[LogRow]:
+        with self.datastore.transaction(commit=False) as c:
+            def execute(text: str, params: Sequence[Any]) -> Any:
+                c.execute(text, params)
+                return c
+
+            return select_leads_log(execute, self.events_table_name, lead_ids, head)
+
+    def prepare_lead_reads(self) -> None:
+        """Nothing to do: SQLite reads a lead's rows through its index whatever it knows of the table."""
+
+    def count_log(self, head: int) -> tuple[int, int]:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(_count_log(self.events_table_name), (head,))
+            events, leads = c.fetchone()
+            return int(events), int(leads)
+
     def log_file(self) -> LogFile | None:
         """The store's file, or None when it lives in memory (no other connection sees it)."""
         name = self.datastore.pool.db_name
         if ":memory:" in name or "mode=memory" in name:
             return None
         return LogFile(name, self.events_table_name)
+
+    def lead_log(self) -> LeadLog | None:
+        """The store's file (read-only connections), or None when it lives in memory."""
+        return self.log_file()
 
     def select_streams(self, lead_ids: Iterable[UUID]) -> dict[UUID, list[tuple[int, bytes]]]:
         """Every event (version, state) of many leads in one round trip per 500 ids."""

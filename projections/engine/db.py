@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -12,6 +13,14 @@ from projections.base import Table
 
 #: SQLite's limit on bound parameters was 999 before 3.32: lists of values go in slices of this many
 IN_SLICE = 500
+
+
+def index_names(table_name: str, index: Sequence[str]) -> tuple[str, str]:
+    """The two names an index of a table may have: the table and its columns, or a short name
+    derived from that one. A table built beside the one it replaces (a replay) gets whichever
+    name the old table's index leaves free, and keeps it once renamed into its place."""
+    name = f"{table_name}_{'_'.join(index)}"
+    return name, f"{name[:40]}_{hashlib.sha1(name.encode()).hexdigest()[:12]}"
 
 
 class ReadModelDB(ABC):
@@ -46,12 +55,24 @@ class ReadModelDB(ABC):
     def _create_table(self, table: Table, cols: str) -> str:
         """CREATE TABLE IF NOT EXISTS with the primary key, from the column definitions `cols`."""
 
-    def index_ddl(self, table: Table) -> list[str]:
+    def index_ddl(self, table: Table, on: str | None = None) -> list[str]:
+        """CREATE INDEX of each secondary index of `table` that the table named `on` (default
+        the table's own name; a copy built to replace it) lacks, under the first of its two
+        `index_names` free."""
+        target = on or table.name
         stmts = []
         for index in table.indexes:
-            idx_name = f"{table.name}_{'_'.join(index)}"
-            stmts.append(f"CREATE INDEX IF NOT EXISTS {idx_name} ON {self.name(table.name)} ({', '.join(index)})")
+            names = index_names(table.name, index)
+            owners = [self.index_table(name) for name in names]
+            if target in owners:
+                continue
+            idx_name = names[0] if owners[0] is None else names[1]
+            stmts.append(f"CREATE INDEX IF NOT EXISTS {idx_name} ON {self.name(target)} ({', '.join(index)})")
         return stmts
+
+    @abstractmethod
+    def index_table(self, index: str) -> str | None:
+        """The name of the table the index `index` is on; None when there is no such index."""
 
     def load_sql(self, table: Table) -> str:
         """A plain INSERT of every column: rows of a table being built from zero (keys unique)."""
@@ -128,6 +149,17 @@ class ReadModelDB(ABC):
 
     @abstractmethod
     def exists(self, table: str) -> bool: ...
+
+    def rename(self, table: str, new_name: str) -> None:
+        """Rename a table (its indexes keep their names), inside the caller's transaction."""
+        self.execute(f"ALTER TABLE {self.name(table)} RENAME TO {new_name}")
+
+    def lock_for_swap(self, tables: Sequence[str]) -> None:
+        """Inside a write transaction that renames `tables` (all existing): wait until no read
+        snapshot is open and keep new ones waiting until it commits, then lock the tables. By
+        default nothing: a SQLite write transaction locks the whole file, and readers keep the
+        snapshot they started with."""
+        return None
 
     def dump(self, tables: Sequence[Table]) -> dict[str, list[tuple[Any, ...]]]:
         """Every row of every table, sorted (for comparisons in tests)."""

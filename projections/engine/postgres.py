@@ -4,6 +4,7 @@ locks for DDL and runners, REPEATABLE READ snapshots, COPY for bulk loads."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
@@ -17,6 +18,10 @@ from projections.engine.db import ReadModelDB
 #: what `to_pyformat` looks at: quoted literals, quoted names and line comments (kept, `%` doubled),
 #: `?` placeholders and bare `%`
 _TOKENS = re.compile(r"'[^']*'|\"[^\"]*\"|--[^\n]*|[?%]")
+#: PostgreSQL keeps the first 63 bytes of a longer name
+NAME_BYTES = 63
+#: a swap's tries at locking its tables without waiting (then it waits), and the pause between
+SWAP_TRIES, SWAP_PAUSE = 250, 0.02
 
 
 @lru_cache(maxsize=4096)
@@ -96,10 +101,27 @@ class PostgresReadModelDB(ReadModelDB):
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
-        """REPEATABLE READ: every query sees the snapshot of the first."""
+        """REPEATABLE READ: every query sees the snapshot of the first. It holds the readers'
+        lock (shared), so a replay's swap of the tables waits for it to end (`lock_for_swap`)."""
         with self._only_transaction(), self._pg.transaction(force_rollback=True):
             self._pg.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            self._pg.execute("SELECT pg_advisory_xact_lock_shared(hashtext(%s))", (f"{self.schema}.readers",))
             yield
+
+    def lock_for_swap(self, tables: Sequence[str]) -> None:
+        """The readers' lock (exclusive: open snapshots end first), then every table at once,
+        tried without waiting while a query holds one (a query reading them in another order
+        would otherwise deadlock with the swap), then waiting."""
+        self._pg.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"{self.schema}.readers",))
+        lock = f"LOCK TABLE {', '.join(self.name(t) for t in tables)} IN ACCESS EXCLUSIVE MODE"
+        for _ in range(SWAP_TRIES):
+            try:
+                with self._pg.transaction():  # a savepoint: a failed try leaves the transaction usable
+                    self._pg.execute(lock + " NOWAIT")
+                return
+            except psycopg.errors.LockNotAvailable:
+                time.sleep(SWAP_PAUSE)
+        self._pg.execute(lock)
 
     # ---- schema --------------------------------------------------------------
 
@@ -107,6 +129,11 @@ class PostgresReadModelDB(ReadModelDB):
         return bool(self.query(
             "SELECT 1 FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
             (self.schema, table)))
+
+    def index_table(self, index: str) -> str | None:
+        rows = self.query("SELECT tablename FROM pg_indexes WHERE schemaname = ? AND indexname = ?",
+                          (self.schema, index.encode()[:NAME_BYTES].decode()))
+        return str(rows[0][0]) if rows else None
 
     def close(self) -> None:
         self._pg.close()

@@ -50,6 +50,11 @@ def tables_of(projections: Iterable[Projection]) -> tuple[Table, ...]:
     return tuple(tables.values())
 
 
+def registry_rows(projections: Iterable[Projection]) -> list[tuple[str, int]]:
+    """The `rm_projections` rows of tables built with the current definitions of `projections`."""
+    return [(ENGINE, ENGINE_VERSION), *((p.name, p.version) for p in projections)]
+
+
 class Registry:
     """The `rm_projections` rows (reads and writes join the caller's transaction)."""
 
@@ -64,7 +69,7 @@ class Registry:
 
     def record(self, projections: Iterable[Projection]) -> None:
         """The tables of `projections` (and the engine's) are now built with their current definitions."""
-        self.db.executemany(self._upsert, [(ENGINE, ENGINE_VERSION), *((p.name, p.version) for p in projections)])
+        self.db.executemany(self._upsert, registry_rows(projections))
 
     def engine_current(self) -> bool:
         """The engine's tables were built by this version of the engine."""

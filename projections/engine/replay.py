@@ -1,26 +1,26 @@
-"""A replay from zero: every read model rebuilt from a snapshot of the store in ONE transaction,
-the bulk road to the tables the runner's batches build."""
+"""A replay from zero: every read model rebuilt from the store's events up to a snapshot
+position into new tables beside the live ones, a chunk of leads per short transaction, then
+swapped in with one short transaction (the bulk road to the tables the runner's batches build)."""
 
 from __future__ import annotations
 
 import gc
-import multiprocessing
 import os
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import closing, suppress
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
-from operator import itemgetter
 from typing import Any
 
 from lifecycle.store.sqlite import LogRow
 from projections.base import Lead, Projection, Table
 from projections.engine import chains
-from projections.engine.checkpoints import Checkpoints
+from projections.engine.checkpoints import CHECKPOINTS, MARKS
 from projections.engine.db import ReadModelDB
 from projections.engine.forked import Child, can_fork, recv_in_child, send_from_child
-from projections.engine.registry import Registry, tables_of
-from projections.engine.sources import EmbeddedSource, LeadRange, decode
+from projections.engine.registry import REGISTRY, registry_rows, tables_of
+from projections.engine.sources import EmbeddedSource, LeadsReader, decode
 from projections.engine.timeline import TIMELINE
 from schemas.codec import GENESIS, check_link
 from schemas.facts import Fact, pack
@@ -28,23 +28,30 @@ from schemas.facts import Fact, pack
 #: A test hook called at each step; raising there simulates a crash.
 Fault = Callable[[str], None]
 
-#: A replay folds, sends and writes the leads numbered [k·chunk + 1, (k+1)·chunk] together: at most
-#: this many, and few enough for some 30 chunks (the first chunk's fold is not overlapped)
-REPLAY_CHUNK = 4000
+#: A replay reads, folds and writes the leads numbered [k·chunk + 1, (k+1)·chunk] together: at most
+#: this many (what bounds its memory), and few enough for some 30 chunks in a small store
+REPLAY_CHUNK = 500
 #: Processes that read, decode and fold a replay (SQLite store, fork available); this one writes.
 REPLAY_WORKERS = 2
 #: Once they fold, the workers yield the CPU to the writer, the bottleneck from then on.
 WORKER_NICENESS = 10
+#: Chunks asked of each worker ahead of the one being written.
+AHEAD = 2
+#: The names of a table being built by a replay, and of the one it replaced until it is dropped.
+NEXT, OLD = "__next", "__old"
 
 #: Replay progress: (phase, events so far); phase "read" (decoded) then "write" (rows written).
 ReplayProgress = Callable[[str, int], None]
+
+#: A folded chunk: (events, rows per table of `Deriver.tables`)
+Folded = tuple[int, list[list[tuple[Any, ...]]]]
 
 
 @dataclass
 class ReplayResult:
     events: int
     leads: int
-    head: int  # the snapshot position: the checkpoint committed with the rows
+    head: int  # the snapshot position: the checkpoint the new tables were swapped in with
 
 
 def _no_progress(phase: str, events: int) -> None:
@@ -55,118 +62,201 @@ def _chunk_size(leads: int) -> int:
     return max(1, min(REPLAY_CHUNK, -(-leads // 30)))
 
 
-class Replay:
-    """Drops every read model of `projections` in `db` and rebuilds it.
+def renamed(table: Table, suffix: str) -> Table:
+    """The table under its name plus `suffix` (`NEXT`, `OLD`)."""
+    return replace(table, name=table.name + suffix)
 
-    It snapshots the source's head, folds each lead ONCE with its whole history (leads
-    numbered in order of first appearance, as the batches would), loads the rows into tables
-    created without their secondary indexes, builds the indexes, and commits everything, the
-    checkpoint at the head included, at once. On a SQLite store forked workers read, decode
-    and fold partitions of the leads while this process writes. Every event's hash and its link
-    to the lead's previous event are checked as it is read (a lead's events come in version
-    order); a broken one fails the replay (CorruptEvent), which leaves the read models as they were."""
+
+class Replay:
+    """Rebuilds every read model of `projections` in `db` beside the live tables, then swaps.
+
+    It snapshots the source's head, numbers the leads in order of first appearance (as the
+    batches would) and folds each lead ONCE with its whole history, a chunk of leads at a time
+    read through the store's lead index, so memory does not grow with the store. The rows go
+    into new tables (`<name>__next`, the timeline, the registry and the checkpoint at the head
+    included), one short transaction per chunk, so the runner's batches and the queries go on
+    with the live tables meanwhile; the secondary indexes are built after the load. Then one
+    short transaction (the runner's lock) renames the live tables away and the new ones into
+    their place; the old ones are dropped after it. Events stored after the head were folded
+    into the old tables by the runner meanwhile: from the new checkpoint, its next batches fold
+    them again into the new ones. On a SQLite store forked workers read, decode and fold
+    chunks side by side while this process writes. Every event's hash and its link to the
+    lead's previous event are checked as it is read; a broken one fails the replay
+    (CorruptEvent). A failure or a crash anywhere before the swap commits leaves the live
+    read models untouched; the next replay drops what it left."""
 
     def __init__(self, db: ReadModelDB, projections: Sequence[Projection], fault: Fault) -> None:
         self.db = db
         self.projections = tuple(projections)
         self.fault = fault
+        self.tables = tables_of(self.projections)
+        self.deriver = Deriver(self.projections)
+        self._next = {t.name: renamed(t, NEXT) for t in self.tables}
 
     def run(self, source: EmbeddedSource, progress: ReplayProgress | None = None,
             workers: int = REPLAY_WORKERS) -> ReplayResult:
-        """Fold every event at or before the source's head now, and set the checkpoint to it,
-        in one transaction (so the next catch-up picks up exactly the events stored since).
-        A crash or an error anywhere rolls everything back."""
+        """Fold every event at or before the source's head now into new tables with the
+        checkpoint at it, and swap them in (so the next catch-up picks up exactly the events
+        stored since)."""
         tick = progress or _no_progress
         head = source.head()
-        forked = workers > 1 and source.scan_in_child and can_fork()
+        events, leads = source.count(head)
+        chunk = _chunk_size(leads)
+        forked = workers > 1 and source.leads_in_child and can_fork()
         collecting = gc.isenabled()
         gc.disable()  # millions of small acyclic objects: the collector would only re-scan them
         try:
-            # the workers start reading before the write transaction begins (which may have to
-            # wait for another runner's batch to commit)
-            starting: AbstractContextManager[_Crew | None] = (
-                _replay_workers(source, head, source.split(head, workers), self.projections, self.fault)
-                if forked else nullcontext())
-            with starting as crew, self.db.bulk_load(), self.db.transaction(lock_key="runner"):
-                tables = tables_of(self.projections)
-                self.db.drop(tables)
-                # secondary indexes are built after the load: sorted once, their pages come out
-                # full and in order (maintained row by row they cost as much, and answer slower)
-                self.db.create(tables, indexes=False)
-                Registry(self.db).record(self.projections)
+            with self.db.bulk_load():
+                self._prepare()
                 self.fault("replay:start")
-                if crew is not None:
-                    events, leads = self._forked(crew, tick)
-                else:
-                    events, leads = self._inline(source, head, tick)
+                chunks = (self._forked(source, head, chunk, workers) if forked
+                          else self._inline(source, head, chunk))
+                with closing(chunks):  # a failure stops the workers at once
+                    folded = self._write(chunks, tick)
+                if folded != events:
+                    _find_broken(source, head, events, folded)
                 self.fault("replay:indexes")
-                for table in tables:
-                    for stmt in self.db.index_ddl(table):
-                        self.db.execute(stmt)
+                self._index()
                 self.fault("replay:checkpoint")
-                if head:
-                    checkpoints = Checkpoints(self.db)
-                    checkpoints.set(source.name, 0, head)
-                    digest = source.event_hash(head)
-                    if digest is not None:  # the fingerprint a later catch-up checks the store against
-                        checkpoints.mark_many([(source.name, 0, head, digest)])
-                self.fault("replay:commit")
+                self._checkpoint(source, head)
+                self._swap()
+            self._drop_old()
         finally:
             if collecting:
                 gc.enable()
         return ReplayResult(events, leads, head)
 
-    def _inline(self, source: EmbeddedSource, head: int, tick: ReplayProgress) -> tuple[int, int]:
-        """Read the snapshot, then fold and write the leads in order of first appearance."""
-        by_lead: dict[str, _Stream] = {}
-        events = 0
-        for batch in source.scan(head):
-            _group(batch, by_lead, None)
-            events += len(batch)
-            tick("read", events)
-        deriver = Deriver(self.projections)
-        out = deriver.empty()
-        written = pending = 0
-        chunk = _chunk_size(len(by_lead))
-        for lead_no, (lead_id, (facts, last_hash)) in enumerate(by_lead.items(), start=1):
-            pending += deriver.add(lead_no, lead_id, facts, out, last_hash)
-            if lead_no % chunk == 0 or lead_no == len(by_lead):
-                self.fault("replay:write")
-                for table, rows in zip(deriver.tables, out, strict=True):
-                    self.db.load(table, rows)
-                out = deriver.empty()
-                written, pending = written + pending, 0
-                tick("write", written)
-        return events, len(by_lead)
+    # ---- the steps -------------------------------------------------------------
 
-    def _forked(self, crew: _Crew, tick: ReplayProgress) -> tuple[int, int]:
-        """Number the leads from the workers' first positions, then write their chunks in order."""
-        firsts = crew.gather(lambda: tick("read", crew.scanned()))
-        events = sum(n for n, _ in firsts)
-        tick("read", events)
-        ranks = sorted(position for _, positions in firsts for position in positions)
-        number = {position: no for no, position in enumerate(ranks, start=1)}
-        leads = len(ranks)
-        chunk = _chunk_size(leads)
-        chunks = -(-leads // chunk)
-        crew.tell([(list(map(number.__getitem__, positions)), chunk, chunks) for _, positions in firsts])
-        del number, ranks
-        tables = Deriver(self.projections).tables
-        by_lead_no = itemgetter(0)
+    def _prepare(self) -> None:
+        """New empty tables (without their secondary indexes), in place of any a replay left."""
+        with self.db.transaction():
+            self.db.drop([renamed(t, suffix) for t in self.tables for suffix in (NEXT, OLD)])
+            self.db.create(list(self._next.values()), indexes=False)
+            self.db.load(self._next[REGISTRY.name], registry_rows(self.projections))
+
+    def _write(self, chunks: Iterator[Folded], tick: ReplayProgress) -> int:
+        """Each folded chunk into the new tables, in one transaction of its own; returns events."""
+        tables = [self._next[t.name] for t in self.deriver.tables]
         written = 0
-        for _ in range(chunks):
-            parts = crew.gather()
+        for n, out in chunks:
+            tick("read", written + n)
             self.fault("replay:write")
-            for i, table in enumerate(tables):
-                rows = parts[0][1][i]
-                if len(parts) > 1:
-                    for part in parts[1:]:
-                        rows += part[1][i]
-                    rows.sort(key=by_lead_no)  # sorted runs, one per worker: a merge; key order = b-tree order
-                self.db.load(table, rows)
-            written += sum(n for n, _ in parts)
+            with self.db.transaction():
+                for table, rows in zip(tables, out, strict=True):
+                    self.db.load(table, rows)
+            written += n
             tick("write", written)
-        return events, leads
+        return written
+
+    def _index(self) -> None:
+        """The secondary indexes, built after the load (sorted once, their pages come out full and
+        in order), each in a transaction of its own, under the name the live table leaves free."""
+        for table in self.tables:
+            for stmt in self.db.index_ddl(table, on=self._next[table.name].name):
+                with self.db.transaction():
+                    self.db.execute(stmt)
+
+    def _checkpoint(self, source: EmbeddedSource, head: int) -> None:
+        if not head:
+            return
+        with self.db.transaction():
+            self.db.load(self._next[CHECKPOINTS.name], [(source.name, 0, head)])
+            digest = source.event_hash(head)
+            if digest is not None:  # the fingerprint a later catch-up checks the store against
+                self.db.load(self._next[MARKS.name], [(source.name, 0, head, digest)])
+
+    def _swap(self) -> None:
+        """One transaction, under the runners' lock: the live tables renamed away, the new ones
+        into their place."""
+        with self.db.transaction(lock_key="runner"):
+            self.fault("replay:swap")
+            live = [t.name for t in self.tables if self.db.exists(t.name)]
+            self.db.lock_for_swap([*live, *(t.name for t in self._next.values())])
+            for table in self.tables:
+                if table.name in live:
+                    self.db.rename(table.name, table.name + OLD)
+                self.db.rename(self._next[table.name].name, table.name)
+            self.fault("replay:commit")
+
+    def _drop_old(self) -> None:
+        for table in self.tables:
+            with self.db.transaction():
+                self.db.drop([renamed(table, OLD)])
+
+    # ---- reading and folding ------------------------------------------------------
+
+    def _inline(self, source: EmbeddedSource, head: int, chunk: int) -> Generator[Folded]:
+        """Every chunk read and folded in this process."""
+        with source.reader() as reader:
+            for first_no, after in _pages(source, head, chunk):
+                yield _fold_chunk(reader, head, first_no, after, chunk, self.deriver, self.fault)
+
+    def _forked(self, source: EmbeddedSource, head: int, chunk: int, workers: int) -> Generator[Folded]:
+        """Chunk k read and folded by worker k mod `workers`, a few chunks ahead of the writer."""
+        crew = [Child(_replay_worker, source, head, chunk, self.projections, self.fault,
+                      name=f"leadledger-replay-{i}") for i in range(workers)]
+        try:
+            asked: deque[Child] = deque()
+            for k, (first_no, after) in enumerate(_pages(source, head, chunk)):
+                child = crew[k % workers]
+                _ask(child, (first_no, after))
+                asked.append(child)
+                if len(asked) >= AHEAD * workers:
+                    yield asked.popleft().recv()
+            while asked:
+                yield asked.popleft().recv()
+            for child in crew:
+                child.close()
+        finally:
+            for child in crew:
+                child.kill()  # after an error here; a finished worker has exited already
+
+
+def _ask(child: Child, message: Any) -> None:
+    """Send to a worker; one that stopped (it failed) raises its error instead."""
+    try:
+        child.send(message)
+    except OSError:
+        while True:
+            child.recv()  # what it sent before it failed, then its error (or that it died)
+
+
+def _pages(source: EmbeddedSource, head: int, chunk: int) -> Iterator[tuple[int, int]]:
+    """Each chunk of leads as (the number of its first lead, the position after which its
+    first events start): `chunk` leads each, in order of appearance."""
+    after, first_no = 0, 1
+    while page := source.firsts(head, after, chunk):
+        yield first_no, after
+        first_no += len(page)
+        after = page[-1][0]
+
+
+def _fold_chunk(reader: LeadsReader, head: int, first_no: int, after: int, chunk: int, deriver: Deriver,
+                fault: Fault) -> Folded:
+    """The rows of the `chunk` leads first seen after position `after`, numbered from `first_no`,
+    each folded with every event of it at or before `head`."""
+    lead_ids = [lead_id for _, lead_id in reader.firsts(head, after, chunk)]
+    by_lead: dict[str, _Stream] = {}
+    _group(reader.leads_log(lead_ids, head), by_lead)
+    fault("replay:scanned")
+    out = deriver.empty()
+    events = 0
+    for lead_no, lead_id in enumerate(lead_ids, start=first_no):
+        facts, last_hash = by_lead[lead_id]
+        events += deriver.add(lead_no, lead_id, facts, out, last_hash)
+    fault("replay:folded")
+    return events, out
+
+
+def _find_broken(source: EmbeddedSource, head: int, events: int, folded: int) -> None:
+    """Some events were not read with their leads (a lead whose first event is not its version 1):
+    read the whole log to name the first broken link."""
+    by_lead: dict[str, _Stream] = {}
+    for batch in source.scan(head):
+        _group(batch, by_lead)
+    raise RuntimeError(f"the store holds {events} events up to notification {head}, but the replay "
+                       f"read {folded} with their leads; run `leadledger verify` to find out why")
 
 
 class Deriver:
@@ -204,16 +294,16 @@ class Deriver:
         return len(facts)
 
 
-# ---------------------------------------------------------------- reading a snapshot
+# ---------------------------------------------------------------- reading
+
 
 #: one lead's events read so far: [its facts (versions 1..n, in order), the hash of version n]
 _Stream = list[Any]
 
 
-def _group(batch: list[LogRow], by_lead: dict[str, _Stream], firsts: list[int] | None) -> None:
-    """Decode a scanned batch (position order, so each lead's events in version order) into
-    `by_lead`, checking each event's hash and row, and its link to the lead's previous one;
-    `firsts` gets each new lead's position."""
+def _group(batch: list[LogRow], by_lead: dict[str, _Stream]) -> None:
+    """Decode rows (position order, so each lead's events in version order) into `by_lead`,
+    checking each event's hash and row, and its link to the lead's previous one."""
     for position, lead_id, version, state in batch:
         fact, digest, prev = decode(lead_id, position, version, state)
         stream = by_lead.get(lead_id)
@@ -221,8 +311,6 @@ def _group(batch: list[LogRow], by_lead: dict[str, _Stream], firsts: list[int] |
             if version != 1 or prev != GENESIS:
                 check_link(lead_id, version, prev, 0, GENESIS, f"notification {position}")
             by_lead[lead_id] = [[fact], digest]
-            if firsts is not None:
-                firsts.append(position)
         else:
             facts = stream[0]
             if prev != stream[1] or version != len(facts) + 1:
@@ -234,77 +322,15 @@ def _group(batch: list[LogRow], by_lead: dict[str, _Stream], firsts: list[int] |
 # ---------------------------------------------------------------- the forked workers
 
 
-class _Crew:
-    """The replay workers, each reading, decoding and folding one partition of the leads."""
-
-    def __init__(self) -> None:
-        self.children: list[Child] = []
-        self._scanned: list[Any] = []  # per worker, a shared counter of the events it has decoded
-
-    def start(self, *args: Any) -> None:
-        counter = multiprocessing.RawValue("q", 0)
-        self.children.append(Child(_replay_worker, *args, counter, name=f"leadledger-replay-{len(self.children)}"))
-        self._scanned.append(counter)
-
-    def scanned(self) -> int:
-        return sum(int(v.value) for v in self._scanned)
-
-    def gather(self, waiting: Callable[[], None] | None = None) -> list[Any]:
-        """The next message of every worker, in worker order (`waiting` is called while none is there)."""
-        out = []
-        for child in self.children:
-            while waiting is not None and not child.poll(0.1):
-                waiting()
-            out.append(child.recv())
-        return out
-
-    def tell(self, messages: list[Any]) -> None:
-        for child, message in zip(self.children, messages, strict=True):
-            child.send(message)
-
-
-@contextmanager
-def _replay_workers(source: EmbeddedSource, head: int, ranges: list[LeadRange], projections: Sequence[Projection],
-                    fault: Fault) -> Iterator[_Crew]:
-    crew = _Crew()
-    try:
-        for leads in ranges:
-            crew.start(source, head, leads, projections, fault)
-        yield crew
-    finally:
-        for child in crew.children:
-            child.kill()  # after an error here; a finished worker has exited already
-
-
-def _replay_worker(conn: Connection, source: EmbeddedSource, head: int, leads: LeadRange,
-                   projections: Sequence[Projection], fault: Fault, scanned: Any) -> None:
-    """A forked worker: read and decode the events of its range of leads up to the head, group
-    them by lead; send each lead's first position; get the lead numbers back; then fold and send
-    the rows chunk by chunk (the leads numbered in chunk k, for every k, so the writer can merge)."""
+def _replay_worker(conn: Connection, source: EmbeddedSource, head: int, chunk: int,
+                   projections: Sequence[Projection], fault: Fault) -> None:
+    """A forked worker: for each (first lead number, position) asked, read, decode and fold
+    that chunk of leads on a connection of its own, and send its rows back; None stops it."""
     gc.disable()
-    by_lead: dict[str, _Stream] = {}
-    firsts: list[int] = []
-    events = 0
-    for batch in source.scan(head, leads):
-        _group(batch, by_lead, firsts)
-        events += len(batch)
-        scanned.value = events
-    fault("replay:scanned")
-    send_from_child(conn, (events, firsts))
-    del firsts
-    numbers, chunk, chunks = recv_in_child(conn)
     with suppress(OSError):
-        os.nice(WORKER_NICENESS)  # from here on the writer is the bottleneck
+        os.nice(WORKER_NICENESS)  # the writer is the bottleneck
     deriver = Deriver(projections)
-    todo = iter(by_lead.items())
-    i = 0
-    for k in range(chunks):
-        top = (k + 1) * chunk
-        out = deriver.empty()
-        n = 0
-        while i < len(numbers) and numbers[i] <= top:
-            lead_id, (facts, last_hash) = next(todo)
-            n += deriver.add(numbers[i], lead_id, facts, out, last_hash)
-            i += 1
-        fault("replay:folded")
-        send_from_child(conn, (n, out))
+    with source.reader() as reader:
+        while (request := recv_in_child(conn)) is not None:
+            first_no, after = request
+            send_from_child(conn, _fold_chunk(reader, head, first_no, after, chunk, deriver, fault))

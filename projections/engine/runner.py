@@ -228,18 +228,20 @@ class Runner:
 
     def replay(self, source: EmbeddedSource, progress: ReplayProgress | None = None,
                workers: int = REPLAY_WORKERS) -> ReplayResult:
-        """Drop every read model and rebuild it from a snapshot of `source`, in ONE transaction.
+        """Rebuild every read model from a snapshot of `source` beside the live tables, then swap.
 
         The snapshot is the source's head when the replay starts: every event at or before it
-        is folded (each lead once, with its whole history) and the checkpoint is set to it in
-        the same transaction, so the next catch-up picks up exactly the events stored since.
-        A crash or an error anywhere rolls everything back: the read models stay as they were
-        before the replay (SQLite readers keep seeing them meanwhile; other runners wait).
-
-        The decoded snapshot is held in memory while it is folded (some 450 MB per million
-        events, split over the workers); the SQLite page cache grows to the whole build."""
+        is folded (each lead once, with its whole history) into new tables, a chunk of leads per
+        short transaction, and the checkpoint set to it there; one short transaction then swaps
+        them in. Batches (this runner's or others') and queries go on with the live tables
+        meanwhile; from the new checkpoint the next catch-up picks up exactly the events stored
+        since. A crash or an error anywhere before the swap leaves the live read models as
+        they were. Memory stays bounded: a few chunks of leads at a time (`REPLAY_CHUNK`)."""
         self._invalidate()
-        return Replay(self.db, self.projections, self.fault).run(source, progress, workers)
+        try:
+            return Replay(self.db, self.projections, self.fault).run(source, progress, workers)
+        finally:
+            self._invalidate()
 
     # ---- the fold of one batch -----------------------------------------------
 

@@ -14,8 +14,8 @@ kept with it, and a store restored from an older backup, or replaced, no longer 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import suppress
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from multiprocessing.connection import Connection
 from typing import NamedTuple, Protocol
 
@@ -160,6 +160,46 @@ class EmbeddedSource:
         order (so each lead's in version order), as stored: the caller decodes them with `decode`,
         which checks each event's hash and row, and checks the links (the replay does both)."""
         yield from self.store.scan(head, leads, batch)
+
+    def firsts(self, head: int, after: int, limit: int) -> list[tuple[int, str]]:
+        """Up to `limit` (position, lead id) of leads' first events after `after`, up to `head`: the
+        leads in order of appearance, a page at a time (a replay numbers them in this order)."""
+        return self.store.firsts(head, after, limit)
+
+    def count(self, head: int) -> tuple[int, int]:
+        """(events, leads) at or before `head`; the store is made ready to be read by lead."""
+        self.store.prepare_lead_reads()
+        return self.store.count_log(head)
+
+    @property
+    def leads_in_child(self) -> bool:
+        """`reader` opens a connection of its own, so a forked process may read whole leads
+        (a SQLite file store, a PostgreSQL store)."""
+        return self.store.lead_log() is not None
+
+    @contextmanager
+    def reader(self) -> Iterator[LeadsReader]:
+        """Reads of whole leads for a replay; on a connection of its own where the store allows
+        one (`leads_in_child`), so a forked process may use it."""
+        lead_log = self.store.lead_log()
+        if lead_log is None:
+            yield self.store
+            return
+        with lead_log.open() as reader:
+            yield reader
+
+
+class LeadsReader(Protocol):
+    """What a replay reads the store with, a chunk of leads at a time (the rows as stored:
+    decode them with `decode`)."""
+
+    def firsts(self, head: int, after: int, limit: int) -> list[tuple[int, str]]:
+        """Up to `limit` (position, lead id) of leads' first events after `after`, up to `head`."""
+        ...
+
+    def leads_log(self, lead_ids: Sequence[str], head: int) -> list[LogRow]:
+        """Every row of `lead_ids` at or before `head`, in position order."""
+        ...
 
 
 def decode(lead_hex: str, position: int, version: int, state: bytes) -> tuple[Fact, str, str]:

@@ -14,7 +14,7 @@ from projections.engine.db import ReadModelDB
 
 READMODELS_DB = "readmodels.sqlite"
 CACHE_KIB = -262144  # SQLite page cache: 256 MiB
-BULK_CACHE_KIB = -2097152  # while a replay builds everything in one transaction: up to 2 GiB
+BULK_CACHE_KIB = -32768  # while a replay builds new tables chunk by chunk: 32 MiB
 
 
 class SQLiteReadModelDB(ReadModelDB):
@@ -58,12 +58,15 @@ class SQLiteReadModelDB(ReadModelDB):
 
     @contextmanager
     def bulk_load(self) -> Iterator[None]:
-        """A page cache that holds the whole build, so pages are written once, at commit."""
+        """A build committed chunk by chunk: a small page cache, and the sorts of index builds in
+        temporary files (not in memory), so memory does not grow with the size of the build."""
         self._db.execute(f"PRAGMA cache_size={BULK_CACHE_KIB}")
+        self._db.execute("PRAGMA temp_store=FILE")
         try:
             yield
         finally:
             self._db.execute(f"PRAGMA cache_size={CACHE_KIB}")
+            self._db.execute("PRAGMA temp_store=MEMORY")
 
     @contextmanager
     def transaction(self, lock_key: str | None = None) -> Iterator[None]:
@@ -91,6 +94,10 @@ class SQLiteReadModelDB(ReadModelDB):
 
     def exists(self, table: str) -> bool:
         return bool(self.query("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)))
+
+    def index_table(self, index: str) -> str | None:
+        rows = self.query("SELECT tbl_name FROM sqlite_master WHERE type='index' AND name=?", (index,))
+        return str(rows[0][0]) if rows else None
 
     def close(self) -> None:
         self._db.close()  # closing twice is fine; any other use after it raises

@@ -10,6 +10,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -28,8 +29,10 @@ from lifecycle.settings import Settings
 from lifecycle.simulate import generate
 from projections.engine import replay as replay_module
 from projections.engine import runner as runner_module
+from projections.engine.registry import PROJECTIONS, tables_of
 from projections.engine.runner import Runner
 from projections.engine.sources import EmbeddedSource
+from projections.service import Analytics
 from tests.support.env import TEST_SECRET
 
 START = datetime(2026, 1, 5, tzinfo=UTC)
@@ -170,7 +173,8 @@ def test_events_stored_after_the_snapshot_are_caught_up_exactly_once(backend_set
         app.store.close()
 
 
-STEPS = ("replay:start", "replay:write", "replay:indexes", "replay:checkpoint", "replay:commit",  # this process
+STEPS = ("replay:start", "replay:write", "replay:indexes", "replay:checkpoint", "replay:swap",  # this process
+         "replay:commit",
          "replay:scanned", "replay:folded")  # the workers (in-process replays never reach these)
 
 
@@ -282,6 +286,153 @@ def test_a_corrupt_event_fails_the_replay_and_names_it(tmp_path: Path) -> None:
                 runner.db.close()
     finally:
         app.store.close()
+
+
+# ---------------------------------------------------------------- beside the live read models
+
+
+def live_position(s: Settings) -> dict[int, int]:
+    """The live read models' checkpoint, read on a connection of its own."""
+    db = open_read_models(s)
+    try:
+        return Runner(db).checkpoints("store")
+    finally:
+        db.close()
+
+
+def leftovers(s: Settings) -> list[str]:
+    """Tables a replay builds or replaces that still exist."""
+    db = open_read_models(s)
+    try:
+        return [t.name + suffix for t in tables_of(PROJECTIONS) for suffix in (replay_module.NEXT, replay_module.OLD)
+                if db.exists(t.name + suffix)]
+    finally:
+        db.close()
+
+
+def test_project_and_queries_go_on_while_a_replay_runs(backend_settings: Settings, small_chunks: None) -> None:
+    """Paused between two chunks of a replay, a `project` process and a query's catch-up fold the
+    events stored meanwhile into the live read models; after the swap, a catch-up folds them
+    again into the new ones, which equal a rebuild from zero."""
+    s = backend_settings
+    stream = messages(120, seed=13)
+    first, second = len(stream) // 2, len(stream) * 3 // 4
+    app = bootstrap(s)
+    try:
+        ingest(app, stream[:first])
+        head = app.store.head_position()
+        _cli(s, "project", "--once")
+        assert live_position(s) == {0: head}
+        paused = {"chunks": 0, "live": {}, "answer": None}
+
+        def meanwhile(step: str) -> None:
+            if step != "replay:write":
+                return
+            paused["chunks"] += 1
+            if paused["chunks"] != 2:
+                return
+            ingest(app, stream[first:second], first=first + 1)
+            _cli(s, "project", "--once", "--batch-size", "50")  # would time out waiting for the replay
+            ingest(app, stream[second:], first=second + 1)
+            before = live_position(s)[0]
+            analytics = Analytics(open_read_models(s), app.store)
+            try:
+                assert analytics.refresh() == app.store.head_position() - before > 0
+                with analytics.db.snapshot():
+                    paused["answer"] = analytics.db.query("SELECT COUNT(*) FROM " + analytics.db.name("rm_timeline"))
+            finally:
+                analytics.db.close()
+            paused["live"] = live_position(s)
+
+        runner = Runner(open_read_models(s), fault=meanwhile)
+        try:
+            runner.setup()
+            result = runner.replay(EmbeddedSource(app.store))
+            assert paused["chunks"] > 2  # paused mid-way
+            assert paused["live"] == {0: app.store.head_position()}  # the live models caught up meanwhile
+            assert paused["answer"] == [(120,)]  # every lead, in the live timeline
+            assert result.head == head and runner.checkpoints("store") == {0: head}  # the new models
+            runner.fault = runner_module._no_fault
+            assert runner.catch_up(EmbeddedSource(app.store), 64) == app.store.head_position() - head
+            got = runner.dump()
+        finally:
+            runner.db.close()
+        assert leftovers(s) == []
+        assert got == projected(s, app.store)
+    finally:
+        app.store.close()
+
+
+def test_a_snapshot_open_across_the_swap_reads_the_old_read_models(
+        world: tuple[Settings, LeadLedger, list[bytes]]) -> None:
+    """A query's snapshot opened before the swap keeps answering from the old read models,
+    without an error (PostgreSQL: the swap waits until it ends); the next one sees the new."""
+    s, app, _ = world
+    old = Runner(open_read_models(s))
+    try:
+        old.setup()
+        old.reset()
+        old.run_batch(EmbeddedSource(app.store), 300)
+    finally:
+        old.db.close()
+    swapping = threading.Event()
+    failed: list[BaseException] = []
+
+    def replay() -> None:
+        runner = Runner(open_read_models(s), fault=lambda step: swapping.set() if step == "replay:swap" else None)
+        try:
+            runner.replay(EmbeddedSource(app.store))
+        except BaseException as exc:
+            failed.append(exc)
+            swapping.set()
+        finally:
+            runner.db.close()
+
+    reader = open_read_models(s)
+    checkpoint = f"SELECT position_no FROM {reader.name('rm_checkpoints')}"
+    try:
+        thread = threading.Thread(target=replay)
+        with reader.snapshot():
+            assert reader.query(checkpoint) == [(300,)]
+            thread.start()
+            assert swapping.wait(60)
+            thread.join(timeout=1 if s.postgres_dsn else 60)
+            assert thread.is_alive() == bool(s.postgres_dsn)  # PostgreSQL: the swap waits for this snapshot
+            assert reader.query(checkpoint) == [(300,)]
+        thread.join(timeout=60)
+        assert not thread.is_alive() and not failed
+        with reader.snapshot():
+            assert reader.query(checkpoint) == [(app.store.head_position(),)]
+    finally:
+        reader.close()
+
+
+def test_a_crash_at_the_swap_leaves_the_live_read_models_and_the_next_replay_cleans_up(
+        world: tuple[Settings, LeadLedger, list[bytes]]) -> None:
+    s, app, _ = world
+    expected = projected(s, app.store)
+    runner = Runner(open_read_models(s))
+    try:
+        runner.setup()
+        runner.reset()
+        runner.run_batch(EmbeddedSource(app.store), 250)
+        previous = runner.dump()
+
+        def fault(at: str) -> None:
+            if at == "replay:commit":
+                raise Crash(at)
+
+        runner.fault = fault
+        with pytest.raises(Crash):
+            runner.replay(EmbeddedSource(app.store))
+        assert runner.dump() == previous and runner.checkpoints("store") == {0: 250}
+        assert replay_module.NEXT in " ".join(leftovers(s))  # what the failed replay built
+        runner.fault = runner_module._no_fault
+        runner.replay(EmbeddedSource(app.store))
+        assert runner.dump() == expected
+    finally:
+        runner.db.close()
+    assert leftovers(s) == []
 
 
 # ---------------------------------------------------------------- a real SIGKILL
