@@ -116,6 +116,11 @@ class ReadModelDB(ABC):
         """Settings for building the read models from zero in one transaction (none by default)."""
         yield
 
+    def settle(self, tables: Sequence[str]) -> None:
+        """After tables were built from zero, outside any transaction: whatever the database needs
+        to plan and run queries on them well (nothing by default)."""
+        return None
+
     @abstractmethod
     def transaction(self, lock_key: str | None = None) -> AbstractContextManager[None]:
         """One write transaction; concurrent writers (runners) queue on it, and on `lock_key`."""

@@ -90,6 +90,13 @@ class PostgresReadModelDB(ReadModelDB):
             for row in rows:
                 copy.write_row(row)
 
+    def settle(self, tables: Sequence[str]) -> None:
+        """VACUUM (ANALYZE) each table: tables fresh from COPY have no statistics (the planner
+        guesses) and an empty visibility map, so an index-only scan still visits every row's heap
+        page; at 1M events that made the funnel 3x and velocity 3.5x slower."""
+        for table in tables:
+            self._pg.execute(f"VACUUM (ANALYZE) {self.name(table)}")
+
     @contextmanager
     def transaction(self, lock_key: str | None = None) -> Iterator[None]:
         """Runners (and a Kafka source's checkpoint resets) queue on a transaction-scoped

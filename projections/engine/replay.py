@@ -117,6 +117,7 @@ class Replay:
                     _find_broken(source, head, events, folded)
                 self.fault("replay:indexes")
                 self._index()
+                self.db.settle([t.name for t in self._next.values()])
                 self.fault("replay:checkpoint")
                 self._checkpoint(source, head)
                 self._swap()
