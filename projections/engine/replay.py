@@ -14,7 +14,7 @@ from operator import itemgetter
 from typing import Any
 
 from lifecycle.store.sqlite import LogRow
-from projections.base import Lead, Projection, Table
+from projections.base import Lead, Projection, Table, summed
 from projections.engine import chains
 from projections.engine.checkpoints import Checkpoints
 from projections.engine.db import ReadModelDB
@@ -126,6 +126,7 @@ class Replay:
             tick("read", events)
         deriver = Deriver(self.projections)
         out = deriver.empty()
+        counts = _Counts(deriver.tables)
         written = pending = 0
         chunk = _chunk_size(len(by_lead))
         for lead_no, (lead_id, (facts, last_hash)) in enumerate(by_lead.items(), start=1):
@@ -133,10 +134,12 @@ class Replay:
             if lead_no % chunk == 0 or lead_no == len(by_lead):
                 self.fault("replay:write")
                 for table, rows in zip(deriver.tables, out, strict=True):
-                    self.db.load(table, rows)
+                    if not counts.add(table, rows):
+                        self.db.load(table, rows)
                 out = deriver.empty()
                 written, pending = written + pending, 0
                 tick("write", written)
+        counts.load(self.db)
         return events, len(by_lead)
 
     def _forked(self, crew: _Crew, tick: ReplayProgress) -> tuple[int, int]:
@@ -152,6 +155,7 @@ class Replay:
         crew.tell([(list(map(number.__getitem__, positions)), chunk, chunks) for _, positions in firsts])
         del number, ranks
         tables = Deriver(self.projections).tables
+        counts = _Counts(tables)
         by_lead_no = itemgetter(0)
         written = 0
         for _ in range(chunks):
@@ -162,10 +166,13 @@ class Replay:
                 if len(parts) > 1:
                     for part in parts[1:]:
                         rows += part[1][i]
-                    rows.sort(key=by_lead_no)  # sorted runs, one per worker: a merge; key order = b-tree order
-                self.db.load(table, rows)
+                    if not table.summed:  # sorted runs, one per worker: a merge; key order = b-tree order
+                        rows.sort(key=by_lead_no)
+                if not counts.add(table, rows):
+                    self.db.load(table, rows)
             written += sum(n for n, _ in parts)
             tick("write", written)
+        counts.load(self.db)
         return events, leads
 
 
@@ -187,6 +194,10 @@ class Deriver:
     def empty(self) -> list[list[tuple[Any, ...]]]:
         return [[] for _ in self.tables]
 
+    def collapse(self, out: list[list[tuple[Any, ...]]]) -> list[list[tuple[Any, ...]]]:
+        """`out` with the rows of each summed table added up per key (fewer rows to send)."""
+        return [summed(rows) if table.summed else rows for table, rows in zip(self.tables, out, strict=True)]
+
     def add(self, lead_no: int, lead_id: str, facts: list[Fact], out: list[list[tuple[Any, ...]]],
             last_hash: str) -> int:
         """Append the lead's rows (timeline first) to `out`, per table; returns its events.
@@ -202,6 +213,29 @@ class Deriver:
                 for table, rows in projection.fold(lead, [], seen).rows.items():
                     out[slot[table]].extend(rows)
         return len(facts)
+
+
+class _Counts:
+    """The rows of the summed tables, added up over the whole replay and loaded at its end (the
+    rows of other tables are loaded as they come)."""
+
+    def __init__(self, tables: Sequence[Table]) -> None:
+        self._totals: dict[str, dict[tuple[Any, ...], int]] = {t.name: {} for t in tables if t.summed}
+        self._tables = [t for t in tables if t.summed]
+
+    def add(self, table: Table, rows: list[tuple[Any, ...]]) -> bool:
+        """Add `rows` if `table` is summed (then True: nothing to load now)."""
+        totals = self._totals.get(table.name)
+        if totals is None:
+            return False
+        for row in rows:
+            key = row[:-1]
+            totals[key] = totals.get(key, 0) + row[-1]
+        return True
+
+    def load(self, db: ReadModelDB) -> None:
+        for table in self._tables:
+            db.load(table, sorted((*key, n) for key, n in self._totals[table.name].items() if n))
 
 
 # ---------------------------------------------------------------- reading a snapshot
@@ -307,4 +341,4 @@ def _replay_worker(conn: Connection, source: EmbeddedSource, head: int, leads: L
             n += deriver.add(numbers[i], lead_id, facts, out, last_hash)
             i += 1
         fault("replay:folded")
-        send_from_child(conn, (n, out))
+        send_from_child(conn, (n, deriver.collapse(out)))
