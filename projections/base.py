@@ -85,6 +85,10 @@ class Projection(ABC):
         """Every row of one lead from all its (metric-ordered) facts: the rebuild path."""
         return self.fold(lead, [], sorted(facts))
 
+    def derive_rows(self, lead: Lead, facts: Sequence[Fact]) -> Changes:
+        """The rows of one lead's per-lead tables (what the exact known-at path reads; no counts)."""
+        return self.derive(lead, facts)
+
 
 def capture_of(facts: Sequence[Fact]) -> Fact | None:
     for f in facts:

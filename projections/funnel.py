@@ -73,6 +73,9 @@ class Funnel(AppendProjection):
             changes.rows[COUNTS.name] = deltas
         return changes
 
+    def derive_rows(self, lead: Lead, facts: Sequence[Fact]) -> Changes:
+        return super().fold(lead, [], sorted(facts))  # the entry rows alone
+
     def rows_for(
         self, lead: Lead, facts: Sequence[Fact], i: int, capture: Fact | None
     ) -> Iterable[tuple[str, tuple[Any, ...]]]:

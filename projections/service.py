@@ -312,9 +312,8 @@ class Analytics:
             seen = [f for f in visible_facts(facts, w.as_of, w.known_at) if f.name in projection.handles]
             if not seen:
                 continue
-            for table, rows in projection.derive(lead, seen).rows.items():
-                if table in pending:
-                    pending[table].extend(rows)
+            for table, rows in projection.derive_rows(lead, seen).rows.items():
+                pending[table].extend(rows)
             if sum(len(r) for r in pending.values()) > 20_000:
                 self._flush(inserts, pending)
         self._flush(inserts, pending)
