@@ -3,7 +3,9 @@
 One row per stage entry, owned by the entering event, carrying the time of the
 lead's previous entry into the same stage: `prev_at IS NULL` marks the first
 entry (cohort mode), and `prev_at < from` marks the first entry inside a period
-window, so distinct leads are counted without DISTINCT.
+window, so distinct leads are counted without DISTINCT. Beside the rows, counts of them per stage,
+group and cell of days (`COUNTS`): a funnel sums the cells of whole days and counts only the rows of
+partial days (`counts_sql`).
 """
 
 from __future__ import annotations
