@@ -32,10 +32,23 @@ class Table:
     per_lead: bool = True
     #: written with INSERT .. ON CONFLICT (key) DO UPDATE (one current row per key)
     upsert: bool = False
+    #: counts: the last column is a number that rows of one key add up to (a row written adds its
+    #: number to the stored row's; a row whose number comes to 0 is deleted). Such a table is not
+    #: per lead: a fold that re-derives a lead's rows writes the differences (`summed`).
+    summed: bool = False
 
     @property
     def column_names(self) -> tuple[str, ...]:
         return tuple(name for name, _ in self.columns)
+
+
+def summed(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Rows of a summed table with one row per key: the numbers of each key added up, zeros left out."""
+    totals: dict[tuple[Any, ...], int] = {}
+    for row in rows:
+        key = row[:-1]
+        totals[key] = totals.get(key, 0) + row[-1]
+    return [(*key, n) for key, n in totals.items() if n]
 
 
 class Lead(NamedTuple):
@@ -71,6 +84,10 @@ class Projection(ABC):
     def derive(self, lead: Lead, facts: Sequence[Fact]) -> Changes:
         """Every row of one lead from all its (metric-ordered) facts: the rebuild path."""
         return self.fold(lead, [], sorted(facts))
+
+    def derive_rows(self, lead: Lead, facts: Sequence[Fact]) -> Changes:
+        """The rows of one lead's per-lead tables (what the exact known-at path reads; no counts)."""
+        return self.derive(lead, facts)
 
 
 def capture_of(facts: Sequence[Fact]) -> Fact | None:

@@ -3,17 +3,20 @@
 One row per stage entry, owned by the entering event, carrying the time of the
 lead's previous entry into the same stage: `prev_at IS NULL` marks the first
 entry (cohort mode), and `prev_at < from` marks the first entry inside a period
-window, so distinct leads are counted without DISTINCT.
+window, so distinct leads are counted without DISTINCT. Beside the rows, counts of them per stage,
+group and cell of days (`COUNTS`): a funnel sums the cells of whole days and counts only the rows of
+partial days (`counts_sql`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
 from lifecycle.domain.stages import FUNNEL_ORDER, MAIN_PATH, OWNER_CLEARING_EVENTS, STAGE_EVENTS
-from projections.base import AppendProjection, Lead, Table, campaign_key
+from projections.base import AppendProjection, Changes, Lead, Table, campaign_key, summed
 from projections.query import Window
 from schemas.facts import Fact, format_us
 
@@ -25,17 +28,55 @@ ENTRIES = Table(
     # per stage: first entries (prev_at NULL) in one index range, grouped in index order
     indexes=(("stage", "prev_at", "channel", "campaign", "captured_at", "entered_at", "owner"),
              # --by owner: first entries grouped in owner order
-             ("stage", "prev_at", "owner", "captured_at", "entered_at")),
+             ("stage", "prev_at", "owner", "captured_at", "entered_at"),
+             # the entries of one partial day (the counts' edges), by capture, entry or previous entry
+             ("captured_at", "entered_at", "prev_at", "stage", "channel", "campaign", "owner"),
+             ("entered_at", "captured_at", "prev_at", "stage", "channel", "campaign", "owner")),
 )
+#: Counts of the entries above (of leads with a capture), per stage and group and per cell of time:
+#: first entries per (capture, entry) cell at the grains `grain` names (D: the UTC day, B: a block of
+#: BLOCK days; first letter the capture's, second the entry's), re-entries (`grain` R) per (capture
+#: day, entry day, previous entry day), once per `kind` of group (`g`: the capture's channel or
+#: campaign, or the owner at the entry); every kind counts every entry once. `gnull` 1: g is NULL
+#: (stored as ''; key columns are never NULL).
+COUNTS = Table(
+    "rm_funnel_counts",
+    (("grain", "text"), ("kind", "text"), ("c", "int"), ("e", "int"), ("p", "int"), ("stage", "text"),
+     ("gnull", "int"), ("g", "text"), ("n", "int")),
+    key=("grain", "kind", "c", "e", "p", "stage", "gnull", "g"),
+    # period mode: cells by entry time first
+    indexes=(("grain", "kind", "e", "c", "p", "stage", "gnull", "g", "n"),),
+    per_lead=False,
+    summed=True,
+)
+DAY = 86_400_000_000  # µs
+#: days per coarse cell: a long window sums a block's cell instead of its days'
+BLOCK = 32
 #: what `--by` can group the funnel by: the capture's channel or campaign, or the owner at the stage entry
 BYS = ("channel", "campaign", "owner")
 
 
 class Funnel(AppendProjection):
     name = "funnel"
-    version = 2  # 2: the owner at each stage entry
+    version = 3  # 2: the owner at each stage entry; 3: the counts
     handles = STAGE_EVENTS | frozenset({"LeadAssigned"})
-    tables = (ENTRIES,)
+    tables = (ENTRIES, COUNTS)
+
+    def fold(self, lead: Lead, history: list[Fact], new: list[Fact]) -> Changes:
+        """The entry rows, and what they change in the counts: +1 per new row; a lead whose rows are
+        re-derived also takes back (-1) the rows its earlier events gave (those of `history` alone)."""
+        changes = super().fold(lead, history, new)
+        deltas = [cell for row in changes.rows.get(ENTRIES.name, ()) for cell in count_cells(row, 1)]
+        if changes.replace_lead and history:
+            old = super().fold(lead, [], history).rows.get(ENTRIES.name, ())
+            deltas += [cell for row in old for cell in count_cells(row, -1)]
+        deltas = summed(deltas)
+        if deltas:
+            changes.rows[COUNTS.name] = deltas
+        return changes
+
+    def derive_rows(self, lead: Lead, facts: Sequence[Fact]) -> Changes:
+        return super().fold(lead, [], sorted(facts))  # the entry rows alone
 
     def rows_for(
         self, lead: Lead, facts: Sequence[Fact], i: int, capture: Fact | None
@@ -53,6 +94,25 @@ class Funnel(AppendProjection):
         campaign = campaign_key(capture.campaign) if capture else None
         yield ENTRIES.name, (lead.lead_no, f.version, f.stage, f.occurred, prev_at, cap_at, channel, campaign,
                              owner_at(facts, i))
+
+
+def count_cells(row: tuple[Any, ...], n: int) -> Iterator[tuple[Any, ...]]:
+    """The counts rows (with number n) of one entry row: a first entry in the four grains, a re-entry
+    in one, each once per kind of group; an entry of a lead without a capture counts nowhere."""
+    _, _, stage, entered_at, prev_at, captured_at, channel, campaign, owner = row
+    if captured_at is None:
+        return
+    c, e = captured_at // DAY, entered_at // DAY
+    if prev_at is None:
+        p = 0
+        cells: tuple[tuple[str, int, int], ...] = (
+            ("DD", c, e), ("DB", c, e // BLOCK), ("BD", c // BLOCK, e), ("BB", c // BLOCK, e // BLOCK))
+    else:
+        p = prev_at // DAY
+        cells = (("R", c, e),)
+    for kind, g in (("channel", channel), ("campaign", campaign), ("owner", owner)):
+        for grain, cx, ex in cells:
+            yield grain, kind, cx, ex, p, stage, int(g is None), g or "", n
 
 
 def owner_at(facts: Sequence[Fact], i: int) -> str | None:
@@ -198,3 +258,182 @@ def span_sql(w: Window, table: str) -> tuple[str, list[Any]]:
     if w.mode == "cohort":
         conds.append("stage = 'captured'")
     return f"SELECT MIN({column}), MAX({column}) FROM {table} WHERE {' AND '.join(conds)}", params
+
+
+# ---------------------------------------------------------------- the funnel from the counts
+#
+# What the funnel counts is, per family of entries, a conjunction of one interval per column: cohort,
+# first entries with captured_at in [from, to) and both captured_at and entered_at at or before as-of;
+# period, first entries with entered_at in [from, to) (and the same as-of cut), and re-entries likewise
+# whose prev_at is before `from`. Each interval is split at UTC midnights: the whole days it covers and
+# at most two partial days. The entries whose every column lies in whole days are summed from the
+# counts; the others are counted from the rows, split so that nothing is counted twice: for the k-th
+# column, the entries in its partial days whose earlier columns lie in whole days (their later columns
+# anywhere in their intervals).
+
+Interval = tuple[int | None, int | None]  # [lo, hi) in µs; None: unbounded
+
+
+@dataclass(frozen=True)
+class Span:
+    """One column's interval [lo, hi) split at UTC midnights: the whole days [first, stop) it covers
+    (None: unbounded) and the parts of partial days (µs)."""
+
+    first: int | None
+    stop: int | None
+    edges: tuple[tuple[int | None, int | None], ...]
+
+    @property
+    def has_days(self) -> bool:
+        return self.first is None or self.stop is None or self.first < self.stop
+
+    @property
+    def days_us(self) -> Interval:
+        """The whole days, as an interval in µs."""
+        return (None if self.first is None else self.first * DAY, None if self.stop is None else self.stop * DAY)
+
+
+def span(lo: int | None, hi: int | None) -> Span:
+    first = None if lo is None else -(-lo // DAY)
+    stop = None if hi is None else hi // DAY
+    if first is not None and stop is not None and first >= stop:
+        return Span(0, 0, ((lo, hi),))
+    edges = []
+    if lo is not None and first is not None and lo < first * DAY:
+        edges.append((lo, first * DAY))
+    if hi is not None and stop is not None and stop * DAY < hi:
+        edges.append((stop * DAY, hi))
+    return Span(first, stop, tuple(edges))
+
+
+def pieces(s: Span) -> list[tuple[str, int | None, int | None]]:
+    """The whole days of `s` as cells: (grain, first, stop) with grain B (blocks) or D (days)."""
+    if not s.has_days:
+        return []
+    first, stop = s.first, s.stop
+    bfirst = None if first is None else -(-first // BLOCK)
+    bstop = None if stop is None else stop // BLOCK
+    if bfirst is not None and bstop is not None and bfirst >= bstop:
+        return [("D", first, stop)]
+    out: list[tuple[str, int | None, int | None]] = [("B", bfirst, bstop)]
+    if first is not None and bfirst is not None and first < bfirst * BLOCK:
+        out.append(("D", first, bfirst * BLOCK))
+    if stop is not None and bstop is not None and bstop * BLOCK < stop:
+        out.append(("D", bstop * BLOCK, stop))
+    return out
+
+
+def _meet(lo: int | None, hi: int | None, cut: int | None) -> Interval:
+    """[lo, hi) ∩ (-inf, cut]."""
+    if cut is None:
+        return lo, hi
+    return lo, cut + 1 if hi is None else min(hi, cut + 1)
+
+
+def _empty(i: Interval) -> bool:
+    return i[0] is not None and i[1] is not None and i[0] >= i[1]
+
+
+def families(w: Window) -> list[tuple[bool, dict[str, Interval]]]:
+    """What the funnel counts as (re-entries?, column -> interval), the columns in refinement order."""
+    window = (w.start, w.end)
+    upto = _meet(None, None, w.as_of)
+    if w.mode == "cohort":
+        return [(False, {"captured_at": _meet(*window, w.as_of), "entered_at": upto})]
+    entered = _meet(*window, w.as_of)
+    out = [(False, {"entered_at": entered, "captured_at": upto})]
+    if w.start is not None:
+        out.append((True, {"entered_at": entered, "captured_at": upto, "prev_at": (None, w.start)}))
+    return out
+
+
+def _range(column: str, i: Interval, conds: list[str], params: list[Any]) -> None:
+    if i[0] is not None:
+        conds.append(f"{column} >= ?")
+        params.append(i[0])
+    if i[1] is not None:
+        conds.append(f"{column} < ?")
+        params.append(i[1])
+
+
+#: what the statements over the counts select (stage, key, n) and group by (without --by: the kind with
+#: the fewest groups, and no key)
+_COUNT_GROUPS = ("CASE WHEN gnull = 1 THEN NULL ELSE g END", "stage, gnull, g")
+_UNGROUPED_KIND = "owner"
+_STAGE_LIST = ", ".join(f"'{s.value}'" for s in FUNNEL_ORDER)
+_CELL_COLUMN = {"captured_at": "c", "entered_at": "e", "prev_at": "p"}
+
+
+def counts_sql(w: Window, counts: str, entries: str) -> list[tuple[str, list[Any]]]:
+    """Statements whose (stage, key, count) rows add up to the funnel of `w` (no known-at): sums over
+    the counts for the whole days, counts of entry rows for the partial ones (`regroup_all` reads
+    them). Exactly the entries `counted` describes, each once."""
+    statements: list[tuple[str, list[Any]]] = []
+    for again, intervals in families(w):
+        if not any(_empty(i) for i in intervals.values()):
+            spans = {column: span(*i) for column, i in intervals.items()}
+            statements += _cell_statements(w.by, again, spans, counts)
+            statements += _edge_statements(w.by, again, intervals, spans, entries)
+    return statements
+
+
+def _cell_statements(by: str | None, again: bool, spans: dict[str, Span],
+                     counts: str) -> list[tuple[str, list[Any]]]:
+    """The entries whose every column lies in whole days, from the counts: one statement per
+    combination of grains (blocks, and the days before and after them, per column)."""
+    if not all(s.has_days for s in spans.values()):
+        return []
+    select, group = _COUNT_GROUPS if by else ("NULL", "stage")
+    grids = [[("R", s.first, s.stop)] for s in spans.values()] if again else [pieces(s) for s in spans.values()]
+    out = []
+    for cells in _product(grids):
+        grains = {column: cell[0] for column, cell in zip(spans, cells, strict=True)}
+        grain = "R" if again else grains["captured_at"] + grains["entered_at"]
+        conds, params = ["grain = ?", "kind = ?"], [grain, by or _UNGROUPED_KIND]
+        for column, (_, first, stop) in zip(spans, cells, strict=True):
+            _range(_CELL_COLUMN[column], (first, stop), conds, params)
+        out.append((f"SELECT stage, {select}, SUM(n) FROM {counts} WHERE {' AND '.join(conds)} GROUP BY {group}",
+                    params))
+    return out
+
+
+def _edge_statements(by: str | None, again: bool, intervals: dict[str, Interval], spans: dict[str, Span],
+                     entries: str) -> list[tuple[str, list[Any]]]:
+    """The other entries, from the rows: for the k-th column, those in its partial days whose earlier
+    columns lie in whole days (so no entry is counted twice)."""
+    select, group = (by, f"stage, {by}") if by else ("NULL", "stage")
+    columns = list(spans)
+    out = []
+    for k, column in enumerate(columns):
+        if any(not spans[c].has_days for c in columns[:k]):
+            break
+        for edge in spans[column].edges:
+            conds = ["captured_at IS NOT NULL", "prev_at IS NOT NULL" if again else "prev_at IS NULL"]
+            params: list[Any] = []
+            if column == "prev_at":  # along the (stage, prev_at) index, every stage
+                conds.append(f"stage IN ({_STAGE_LIST})")
+            _range(column, edge, conds, params)
+            for before in columns[:k]:
+                _range(before, spans[before].days_us, conds, params)
+            for after in columns[k + 1:]:
+                _range(after, intervals[after], conds, params)
+            out.append((f"SELECT stage, {select}, COUNT(*) FROM {entries} WHERE {' AND '.join(conds)} "
+                        f"GROUP BY {group}", params))
+    return out
+
+
+def _product(grids: list[list[tuple[str, int | None, int | None]]]) -> Iterator[tuple[Any, ...]]:
+    if not grids:
+        yield ()
+        return
+    for head in grids[0]:
+        for rest in _product(grids[1:]):
+            yield (head, *rest)
+
+
+def regroup_all(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, str, int]]:
+    """(stage, key, count) rows of `counts_sql` -> (key, stage, count), one per (key, stage)."""
+    out: dict[tuple[Any, str], int] = {}
+    for stage, key, count in rows:
+        out[key, stage] = out.get((key, stage), 0) + int(count)
+    return [(key, stage, count) for (key, stage), count in out.items()]

@@ -98,20 +98,28 @@ class Analytics:
 
     # ---- queries -------------------------------------------------------------
 
-    def funnel(self, q: Query) -> dict[str, Any]:
+    def funnel(self, q: Query, from_rows: bool = False) -> dict[str, Any]:
         """Distinct leads per stage; with `q.interval` also one funnel per week or month of the window,
         with `q.compare_to` also the other window's funnel and the differences. By owner, each stage entry
-        counts under the owner the lead had when it entered the stage."""
+        counts under the owner the lead had when it entered the stage. The counts of whole days are read
+        from the pre-aggregated counts (but with --known-at); `from_rows` counts every entry row instead
+        (the reference the counts are tested against)."""
         w = check(q, bys=funnel.BYS)
         if q.compare_to is not None:
-            return self._compared(self.funnel, q)
+            return self._compared(lambda other: self.funnel(other, from_rows), q)
         tables = self._tables(w, BY_NAME["funnel"])
         table = tables[funnel.ENTRIES.name]
-        statements = funnel.query_sql(w, table)
         rows = []
-        for stage in FUNNEL_ORDER:
-            for text, params in statements:
-                rows += funnel.regroup(w.by, stage.value, self.db.query(text, [stage.value, *params]))
+        if from_rows or w.slow:
+            statements = funnel.query_sql(w, table)
+            for stage in FUNNEL_ORDER:
+                for text, params in statements:
+                    rows += funnel.regroup(w.by, stage.value, self.db.query(text, [stage.value, *params]))
+        else:
+            found = []
+            for text, params in funnel.counts_sql(w, tables[funnel.COUNTS.name], table):
+                found += self.db.query(text, params)
+            rows = funnel.regroup_all(found)
         answer = funnel.shape(w, rows)
         if q.interval is not None:
             answer["interval"] = q.interval
@@ -295,15 +303,16 @@ class Analytics:
         self._fresh()
         if not w.slow:
             return {t.name: self.db.name(t.name) for t in projection.tables}
-        names = self.db.create_temp(projection.tables)
-        pending: dict[str, list[tuple[Any, ...]]] = {t.name: [] for t in projection.tables}
+        rows_tables = [t for t in projection.tables if not t.summed]  # the exact path reads rows, not counts
+        names = self.db.create_temp(rows_tables)
+        pending: dict[str, list[tuple[Any, ...]]] = {t.name: [] for t in rows_tables}
         inserts = {t.name: self.db.insert_sql(replace(t, name=names[t.name], upsert=False), temp=True)
-                   for t in projection.tables}
+                   for t in rows_tables}
         for lead, facts in self.runner.timelines():
             seen = [f for f in visible_facts(facts, w.as_of, w.known_at) if f.name in projection.handles]
             if not seen:
                 continue
-            for table, rows in projection.derive(lead, seen).rows.items():
+            for table, rows in projection.derive_rows(lead, seen).rows.items():
                 pending[table].extend(rows)
             if sum(len(r) for r in pending.values()) > 20_000:
                 self._flush(inserts, pending)

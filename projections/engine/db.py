@@ -83,10 +83,19 @@ class ReadModelDB(ABC):
         cols = table.column_names
         name = table.name if temp else self.name(table.name)
         text = f"INSERT INTO {name} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+        if table.summed:
+            n = cols[-1]
+            text = text.replace(f"INSERT INTO {name} ", f"INSERT INTO {name} AS t ", 1)
+            return text + f" ON CONFLICT ({', '.join(table.key)}) DO UPDATE SET {n} = t.{n} + excluded.{n}"
         if table.upsert:
             sets = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in table.key)
             text += f" ON CONFLICT ({', '.join(table.key)}) DO UPDATE SET {sets}"
         return text
+
+    def zero_sql(self, table: Table) -> str:
+        """Delete the row of one key of a summed table if its number came to 0."""
+        where = " AND ".join(f"{c} = ?" for c in table.key)
+        return f"DELETE FROM {self.name(table.name)} WHERE {where} AND {table.column_names[-1]} = 0"
 
     # ---- execution -----------------------------------------------------------
 

@@ -14,7 +14,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from lifecycle.store.sqlite import LogRow
-from projections.base import Lead, Projection, Table
+from projections.base import Lead, Projection, Table, summed
 from projections.engine import chains
 from projections.engine.checkpoints import CHECKPOINTS, MARKS
 from projections.engine.db import ReadModelDB
@@ -137,17 +137,22 @@ class Replay:
             self.db.load(self._next[REGISTRY.name], registry_rows(self.projections))
 
     def _write(self, chunks: Iterator[Folded], tick: ReplayProgress) -> int:
-        """Each folded chunk into the new tables, in one transaction of its own; returns events."""
+        """Each folded chunk into the new tables, in one transaction of its own, but the rows of
+        summed tables (counts), added up over the whole replay and loaded after it; returns events."""
         tables = [self._next[t.name] for t in self.deriver.tables]
+        counts = _Counts(tables)
         written = 0
         for n, out in chunks:
             tick("read", written + n)
             self.fault("replay:write")
             with self.db.transaction():
                 for table, rows in zip(tables, out, strict=True):
-                    self.db.load(table, rows)
+                    if not counts.add(table, rows):
+                        self.db.load(table, rows)
             written += n
             tick("write", written)
+        with self.db.transaction():
+            counts.load(self.db)
         return written
 
     def _index(self) -> None:
@@ -247,7 +252,7 @@ def _fold_chunk(reader: LeadsReader, head: int, first_no: int, after: int, chunk
         facts, last_hash = by_lead[lead_id]
         events += deriver.add(lead_no, lead_id, facts, out, last_hash)
     fault("replay:folded")
-    return events, out
+    return events, deriver.collapse(out)
 
 
 def _find_broken(source: EmbeddedSource, head: int, events: int, folded: int) -> None:
@@ -278,6 +283,10 @@ class Deriver:
     def empty(self) -> list[list[tuple[Any, ...]]]:
         return [[] for _ in self.tables]
 
+    def collapse(self, out: list[list[tuple[Any, ...]]]) -> list[list[tuple[Any, ...]]]:
+        """`out` with the rows of each summed table added up per key (fewer rows to send)."""
+        return [summed(rows) if table.summed else rows for table, rows in zip(self.tables, out, strict=True)]
+
     def add(self, lead_no: int, lead_id: str, facts: list[Fact], out: list[list[tuple[Any, ...]]],
             last_hash: str) -> int:
         """Append the lead's rows (timeline first) to `out`, per table; returns its events.
@@ -293,6 +302,29 @@ class Deriver:
                 for table, rows in projection.fold(lead, [], seen).rows.items():
                     out[slot[table]].extend(rows)
         return len(facts)
+
+
+class _Counts:
+    """The rows of the summed tables, added up over the whole replay and loaded at its end (the
+    rows of other tables are loaded chunk by chunk)."""
+
+    def __init__(self, tables: Sequence[Table]) -> None:
+        self._tables = [t for t in tables if t.summed]
+        self._totals: dict[str, dict[tuple[Any, ...], int]] = {t.name: {} for t in self._tables}
+
+    def add(self, table: Table, rows: list[tuple[Any, ...]]) -> bool:
+        """Add `rows` if `table` is summed (then True: nothing to load now)."""
+        totals = self._totals.get(table.name)
+        if totals is None:
+            return False
+        for row in rows:
+            key = row[:-1]
+            totals[key] = totals.get(key, 0) + row[-1]
+        return True
+
+    def load(self, db: ReadModelDB) -> None:
+        for table in self._tables:
+            db.load(table, sorted((*key, n) for key, n in self._totals.pop(table.name).items() if n))
 
 
 # ---------------------------------------------------------------- reading

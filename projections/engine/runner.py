@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from projections.base import Changes, Lead, Projection, Table
+from projections.base import Changes, Lead, Projection, Table, summed
 from projections.engine import chains
 from projections.engine.chains import Chain
 from projections.engine.checkpoints import MARKS, Checkpoints
@@ -61,6 +61,8 @@ class Runner:
         self.all_tables: tuple[Table, ...] = tables_of(self.projections)
         self._insert_sql = {t.name: db.insert_sql(t) for p in self.projections for t in p.tables}
         self._delete_sql = {name: f"DELETE FROM {db.name(name)} WHERE lead_no = ?" for name in self._insert_sql}
+        self._summed = {t.name: t for p in self.projections for t in p.tables if t.summed}
+        self._zero_sql = {name: db.zero_sql(t) for name, t in self._summed.items()}
         self._checkpoints = Checkpoints(db)
         self._registry = Registry(db)
         self._timelines = Timelines(db)
@@ -134,8 +136,18 @@ class Runner:
 
     def _flush(self, pending: dict[str, list[tuple[Any, ...]]]) -> None:
         for table, rows in pending.items():
-            self.db.executemany(self._insert_sql[table], rows)
+            self._insert(table, rows)
             rows.clear()
+
+    def _insert(self, table: str, rows: list[tuple[Any, ...]]) -> None:
+        """Write rows of one table; a summed table's rows are added up per key first, and a key whose
+        number comes to 0 (after a re-derived lead's differences) loses its row."""
+        if table not in self._summed:
+            self.db.executemany(self._insert_sql[table], rows)
+            return
+        rows = sorted(summed(rows))
+        self.db.executemany(self._insert_sql[table], rows)
+        self.db.executemany(self._zero_sql[table], [row[:-1] for row in rows if row[-1] < 0])
 
     def _projection(self, name: str) -> Projection:
         for p in self.projections:
@@ -350,7 +362,8 @@ class Runner:
                  rows: dict[str, list[tuple[Any, ...]]], replaced: dict[str, list[int]]) -> None:
         if changes.replace_lead:
             for table in projection.tables:
-                replaced.setdefault(table.name, []).append(lead_no)  # each lead is folded once per batch
+                if table.per_lead:  # a summed table gets the differences instead
+                    replaced.setdefault(table.name, []).append(lead_no)  # each lead is folded once per batch
         for table_name, new_rows in changes.rows.items():
             rows.setdefault(table_name, []).extend(new_rows)
 
@@ -364,7 +377,7 @@ class Runner:
         for table_name, table_rows in rows.items():
             self.fault(f"rows:{table_name}")
             table_rows.sort(key=_first_two)  # key order: b-tree pages are touched once each
-            self.db.executemany(self._insert_sql[table_name], table_rows)
+            self._insert(table_name, table_rows)
 
     # ---- reading back --------------------------------------------------------
 

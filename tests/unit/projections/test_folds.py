@@ -204,7 +204,8 @@ def lead_histories(draw: st.DrawFn) -> list[Fact]:
 
 
 def apply_incrementally(p: Projection, arrivals: list[list[Fact]]) -> dict[str, set[tuple[Any, ...]]]:
-    """What the runner does: fold batch after batch, deleting the lead's rows on a re-derivation."""
+    """What the runner does: fold batch after batch, deleting the lead's rows on a re-derivation (but
+    a summed table's, to which the fold writes differences: a row adds its number to its key's)."""
     tables: dict[str, dict[tuple[Any, ...], tuple[Any, ...]]] = {t.name: {} for t in p.tables}
     history: list[Fact] = []
     for batch in arrivals:
@@ -213,13 +214,21 @@ def apply_incrementally(p: Projection, arrivals: list[list[Fact]]) -> dict[str, 
             continue
         changes: Changes = p.fold(LEAD, [f for f in history if f.name in p.handles], new)
         if changes.replace_lead:
-            for t in tables.values():
-                t.clear()
+            for t in p.tables:
+                if t.per_lead:
+                    tables[t.name].clear()
         for name, table_rows in changes.rows.items():
             table = next(t for t in p.tables if t.name == name)
             key_idx = [table.column_names.index(k) for k in table.key]
             for r in table_rows:
                 key = tuple(r[i] for i in key_idx)
+                if table.summed:
+                    n = (tables[name][key][-1] if key in tables[name] else 0) + r[-1]
+                    if n:
+                        tables[name][key] = (*key, n)
+                    else:
+                        del tables[name][key]
+                    continue
                 assert table.upsert or key not in tables[name], f"{name}: row {key} written twice"
                 tables[name][key] = r
         history = sorted(history + batch)
