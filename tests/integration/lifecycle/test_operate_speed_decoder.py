@@ -4,6 +4,7 @@ row with the same error."""
 
 from __future__ import annotations
 
+import gc
 import shutil
 import sqlite3
 from pathlib import Path
@@ -36,6 +37,7 @@ def _operated(home: Path, where: Path, *, batch: int = 7) -> tuple[list[tuple[An
         runner = OperatorRunner(app.store, batch=batch)
         report = runner.run_once(NOW)
         assert runner._decoder is None  # stopped when the catch-up ends
+        assert gc.get_freeze_count() == 0  # what a long catch-up froze is thawed when it ends
         again = OperatorRunner(app.store, batch=batch).run_once(NOW)  # a restart, rebuilt by the same path
         assert sum(again.decisions.values()) == 0 and again.folded == app.store.head_position()
         return _decisions(app), report
