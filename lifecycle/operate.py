@@ -96,11 +96,24 @@ def decode(row: tuple[int, UUID, int, bytes]) -> Seen:
 Row = tuple[int, UUID, int, bytes]  # (notification id, lead, version, stored state)
 
 
+_ACTOR = b'{"actor":"'  # how a stored envelope begins (canonical JSON: sorted keys, "actor" the first)
+_ACTOR_KEY = b'"actor"'
+_QUOTE = ord('"')
+_OPERATOR_ACTORS = frozenset(actor.encode() for actor in OPERATOR_ACTORS)
+
+
 def maybe_decided(row: tuple[int, object, int, bytes]) -> bool:
-    """Whether a row may be one of leadledger's own decisions, from its parsed JSON alone (no hash check:
-    the rebuild decodes — and checks — every row it folds, and the catch-up every row it handles). False
-    only for a well-formed envelope whose actor is a string outside OPERATOR_ACTORS, which `decode` would
-    read as not decided; anything else is decoded in full (and refused there if it is corrupt)."""
+    """Whether a row may be one of leadledger's own decisions (no hash check: the rebuild decodes — and
+    checks — every row it folds, and the catch-up every row it handles, so a corrupt row is refused
+    either way). False for an envelope whose actor is a string outside OPERATOR_ACTORS, which `decode`
+    would read as not decided: read off its first key when the row begins as the store writes envelopes
+    and names no other "actor" (no JSON parse: a rebuild looks at every row after its position), else
+    from the parsed JSON; anything else is decoded in full (and refused there if it is corrupt)."""
+    state = row[3]
+    if state.startswith(_ACTOR):
+        end = state.find(_QUOTE, 10)
+        if end > 10 and b"\\" not in state[10:end] and state.find(_ACTOR_KEY, end) < 0:
+            return state[10:end] in _OPERATOR_ACTORS
     try:
         envelope = orjson.loads(row[3])
     except orjson.JSONDecodeError:

@@ -96,3 +96,9 @@ def test_maybe_decided_is_false_only_for_another_actor() -> None:
     assert maybe_decided(row(b'{"actor":5}'))  # decoded in full: refused or read there
     assert maybe_decided(row(b"not json"))
     assert maybe_decided(row(b"[1, 2]"))
+    # read off the first key as the store writes envelopes (no parse): a corrupt rest is refused when handled
+    assert not maybe_decided(row(b'{"actor":"crm","data":{"to_stage":"mql"},"time":"'))
+    assert maybe_decided(row(b'{"actor":"scorer","data":{}}'))
+    assert maybe_decided(row(b'{"actor":"rout\\u0065r","data":{}}'))  # an escape: parsed
+    assert not maybe_decided(row(b'{"actor":"crm","data":{},"actor":"crm"}'))
+    assert maybe_decided(row(b'{"actor":"crm","data":{},"actor":"sla"}'))  # the parse reads the last
