@@ -177,6 +177,18 @@ class LogReader:
         """Up to `limit` rows after notification id `after`."""
         return self._db.execute(_log_after(self._table), (after, limit)).fetchall()
 
+    def streams(self, lead_ids: Sequence[str]) -> dict[str, list[tuple[int, bytes]]]:
+        """Every event (version, state) of these leads (32 hex digits), in version order; a lead's
+        events in one read."""
+        found: dict[str, list[tuple[int, bytes]]] = {}
+        for chunk in _chunks(list(lead_ids)):
+            marks = ",".join("?" * len(chunk))
+            for lead, version, state in self._db.execute(
+                    f"SELECT originator_id, originator_version, state FROM {self._table} "
+                    f"WHERE originator_id IN ({marks}) ORDER BY originator_id, originator_version", chunk):
+                found.setdefault(lead, []).append((version, state))
+        return found
+
     def scan(self, head: int, leads: LeadRange, batch: int) -> Iterator[list[LogRow]]:
         """Batches of the rows at or before `head` whose lead id is in `leads`, in notification order,
         in one read transaction."""
