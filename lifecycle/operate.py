@@ -558,7 +558,8 @@ class OperatorRunner:
                                    report)
                     else:
                         ahead = decided
-                        self._loader.ask({d.lead for d in decided.decisions} - self._loaded.keys())
+                        # (not `- self._loaded.keys()`: that hashes every kept lead again)
+                        self._loader.ask({d.lead for d in decided.decisions if d.lead not in self._loaded})
                 self._progress(report, started)
         except BaseException:
             if ahead is not None:  # stored as a batch at a time would have stored it before failing
