@@ -44,6 +44,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.sqlite import (
+    SQLiteAggregateRecorder,
     SQLiteApplicationRecorder,
     SQLiteConnection,
     SQLiteConnectionPool,
@@ -366,7 +367,9 @@ class SQLiteLeadRecorder(SQLiteApplicationRecorder):
         if emails:  # a plain INSERT: a second lead for one e-mail fails the whole transaction
             c.executemany("INSERT INTO leadledger_email_index VALUES (?, ?)",
                           [(key, lead.hex) for key, lead in emails])
-        return super()._insert_events(c, stored_events)
+        # the events in one executemany (the application recorder's own runs a statement per event to
+        # return their notification ids, which no caller reads)
+        return SQLiteAggregateRecorder._insert_events(self, c, stored_events)
 
     def select_log(self, after: int, limit: int) -> list[LogRow]:
         # SQLite keeps lead ids as hex text: the lean read builds no UUID objects
