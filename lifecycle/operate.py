@@ -563,7 +563,10 @@ class OperatorRunner:
                 self._progress(report, started)
         except BaseException:
             if ahead is not None:  # stored as a batch at a time would have stored it before failing
-                self._settle(ahead, report)
+                try:
+                    self._settle(ahead, report)
+                except Exception:
+                    log.exception("the batch decided before the failure could not be stored either")
             raise
         if ahead is not None and not self._settle(ahead, report):
             self._step([seen for seen in ahead.rows if seen.position > self.position], None, report)
