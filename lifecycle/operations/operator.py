@@ -30,7 +30,7 @@ from bisect import bisect_right, insort
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 from uuid import UUID
 
 from lifecycle.domain.events import OPERATOR_ACTORS
@@ -60,9 +60,9 @@ def from_us(value: int) -> datetime:
     return _EPOCH + timedelta(microseconds=value)
 
 
-@dataclass(frozen=True)
-class Seen:
-    """One stored event as the operator reads it."""
+class Seen(NamedTuple):
+    """One stored event as the operator reads it (immutable; a tuple: a catch-up makes one per stored
+    event, three times faster than a frozen dataclass)."""
 
     position: int  # notification id (store order)
     lead: UUID
