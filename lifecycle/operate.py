@@ -18,20 +18,26 @@ same compare-and-set transaction. Either way the state is rebuilt from the store
 same. Several operators over one store (whatever their sources) are kept apart by that
 compare-and-set: the one that commits second at a position stores nothing, rebuilds and goes on.
 
-Catching up is kept cheap three ways. A rebuild decodes only what it folds: the rows after the position
+Catching up is kept cheap several ways. A rebuild decodes only what it folds: the rows after the position
 are parsed for their actor alone (`maybe_decided`), and the lead events among them are decoded — hash
 checked — when they are handled. A long catch-up or rebuild from a SQLite file store (at least
 DECODER_BACKLOG rows to read) reads and decodes in a forked helper (`_Decoder`), one batch ahead of the batch being decided, so the
 runner's process only decides and commits; a row the helper cannot decode is decoded again here, which
-raises what `decode` raises. And the leads decided on are kept as the last commit left them: a later
-decision on one of them folds its history again only if the store holds another version meanwhile.
+raises what `decode` raises. The leads decided on are kept as the last commit left them: a later
+decision on one of them folds its history again only if the store holds another version meanwhile; in
+such a catch-up, a second forked helper (`_Loader`) loads the leads a batch decided on first while the
+runner decides the next batch, and the batch is committed after that (unless a policy's scorer
+qualifies leads itself, which reads the stored lead while deciding). And the collector leaves the
+operator's long-lived state alone while a long catch-up runs (`_Frozen`).
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import marshal
 import multiprocessing
+import pickle
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Mapping
@@ -95,11 +101,24 @@ def decode(row: tuple[int, UUID, int, bytes]) -> Seen:
 Row = tuple[int, UUID, int, bytes]  # (notification id, lead, version, stored state)
 
 
+_ACTOR = b'{"actor":"'  # how a stored envelope begins (canonical JSON: sorted keys, "actor" the first)
+_ACTOR_KEY = b'"actor"'
+_QUOTE = ord('"')
+_OPERATOR_ACTORS = frozenset(actor.encode() for actor in OPERATOR_ACTORS)
+
+
 def maybe_decided(row: tuple[int, object, int, bytes]) -> bool:
-    """Whether a row may be one of leadledger's own decisions, from its parsed JSON alone (no hash check:
-    the rebuild decodes — and checks — every row it folds, and the catch-up every row it handles). False
-    only for a well-formed envelope whose actor is a string outside OPERATOR_ACTORS, which `decode` would
-    read as not decided; anything else is decoded in full (and refused there if it is corrupt)."""
+    """Whether a row may be one of leadledger's own decisions (no hash check: the rebuild decodes — and
+    checks — every row it folds, and the catch-up every row it handles, so a corrupt row is refused
+    either way). False for an envelope whose actor is a string outside OPERATOR_ACTORS, which `decode`
+    would read as not decided: read off its first key when the row begins as the store writes envelopes
+    and names no other "actor" (no JSON parse: a rebuild looks at every row after its position), else
+    from the parsed JSON; anything else is decoded in full (and refused there if it is corrupt)."""
+    state = row[3]
+    if state.startswith(_ACTOR):
+        end = state.find(_QUOTE, 10)
+        if end > 10 and b"\\" not in state[10:end] and state.find(_ACTOR_KEY, end) < 0:
+            return state[10:end] in _OPERATOR_ACTORS
     try:
         envelope = orjson.loads(row[3])
     except orjson.JSONDecodeError:
@@ -284,6 +303,101 @@ class _Decoder:
         self._conn.close()
 
 
+def _loader_main(conn: Any, log_file: LogFile) -> None:
+    """The loader process: answer a list of lead ids (32 hex digits) with those leads as stored now,
+    folded (`LeadStore.load_many`'s fold), pickled."""
+    try:
+        with log_file.open() as log:
+            while (request := marshal.loads(conn.recv_bytes())) is not None:
+                streams = log.streams(request)
+                loaded = {lead: LeadStore.fold(UUID(lead), rows) for lead, rows in streams.items()}
+                conn.send_bytes(pickle.dumps(("ok", [v for v in loaded.values() if v is not None]),
+                                             protocol=pickle.HIGHEST_PROTOCOL))
+    except (EOFError, BrokenPipeError):
+        pass
+    except BaseException as exc:  # reported by the runner
+        conn.send_bytes(pickle.dumps(("failed", f"{type(exc).__name__}: {exc}")))
+    finally:
+        conn.close()
+
+
+class _Loader:
+    """A forked process that loads the leads a batch decided on while the runner decides the next batch
+    (a first decision on a lead folds its whole history: a fifth of a catch-up's work). What it loads is
+    only a head start: the commit checks every lead's version as ever, and a lead written meanwhile
+    conflicts and is loaded again here."""
+
+    def __init__(self, log_file: LogFile) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self._conn, theirs = ctx.Pipe()
+        self._proc = ctx.Process(target=_loader_main, args=(theirs, log_file), daemon=True,
+                                 name="operate loader")
+        self._proc.start()
+        theirs.close()
+        self._asked = False
+
+    def ask(self, lead_ids: set[UUID]) -> None:
+        self.collect()
+        self._conn.send_bytes(marshal.dumps([lead.hex for lead in lead_ids]))
+        self._asked = True
+
+    def collect(self) -> dict[UUID, Loaded]:
+        """What the last `ask` loaded ({} when nothing was asked since)."""
+        if not self._asked:
+            return {}
+        self._asked = False
+        try:
+            status, found = pickle.loads(self._conn.recv_bytes())
+        except (EOFError, OSError) as exc:
+            raise RuntimeError(f"the operate loader (pid {self._proc.pid}) died") from exc
+        if status != "ok":
+            raise RuntimeError(f"the operate loader failed: {found}")
+        return {loaded.lead.id: loaded for loaded in found}
+
+    def close(self) -> None:
+        try:
+            self.collect()
+            self._conn.send_bytes(marshal.dumps(None))
+        except (OSError, RuntimeError):
+            pass
+        self._proc.join(timeout=5)
+        if self._proc.is_alive():
+            self._proc.kill()
+        self._conn.close()
+
+
+@dataclass
+class _Decided:
+    """A batch handled and not yet committed."""
+
+    rows: list[Seen]
+    decisions: list[Decision]
+    position: int
+    handled: int
+
+
+class _Frozen:
+    """The cyclic collector over a long catch-up: the operator's state grows to millions of long-lived
+    objects that every full collection would traverse again (a fifth of the catch-up's CPU), so what is
+    alive after each batch is frozen (young objects are still collected) and thawed at the end. A
+    collection first frees what a previous runner left (its queue lanes are cycles); nothing is done
+    while someone else holds objects frozen."""
+
+    def __init__(self) -> None:
+        self.active = gc.isenabled() and gc.get_freeze_count() == 0
+        if self.active:
+            gc.collect()
+
+    def batch(self) -> None:
+        if self.active:
+            gc.freeze()
+
+    def close(self) -> None:
+        if self.active:
+            gc.unfreeze()
+            self.active = False
+
+
 class OperatorRunner:
     """One operator over one store, reading its events from `source` (default: the store's log)."""
 
@@ -303,6 +417,11 @@ class OperatorRunner:
         #: the leads as the runner's last commits left them (a fresh load folds the same, slower)
         self._loaded: OrderedDict[UUID, Loaded] = OrderedDict()
         self._decoder: _Decoder | None = None  # during a long catch-up from the store (run_once)
+        self._frozen: _Frozen | None = None  # likewise
+        self._loader: _Loader | None = None  # likewise
+        #: the scorer's automatic MQL reads the lead as stored (`_head`): deciding a batch then needs the
+        #: batch before it stored, so the catch-up commits each batch before it decides the next
+        self._reads_store = True
         self._own_source = source is None
 
     def close(self) -> None:
@@ -336,6 +455,8 @@ class OperatorRunner:
             if seen.decided or seen.position <= self.position:
                 operator.fold(seen)
                 report.folded += 1
+                if self._frozen is not None and not report.folded % 20_000:
+                    self._frozen.batch()
         operator.position = self.position
         self.operator = operator
         report.rebuilds += 1
@@ -350,11 +471,11 @@ class OperatorRunner:
             if row[0] <= self.position or maybe_decided(row):
                 yield decode(row)
 
-    def _rows(self) -> list[Seen]:
-        """The next batch after the position, decoded."""
+    def _rows(self, after: int) -> list[Seen]:
+        """The next batch after notification id `after` (the position, or a batch decided ahead), decoded."""
         if self._decoder is not None:
-            return self._decoder.rows(self.position, self.batch)
-        return [decode(row) for row in self.source.rows(self.position, self.batch)]
+            return self._decoder.rows(after, self.batch)
+        return [decode(row) for row in self.source.rows(after, self.batch)]
 
     def _start_decoder(self) -> None:
         """A helper process to read and decode a long catch-up (or rebuild) from the store's log file."""
@@ -364,11 +485,19 @@ class OperatorRunner:
         position = self.position if self.operator is not None else 0  # a rebuild reads the whole log
         if log_file is not None and self.store.head_position() - position >= DECODER_BACKLOG:
             self._decoder = _Decoder(log_file)
+            self._loader = _Loader(log_file)
+            self._frozen = _Frozen()
 
     def _stop_decoder(self) -> None:
         if self._decoder is not None:
             self._decoder.close()
             self._decoder = None
+        if self._loader is not None:
+            self._loader.close()
+            self._loader = None
+        if self._frozen is not None:
+            self._frozen.close()
+            self._frozen = None
 
     def _head(self, lead_id: UUID) -> tuple[str, int]:
         """The lead's stored stage and latest stage change (the scorer's automatic MQL asks)."""
@@ -384,6 +513,7 @@ class OperatorRunner:
         if len(policies) != self._policy_count:
             self.operator.policies = PolicyTimeline(policies)
             self._policy_count = len(policies)
+        self._reads_store = any(_auto_qualifies(version) for version in policies)
 
     # ---------------------------------------------------------------------------- running
 
@@ -409,30 +539,86 @@ class OperatorRunner:
         return report
 
     def _catch_up(self, report: OperateReport, started: float, stop: Callable[[], bool]) -> None:
-        while not stop():
-            rows = self._rows()
-            if not rows:
-                return
-            self._step(rows, None, report)
-            if self.on_progress is not None:
-                report.head = self.store.head_position()
-                report.seconds = time.perf_counter() - started
-                self.on_progress(report)
+        """Handle and commit batch after batch. With a loader, a batch is committed after the next one is
+        decided (the loader loads its leads meanwhile); a commit that lost to another operator rebuilds
+        and handles both again, one at a time."""
+        ahead: _Decided | None = None
+        try:
+            while not stop():
+                rows = self._rows(ahead.position if ahead is not None else self.position)
+                if not rows:
+                    break
+                if self._loader is None or self._reads_store:
+                    self._step(rows, None, report)
+                else:
+                    decided = self._decide(rows, None)
+                    settled, ahead = ahead, None
+                    if settled is not None and not self._settle(settled, report):
+                        self._step([seen for seen in settled.rows + rows if seen.position > self.position], None,
+                                   report)
+                    else:
+                        ahead = decided
+                        # (not `- self._loaded.keys()`: that hashes every kept lead again)
+                        self._loader.ask({d.lead for d in decided.decisions if d.lead not in self._loaded})
+                self._progress(report, started)
+        except BaseException:
+            if ahead is not None:  # stored as a batch at a time would have stored it before failing
+                try:
+                    self._settle(ahead, report)
+                except Exception:
+                    log.exception("the batch decided before the failure could not be stored either")
+            raise
+        if ahead is not None and not self._settle(ahead, report):
+            self._step([seen for seen in ahead.rows if seen.position > self.position], None, report)
+            self._progress(report, started)
+
+    def _progress(self, report: OperateReport, started: float) -> None:
+        if self._frozen is not None:
+            self._frozen.batch()
+        if self.on_progress is not None:
+            report.head = self.store.head_position()
+            report.seconds = time.perf_counter() - started
+            self.on_progress(report)
+
+    def _decide(self, rows: list[Seen], now: datetime | None) -> _Decided:
+        assert self.operator is not None
+        decisions: list[Decision] = []
+        position = self.position
+        handled = 0
+        for seen in rows:
+            decisions.extend(self.operator.handle(seen))
+            position = seen.position
+            handled += not seen.decided
+        if now is not None:
+            decisions.extend(self.operator.tick(now))
+        return _Decided(rows, decisions, position, handled)
+
+    def _settle(self, decided: _Decided, report: OperateReport) -> bool:
+        """Commit a decided batch with what the loader loaded for it; False when another operator stored
+        first (then the runner is rebuilt from the stored position and nothing of the batch counts)."""
+        assert self._loader is not None
+        ready = self._loader.collect()
+        if not decided.decisions and decided.position == self.position:
+            return True
+        try:
+            self._commit(decided.decisions, decided.position, ready)
+        except _Overtaken:
+            log.warning("another operator stored decisions first: rebuilding from its position")
+            self.operator = None
+            self.rebuild(report)
+            self._refresh_policies()
+            return False
+        report.handled += decided.handled
+        report.decisions.update(d.kind for d in decided.decisions)
+        self.position = decided.position
+        return True
 
     def _step(self, rows: list[Seen], now: datetime | None, report: OperateReport) -> None:
         """Handle a batch (or fire the timers due before `now`) and commit it; on a conflict with another
         operator, rebuild and do it again from the stored position."""
         for _ in range(_RETRIES):
-            assert self.operator is not None
-            decisions: list[Decision] = []
-            position = self.position
-            handled = 0
-            for seen in rows:
-                decisions.extend(self.operator.handle(seen))
-                position = seen.position
-                handled += not seen.decided
-            if now is not None:
-                decisions.extend(self.operator.tick(now))
+            decided = self._decide(rows, now)
+            decisions, position, handled = decided.decisions, decided.position, decided.handled
             if not decisions and position == self.position:
                 return
             try:
@@ -450,10 +636,14 @@ class OperatorRunner:
             return
         raise StoreConflict("the operator kept losing to other writers; try again")
 
-    def _commit(self, decisions: list[Decision], position: int) -> None:
+    def _commit(self, decisions: list[Decision], position: int, ready: Mapping[UUID, Loaded] | None = None,
+                ) -> None:
+        """Apply the decisions to their leads and store them with the position (`ready`: leads loaded
+        ahead, used where the runner keeps none of its own)."""
         row = (self.name, self.seq + 1, orjson.dumps({"position": position, **self.source.checkpoint()}).decode())
         for _ in range(_RETRIES):
-            leads = self._load({d.lead for d in decisions})
+            leads = self._load({d.lead for d in decisions}, ready or {})
+            ready = None  # a retry loads again
             try:
                 for decision in decisions:
                     _apply(leads[decision.lead], decision)
@@ -482,15 +672,17 @@ class OperatorRunner:
             return
         raise StoreConflict("the leads the operator decided on kept changing under it; try again")
 
-    def _load(self, lead_ids: set[UUID]) -> dict[UUID, Loaded]:
+    def _load(self, lead_ids: set[UUID], ready: Mapping[UUID, Loaded]) -> dict[UUID, Loaded]:
         """The leads as stored now: kept from the runner's last commits where the store holds no other
-        version since (one query), loaded and folded otherwise."""
+        version since (one query), else loaded ahead (`ready`; a lead written since conflicts at the
+        commit), else loaded and folded now."""
         kept = {lead_id: self._loaded[lead_id] for lead_id in lead_ids if lead_id in self._loaded}
         moved = self.store.stale({lead_id: loaded.lead.version for lead_id, loaded in kept.items()}) if kept else set()
         for lead_id in moved:
             del kept[lead_id]
             del self._loaded[lead_id]
-        return {**kept, **self.store.load_many(lead_ids - kept.keys())}
+        ahead = {lead_id: ready[lead_id] for lead_id in lead_ids - kept.keys() if lead_id in ready}
+        return {**kept, **ahead, **self.store.load_many(lead_ids - kept.keys() - ahead.keys())}
 
     def _forget(self, leads: Mapping[UUID, Loaded]) -> None:
         for lead_id in leads:
@@ -504,6 +696,12 @@ class OperatorRunner:
             deadline = time.monotonic() + interval
             while not stop() and time.monotonic() < deadline:
                 time.sleep(min(0.1, interval))
+
+
+def _auto_qualifies(version: Any) -> bool:
+    """Whether a policy version's scorer qualifies leads itself (lifecycle.policies.Published)."""
+    scoring = version.policy.scoring
+    return scoring is not None and bool(scoring.auto_mql)
 
 
 class _Overtaken(Exception):

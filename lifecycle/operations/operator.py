@@ -30,7 +30,7 @@ from bisect import bisect_right, insort
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 from uuid import UUID
 
 from lifecycle.domain.events import OPERATOR_ACTORS
@@ -60,9 +60,9 @@ def from_us(value: int) -> datetime:
     return _EPOCH + timedelta(microseconds=value)
 
 
-@dataclass(frozen=True)
-class Seen:
-    """One stored event as the operator reads it."""
+class Seen(NamedTuple):
+    """One stored event as the operator reads it (immutable; a tuple: a catch-up makes one per stored
+    event, three times faster than a frozen dataclass)."""
 
     position: int  # notification id (store order)
     lead: UUID
@@ -268,11 +268,12 @@ class Operator:
             self.policy = policy
             self.arm()
         at = to_us(seen.occurred)
-        out.extend(self._due(at, releases_inclusive=True))
+        if self._maybe_due(at):
+            out.extend(self._due(at, releases_inclusive=True))
         self.position = max(self.position, seen.position)
         if seen.decided:
             return out  # an own decision coming back from the log: folded when it was decided
-        self._learn(seen)
+        self._learn(seen, at)
         lead = self.leads.get(seen.lead)
         if lead is None or self.policy is None:
             return out
@@ -307,7 +308,8 @@ class Operator:
 
     # ---------------------------------------------------------------------------- learning
 
-    def _learn(self, seen: Seen) -> None:
+    def _learn(self, seen: Seen, occurred: int | None = None) -> None:
+        """Fold an event into the lead's state (`occurred`: its occurred_at in µs, when known)."""
         lead = self.leads.get(seen.lead)
         if lead is None:
             if seen.name != "LeadCaptured":
@@ -316,7 +318,8 @@ class Operator:
         lead.version = max(lead.version, seen.version)
         data = seen.data
         name = seen.name
-        occurred = to_us(seen.occurred)
+        if occurred is None:
+            occurred = to_us(seen.occurred)
         if name == "LeadTouched":
             lead.touches.append(scoring.Touch.of(occurred, data))
         elif name == "LeadScored" and seen.actor == "scorer":
@@ -349,9 +352,10 @@ class Operator:
             return
         item = _Item(occurred, seen.version, kinds, stage, owner, seen.position)
         lead.kinds |= kinds
-        last = not lead.items or lead.items[-1].key() <= item.key()
+        items = lead.items
+        last = not items or (items[-1].occurred, items[-1].version) <= (occurred, item.version)
         if last:
-            lead.items.append(item)
+            items.append(item)
             if lead.clock_events is not None:
                 previous = lead.clock_events[-1].owner if lead.clock_events else None
                 at = seen.occurred if seen.occurred.tzinfo is UTC else from_us(occurred)
@@ -664,6 +668,12 @@ class Operator:
         self._learn_decision(lead_id, "LeadQualifiedAsMQL", when, {"from_stage": lead.stage, "to_stage": "mql"},
                              actor="scorer")
         return out, True
+
+    def _maybe_due(self, at: int) -> bool:
+        """False when `_due(at)` has nothing to give: no look pending and both heaps' earliest entries
+        (stale ones included, which only come earlier) after what it would fire (most events)."""
+        return bool(self._marked or self._looking or (self._releases and self._releases[0][0] <= at)
+                    or (self._timers and self._timers[0][0] < at))
 
     def _due(self, at: int, *, releases_inclusive: bool) -> Iterator[Decision]:
         """Releases at or before `at` and timers strictly before it, in instant order (ties: releases in

@@ -84,16 +84,17 @@ class LeadStore:
 
     def load(self, lead_id: UUID) -> Loaded | None:
         """The lead's current state, or None if it was never captured."""
-        return self._fold(lead_id, self.stream(lead_id))
+        return self.fold(lead_id, self.stream(lead_id))
 
     def load_many(self, lead_ids: Iterable[UUID]) -> dict[UUID, Loaded]:
         """Many leads in one query; leads never captured are absent."""
         streams = self.recorder.select_streams(lead_ids)
-        loaded = {lead_id: self._fold(lead_id, rows) for lead_id, rows in streams.items()}
+        loaded = {lead_id: self.fold(lead_id, rows) for lead_id, rows in streams.items()}
         return {k: v for k, v in loaded.items() if v is not None}
 
     @staticmethod
-    def _fold(lead_id: UUID, rows: list[tuple[int, bytes]]) -> Loaded | None:
+    def fold(lead_id: UUID, rows: list[tuple[int, bytes]]) -> Loaded | None:
+        """A lead from its stored events (version, state) in version order; None without any."""
         lead: Lead | None = None
         head = codec.GENESIS
         for version, state in rows:

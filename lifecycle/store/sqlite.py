@@ -44,6 +44,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, StoredEvent
 from eventsourcing.sqlite import (
+    SQLiteAggregateRecorder,
     SQLiteApplicationRecorder,
     SQLiteConnection,
     SQLiteConnectionPool,
@@ -224,6 +225,18 @@ class LogReader:
     def after(self, after: int, limit: int) -> list[LogRow]:
         """Up to `limit` rows after notification id `after`."""
         return self._db.execute(_log_after(self._table), (after, limit)).fetchall()
+
+    def streams(self, lead_ids: Sequence[str]) -> dict[str, list[tuple[int, bytes]]]:
+        """Every event (version, state) of these leads (32 hex digits), in version order; a lead's
+        events in one read."""
+        found: dict[str, list[tuple[int, bytes]]] = {}
+        for chunk in _chunks(list(lead_ids)):
+            marks = ",".join("?" * len(chunk))
+            for lead, version, state in self._db.execute(
+                    f"SELECT originator_id, originator_version, state FROM {self._table} "
+                    f"WHERE originator_id IN ({marks}) ORDER BY originator_id, originator_version", chunk):
+                found.setdefault(lead, []).append((version, state))
+        return found
 
     def scan(self, head: int, leads: LeadRange, batch: int) -> Iterator[list[LogRow]]:
         """Batches of the rows at or before `head` whose lead id is in `leads`, in notification order,
@@ -410,7 +423,9 @@ class SQLiteLeadRecorder(SQLiteApplicationRecorder):
         if emails:  # a plain INSERT: a second lead for one e-mail fails the whole transaction
             c.executemany("INSERT INTO leadledger_email_index VALUES (?, ?)",
                           [(key, lead.hex) for key, lead in emails])
-        return super()._insert_events(c, stored_events)
+        # the events in one executemany (the application recorder's own runs a statement per event to
+        # return their notification ids, which no caller reads)
+        return SQLiteAggregateRecorder._insert_events(self, c, stored_events)
 
     def select_log(self, after: int, limit: int) -> list[LogRow]:
         # SQLite keeps lead ids as hex text: the lean read builds no UUID objects

@@ -4,6 +4,7 @@ row with the same error."""
 
 from __future__ import annotations
 
+import gc
 import shutil
 import sqlite3
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from leadledger.bootstrap import bootstrap
 from lifecycle import operate
-from lifecycle.operate import OperatorRunner, maybe_decided
+from lifecycle.operate import OperateReport, OperatorRunner, maybe_decided
 from schemas.codec import CorruptEvent
 from tests.integration.lifecycle.test_operate import NOW, _decisions, _history, _published
 from tests.support.env import sqlite_settings
@@ -36,6 +37,7 @@ def _operated(home: Path, where: Path, *, batch: int = 7) -> tuple[list[tuple[An
         runner = OperatorRunner(app.store, batch=batch)
         report = runner.run_once(NOW)
         assert runner._decoder is None  # stopped when the catch-up ends
+        assert gc.get_freeze_count() == 0  # what a long catch-up froze is thawed when it ends
         again = OperatorRunner(app.store, batch=batch).run_once(NOW)  # a restart, rebuilt by the same path
         assert sum(again.decisions.values()) == 0 and again.folded == app.store.head_position()
         return _decisions(app), report
@@ -94,3 +96,41 @@ def test_maybe_decided_is_false_only_for_another_actor() -> None:
     assert maybe_decided(row(b'{"actor":5}'))  # decoded in full: refused or read there
     assert maybe_decided(row(b"not json"))
     assert maybe_decided(row(b"[1, 2]"))
+    # read off the first key as the store writes envelopes (no parse): a corrupt rest is refused when handled
+    assert not maybe_decided(row(b'{"actor":"crm","data":{"to_stage":"mql"},"time":"'))
+    assert maybe_decided(row(b'{"actor":"scorer","data":{}}'))
+    assert maybe_decided(row(b'{"actor":"rout\\u0065r","data":{}}'))  # an escape: parsed
+    assert not maybe_decided(row(b'{"actor":"crm","data":{},"actor":"crm"}'))
+    assert maybe_decided(row(b'{"actor":"crm","data":{},"actor":"sla"}'))  # the parse reads the last
+
+
+def test_a_runner_deciding_ahead_that_loses_to_another_operator_rebuilds_and_stores_nothing_twice(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the loader a batch is committed after the next one is decided: the first commit of an operator
+    that read the same position as another conflicts, and it rebuilds and handles both batches again."""
+    home = _store(tmp_path)
+    monkeypatch.setattr(operate, "DECODER_BACKLOG", 10**9)
+    inline, _ = _operated(home, tmp_path / "inline")
+    monkeypatch.setattr(operate, "DECODER_BACKLOG", 0)
+    loaders: list[object] = []
+    real = operate._Loader.__init__
+
+    def counting(self: Any, *args: Any) -> None:
+        loaders.append(self)
+        real(self, *args)
+
+    monkeypatch.setattr(operate._Loader, "__init__", counting)
+    shutil.copytree(home, tmp_path / "raced")
+    app = bootstrap(sqlite_settings(tmp_path / "raced"))
+    try:
+        one, two = OperatorRunner(app.store, batch=7), OperatorRunner(app.store, batch=7)
+        one.rebuild(OperateReport())  # both read the same position before either stores decisions
+        two.rebuild(OperateReport())
+        assert sum(one.run_once(NOW).decisions.values()) > 0
+        late = two.run_once(NOW)
+        assert len(loaders) == 2, "the loader was not used by both operators"
+        assert late.rebuilds == 1 and sum(late.decisions.values()) == 0
+        assert _decisions(app) == inline
+        assert gc.get_freeze_count() == 0
+    finally:
+        app.store.close()
