@@ -35,6 +35,7 @@ a forked helper process, or by a long scan that must not hold one of the store's
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -124,14 +125,33 @@ class ScrubIncomplete(Exception):
 # ---------------------------------------------------------------- SQLite
 
 
+#: seconds a connection to a locked file is tried for when no lock timeout is set
+OPEN_TIMEOUT = 30
+
+
 class _SecureDeletePool(SQLiteConnectionPool):
     """Every connection zeroes deleted content (erased keys must not linger in free pages)."""
 
     def _create_connection(self) -> SQLiteConnection:
-        conn = super()._create_connection()
+        conn = self._connect_while_locked()
         raw: sqlite3.Connection = conn._sqlite_conn
         raw.execute("PRAGMA secure_delete=ON")
         return conn
+
+
+    def _connect_while_locked(self) -> SQLiteConnection:
+        """The library's connection, tried again while the file is locked: a new store's first
+        connections all switch it to WAL, and SQLite may refuse that switch with "database is
+        locked" while another connection makes it (seen with eight threads opening a new store on a
+        loaded machine); the next try finds WAL set."""
+        deadline = time.monotonic() + (self.lock_timeout or OPEN_TIMEOUT)
+        while True:
+            try:
+                return super()._create_connection()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
 
 class SecureSQLiteDatastore(SQLiteDatastore):
