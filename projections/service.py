@@ -5,7 +5,9 @@ and cut at T (`entered_at <= T`, `left_at <= T`, `converted_at <= T`, ...): the
 rows of a lead depend only on its events up to the row's own event in metric
 order, and "occurred at or before T" keeps a per-lead prefix. With --known-at
 that is no longer a prefix, so the rows are re-derived exactly from the stored
-facts visible at (T, K) into temporary tables and the same SQL runs on those.
+facts visible at (T, K) into temporary tables and the same SQL runs on those;
+the funnel re-derives only the leads whose live rows cut at K are not their rows
+known then (`funnel.LATE`) and counts the others' live rows.
 """
 
 from __future__ import annotations
