@@ -5,7 +5,8 @@ lead's previous entry into the same stage: `prev_at IS NULL` marks the first
 entry (cohort mode), and `prev_at < from` marks the first entry inside a period
 window, so distinct leads are counted without DISTINCT. Beside the rows, counts of them per stage,
 group and cell of days (`COUNTS`): a funnel sums the cells of whole days and counts only the rows of
-partial days (`counts_sql`).
+partial days (`counts_sql`). Each row also keeps when its event was recorded: a lead whose events were
+recorded in metric order answers --known-at from its live rows (`LATE` lists the others).
 """
 
 from __future__ import annotations
@@ -16,19 +17,22 @@ from itertools import pairwise
 from typing import Any
 
 from lifecycle.domain.stages import FUNNEL_ORDER, MAIN_PATH, OWNER_CLEARING_EVENTS, STAGE_EVENTS
-from projections.base import AppendProjection, Changes, Lead, Table, campaign_key, summed
+from projections.base import AppendProjection, Changes, Lead, Table, campaign_key, capture_of, summed
 from projections.query import Window
 from schemas.facts import Fact, format_us
 
 ENTRIES = Table(
     "rm_funnel_entries",
     (("lead_no", "int"), ("version", "int"), ("stage", "text"), ("entered_at", "int"),
-     ("prev_at", "int"), ("captured_at", "int"), ("channel", "text"), ("campaign", "text"), ("owner", "text")),
+     ("prev_at", "int"), ("captured_at", "int"), ("channel", "text"), ("campaign", "text"), ("owner", "text"),
+     ("recorded_at", "int")),
     key=("lead_no", "version"),
-    # per stage: first entries (prev_at NULL) in one index range, grouped in index order
-    indexes=(("stage", "prev_at", "channel", "campaign", "captured_at", "entered_at", "owner"),
+    # per stage: first entries (prev_at NULL) in one index range, grouped in index order (recorded_at and
+    # lead_no: --known-at's cuts, read from the index too)
+    indexes=(("stage", "prev_at", "channel", "campaign", "captured_at", "entered_at", "owner", "recorded_at",
+              "lead_no"),
              # --by owner: first entries grouped in owner order
-             ("stage", "prev_at", "owner", "captured_at", "entered_at"),
+             ("stage", "prev_at", "owner", "captured_at", "entered_at", "recorded_at", "lead_no"),
              # the entries of one partial day (the counts' edges), by capture, entry or previous entry
              ("captured_at", "entered_at", "prev_at", "stage", "channel", "campaign", "owner"),
              ("entered_at", "captured_at", "prev_at", "stage", "channel", "campaign", "owner")),
@@ -49,6 +53,9 @@ COUNTS = Table(
     per_lead=False,
     summed=True,
 )
+#: The leads whose live rows cut at the recording time are not their rows known then (`known_in_order`
+#: fails): --known-at re-derives theirs from their timelines.
+LATE = Table("rm_funnel_late", (("lead_no", "int"),), key=("lead_no",))
 DAY = 86_400_000_000  # µs
 #: days per coarse cell: a long window sums a block's cell instead of its days'
 BLOCK = 32
@@ -58,14 +65,18 @@ BYS = ("channel", "campaign", "owner")
 
 class Funnel(AppendProjection):
     name = "funnel"
-    version = 3  # 2: the owner at each stage entry; 3: the counts
+    version = 4  # 2: the owner at each stage entry; 3: the counts; 4: recorded_at and the late leads
     handles = STAGE_EVENTS | frozenset({"LeadAssigned"})
-    tables = (ENTRIES, COUNTS)
+    tables = (ENTRIES, COUNTS, LATE)
 
     def fold(self, lead: Lead, history: list[Fact], new: list[Fact]) -> Changes:
         """The entry rows, and what they change in the counts: +1 per new row; a lead whose rows are
-        re-derived also takes back (-1) the rows its earlier events gave (those of `history` alone)."""
+        re-derived also takes back (-1) the rows its earlier events gave (those of `history` alone).
+        A lead's row in `LATE` once its facts are no longer `known_in_order` (again when re-derived)."""
         changes = super().fold(lead, history, new)
+        facts = sorted(history + new) if changes.replace_lead else history + new
+        if new and not known_in_order(facts) and (changes.replace_lead or known_in_order(history)):
+            changes.rows[LATE.name] = [(lead.lead_no,)]
         deltas = [cell for row in changes.rows.get(ENTRIES.name, ()) for cell in count_cells(row, 1)]
         if changes.replace_lead and history:
             old = super().fold(lead, [], history).rows.get(ENTRIES.name, ())
@@ -93,13 +104,26 @@ class Funnel(AppendProjection):
         channel = capture.channel if capture else None
         campaign = campaign_key(capture.campaign) if capture else None
         yield ENTRIES.name, (lead.lead_no, f.version, f.stage, f.occurred, prev_at, cap_at, channel, campaign,
-                             owner_at(facts, i))
+                             owner_at(facts, i), f.recorded)
+
+
+def known_in_order(facts: Sequence[Fact]) -> bool:
+    """Whether a lead's facts (metric order), cut at any recording time K, keep a prefix in metric order
+    that starts with the capture: then the rows known at K are its rows whose own event was recorded at
+    or before K (each row depends only on the events before it, and the capture it carries is known
+    with the first of them). True when the recording times never decrease in metric order and the
+    capture, if any, is the first fact."""
+    for a, b in pairwise(facts):
+        if b.recorded < a.recorded:
+            return False
+    capture = capture_of(facts)
+    return capture is None or facts[0] is capture
 
 
 def count_cells(row: tuple[Any, ...], n: int) -> Iterator[tuple[Any, ...]]:
     """The counts rows (with number n) of one entry row: a first entry in the four grains, a re-entry
     in one, each once per kind of group; an entry of a lead without a capture counts nowhere."""
-    _, _, stage, entered_at, prev_at, captured_at, channel, campaign, owner = row
+    _, _, stage, entered_at, prev_at, captured_at, channel, campaign, owner, _ = row
     if captured_at is None:
         return
     c, e = captured_at // DAY, entered_at // DAY
@@ -133,13 +157,19 @@ def group_column(by: str | None) -> str:
     return {"channel": "channel", "campaign": "campaign", "owner": "owner"}.get(by or "", "NULL")
 
 
-def visible(w: Window, time_col: str, conds: list[str], params: list[Any]) -> None:
-    """Add the as-of cut (event and capture at or before T) to a WHERE clause."""
+def visible(w: Window, time_col: str, conds: list[str], params: list[Any], late: str | None = None) -> None:
+    """Add the as-of cut (event and capture at or before T) to a WHERE clause; with `late` (the live rows
+    at a known-at time K), also the known-at cut: rows recorded at or before K, of the leads not in `late`
+    (`known_in_order`)."""
     conds.append("captured_at IS NOT NULL")
     if w.as_of is not None:
         conds.append(f"{time_col} <= ?")
         conds.append("captured_at <= ?")
         params += [w.as_of, w.as_of]
+    if late is not None and w.known_at is not None:
+        conds.append("recorded_at <= ?")
+        conds.append(f"lead_no NOT IN (SELECT lead_no FROM {late})")
+        params.append(w.known_at)
 
 
 def in_range(column: str, w: Window, conds: list[str], params: list[Any]) -> None:
@@ -151,15 +181,15 @@ def in_range(column: str, w: Window, conds: list[str], params: list[Any]) -> Non
         params.append(w.end)
 
 
-def counted(w: Window) -> list[tuple[list[str], list[Any]]]:
+def counted(w: Window, late: str | None = None) -> list[tuple[list[str], list[Any]]]:
     """The entries the funnel counts for one stage, as one or two disjoint sets of WHERE conditions
     (each with its parameters after the stage's, which `stage = ?` leaves to the caller): a lead's
     first entry (cohort mode, and period mode without `from`), or in period mode its first entry in
     the window, whose previous entry into the stage is before `from` (none, or one before `from`).
-    Each matches at most one entry per lead: counting them counts distinct leads."""
+    Each matches at most one entry per lead: counting them counts distinct leads. `late`: see `visible`."""
     conds: list[str] = []
     params: list[Any] = []
-    visible(w, "entered_at", conds, params)
+    visible(w, "entered_at", conds, params, late)
     in_range("captured_at" if w.mode == "cohort" else "entered_at", w, conds, params)
     sets = [(["stage = ?", "prev_at IS NULL", *conds], params)]
     if w.mode == "period" and w.start is not None:
@@ -167,13 +197,13 @@ def counted(w: Window) -> list[tuple[list[str], list[Any]]]:
     return sets
 
 
-def query_sql(w: Window, table: str) -> list[tuple[str, list[Any]]]:
+def query_sql(w: Window, table: str, late: str | None = None) -> list[tuple[str, list[Any]]]:
     """Counts of one stage (each statement's first parameter) per (channel, campaign): ranges of
     the covering index, grouped in index order; the caller runs them per stage and adds them up
-    (`counted` says which entries count)."""
+    (`counted` says which entries count; `late`: see `visible`)."""
     cols = group_columns(w.by)
     return [(f"SELECT {cols}, COUNT(*) FROM {table} WHERE {' AND '.join(conds)} "
-             f"GROUP BY {grouped(w.by)}", params) for conds, params in counted(w)]
+             f"GROUP BY {grouped(w.by)}", params) for conds, params in counted(w, late)]
 
 
 def group_columns(by: str | None) -> str:
@@ -225,14 +255,16 @@ def bucket_case(column: str, bounds: Sequence[tuple[int, int]]) -> str:
     return f"CASE {whens} END"
 
 
-def interval_sql(w: Window, table: str, bounds: Sequence[tuple[int, int]]) -> list[tuple[str, list[Any]]]:
+def interval_sql(w: Window, table: str, bounds: Sequence[tuple[int, int]],
+                 late: str | None = None) -> list[tuple[str, list[Any]]]:
     """`query_sql` per interval in one pass: the counts of one stage (each statement's first parameter)
     per (interval start, channel, campaign). The window [w.start, w.end) is the intervals' union.
     Cohort mode buckets a lead's first entry by its capture; period mode an entry by its own time,
-    counted when the lead's previous entry into the stage is before that interval's start."""
+    counted when the lead's previous entry into the stage is before that interval's start. `late`: see
+    `visible`."""
     conds: list[str] = []
     params: list[Any] = []
-    visible(w, "entered_at", conds, params)
+    visible(w, "entered_at", conds, params, late)
     column = "captured_at" if w.mode == "cohort" else "entered_at"
     in_range(column, w, conds, params)
     bucket = bucket_case(column, bounds)
@@ -247,12 +279,12 @@ def interval_sql(w: Window, table: str, bounds: Sequence[tuple[int, int]]) -> li
     return statements
 
 
-def span_sql(w: Window, table: str) -> tuple[str, list[Any]]:
+def span_sql(w: Window, table: str, late: str | None = None) -> tuple[str, list[Any]]:
     """The earliest and latest time a trend without --from/--to covers: captures (cohort) or stage
-    entries (period) visible at the as-of time."""
+    entries (period) visible at the as-of time (`late`: see `visible`)."""
     conds: list[str] = []
     params: list[Any] = []
-    visible(w, "entered_at", conds, params)
+    visible(w, "entered_at", conds, params, late)
     in_range("captured_at" if w.mode == "cohort" else "entered_at", w, conds, params)
     column = "captured_at" if w.mode == "cohort" else "entered_at"
     if w.mode == "cohort":

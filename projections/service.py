@@ -5,7 +5,9 @@ and cut at T (`entered_at <= T`, `left_at <= T`, `converted_at <= T`, ...): the
 rows of a lead depend only on its events up to the row's own event in metric
 order, and "occurred at or before T" keeps a per-lead prefix. With --known-at
 that is no longer a prefix, so the rows are re-derived exactly from the stored
-facts visible at (T, K) into temporary tables and the same SQL runs on those.
+facts visible at (T, K) into temporary tables and the same SQL runs on those;
+the funnel re-derives only the leads whose live rows cut at K are not their rows
+known then (`funnel.LATE`) and counts the others' live rows.
 """
 
 from __future__ import annotations
@@ -102,51 +104,80 @@ class Analytics:
         """Distinct leads per stage; with `q.interval` also one funnel per week or month of the window,
         with `q.compare_to` also the other window's funnel and the differences. By owner, each stage entry
         counts under the owner the lead had when it entered the stage. The counts of whole days are read
-        from the pre-aggregated counts (but with --known-at); `from_rows` counts every entry row instead
-        (the reference the counts are tested against)."""
+        from the pre-aggregated counts; with --known-at the live rows are counted, cut at K, but those of
+        the leads `funnel.LATE` lists, whose rows are re-derived (`_known_at_rows`). `from_rows` counts
+        every entry row instead, re-derived for every lead with --known-at (the references the fast paths
+        are tested against)."""
         w = check(q, bys=funnel.BYS)
         if q.compare_to is not None:
             return self._compared(lambda other: self.funnel(other, from_rows), q)
-        tables = self._tables(w, BY_NAME["funnel"])
-        table = tables[funnel.ENTRIES.name]
         rows = []
+        if w.known_at is not None and not from_rows:
+            sources = self._known_at_rows(w)
+        else:
+            tables = self._tables(w, BY_NAME["funnel"])
+            sources = [(tables[funnel.ENTRIES.name], None)]
         if from_rows or w.slow:
-            statements = funnel.query_sql(w, table)
             for stage in FUNNEL_ORDER:
-                for text, params in statements:
-                    rows += funnel.regroup(w.by, stage.value, self.db.query(text, [stage.value, *params]))
+                for table, late in sources:
+                    for text, params in funnel.query_sql(w, table, late):
+                        rows += funnel.regroup(w.by, stage.value, self.db.query(text, [stage.value, *params]))
         else:
             found = []
-            for text, params in funnel.counts_sql(w, tables[funnel.COUNTS.name], table):
+            for text, params in funnel.counts_sql(w, tables[funnel.COUNTS.name], sources[0][0]):
                 found += self.db.query(text, params)
             rows = funnel.regroup_all(found)
         answer = funnel.shape(w, rows)
         if q.interval is not None:
             answer["interval"] = q.interval
-            answer["intervals"] = self._funnel_intervals(w, q.interval, table)
+            answer["intervals"] = self._funnel_intervals(w, q.interval, sources)
         return answer
 
-    def _funnel_intervals(self, w: Window, kind: str, table: str) -> list[dict[str, Any]]:
+    def _known_at_rows(self, w: Window) -> list[tuple[str, str | None]]:
+        """The funnel's entry rows known at (T, K), as (table, late) pairs for `funnel.query_sql`: the live
+        rows (cut at K, but the leads in `funnel.LATE`), and those leads' rows re-derived from their facts
+        visible at (T, K) into a temporary table."""
+        self._fresh()
+        projection = BY_NAME["funnel"]
+        live, late = self.db.name(funnel.ENTRIES.name), self.db.name(funnel.LATE.name)
+        temp = self.db.create_temp([funnel.ENTRIES])[funnel.ENTRIES.name]
+        insert = self.db.insert_sql(replace(funnel.ENTRIES, name=temp, upsert=False), temp=True)
+        timeline = self.db.name(TIMELINE.name)
+        pending: list[tuple[Any, ...]] = []
+        for no, lead_id, blob in self.db.query(
+                f"SELECT t.lead_no, t.lead_id, t.facts FROM {timeline} t JOIN {late} l ON l.lead_no = t.lead_no"):
+            seen = [f for f in visible_facts(unpack(blob), w.as_of, w.known_at) if f.name in projection.handles]
+            if seen:
+                pending += projection.derive_rows(Lead(int(no), lead_id), seen).rows.get(funnel.ENTRIES.name, ())
+            if len(pending) > 20_000:
+                self.db.executemany(insert, pending)
+                pending.clear()
+        self.db.executemany(insert, pending)
+        return [(live, late), (temp, None)]
+
+    def _funnel_intervals(self, w: Window, kind: str, sources: Sequence[tuple[str, str | None]]) -> list[dict[str, Any]]:
         start, end = w.start, w.end
         if start is None or end is None:
-            text, params = funnel.span_sql(w, table)
-            first, last = self.db.query(text, params)[0]
-            if first is None:
+            spans = [self.db.query(*funnel.span_sql(w, table, late))[0] for table, late in sources]
+            firsts = [int(first) for first, _ in spans if first is not None]
+            lasts = [int(last) for _, last in spans if last is not None]
+            if not firsts:
                 return []
-            start = windows.interval_start(kind, int(first)) if start is None else start
-            end = windows.next_start(kind, windows.interval_start(kind, int(last))) if end is None else end
+            start = windows.interval_start(kind, min(firsts)) if start is None else start
+            end = windows.next_start(kind, windows.interval_start(kind, max(lasts))) if end is None else end
         bounds = windows.intervals(kind, start, end)
         if not bounds:
             return []
         span = replace(w, start=start, end=end)
         per: dict[int, list[tuple[Any, str, int]]] = {lo: [] for lo, _ in bounds}
         for stage in FUNNEL_ORDER:
-            for text, params in funnel.interval_sql(span, table, bounds):
-                by_bucket: dict[int, list[tuple[Any, ...]]] = {}
-                for bucket, channel, campaign, count in self.db.query(text, [stage.value, *params]):
-                    by_bucket.setdefault(int(bucket), []).append((channel, campaign, count))
-                for bucket, found in by_bucket.items():
-                    per[bucket] += funnel.regroup(w.by, stage.value, found)
+            for table, late in sources:
+                for text, params in funnel.interval_sql(span, table, bounds, late):
+                    by_bucket: dict[int, list[tuple[Any, ...]]] = {}
+                    for bucket, channel, campaign, count in self.db.query(text, [stage.value, *params]):
+                        by_bucket.setdefault(int(bucket), []).append((channel, campaign, count))
+                    for bucket, found in by_bucket.items():
+                        per[bucket] += funnel.regroup(w.by, stage.value, found)
         out = []
         for lo, hi in bounds:
             shaped = funnel.shape(replace(w, start=lo, end=hi), per[lo])

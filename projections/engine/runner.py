@@ -24,8 +24,8 @@ from schemas.facts import Fact, pack
 CACHE_LEADS = 400_000
 
 
-def _first_two(row: tuple[Any, ...]) -> tuple[Any, Any]:
-    return row[0], row[1]
+def _first_two(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    return row[:2]  # a table of one column (a list of leads) has one
 
 
 def _no_fault(step: str) -> None:
