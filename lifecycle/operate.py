@@ -220,18 +220,48 @@ def _decoder_main(conn: Any, log_file: LogFile) -> None:
         conn.close()
 
 
-class _Decoder:
+class _Forked:
+    """A forked helper process reading the store's log file, and our end of its pipe: the decoder's
+    and the loader's common part (start, a message in, the goodbye)."""
+
+    def __init__(self, main: Callable[[Any, LogFile], None], log_file: LogFile, name: str) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self._name = name
+        self._conn, theirs = ctx.Pipe()
+        self._proc = ctx.Process(target=main, args=(theirs, log_file), daemon=True, name=name)
+        self._proc.start()
+        theirs.close()
+
+    def _message(self, load: Callable[[bytes], Any]) -> Any:
+        """The helper's next message, decoded by `load`; its death is an error naming it."""
+        try:
+            return load(self._conn.recv_bytes())
+        except (EOFError, OSError) as exc:
+            raise RuntimeError(f"the {self._name} (pid {self._proc.pid}) died") from exc
+
+    def _finish(self) -> None:
+        """Collect what is still owed, say goodbye, wait for the exit (kill it after 5 s)."""
+        try:
+            self._settle()
+            self._conn.send_bytes(marshal.dumps(None))
+        except (OSError, RuntimeError):
+            pass
+        self._proc.join(timeout=5)
+        if self._proc.is_alive():
+            self._proc.kill()
+        self._conn.close()
+
+    def _settle(self) -> None:
+        """Read the answer to a request still outstanding (none by default)."""
+
+
+class _Decoder(_Forked):
     """A forked process that reads the store's log file on a connection of its own and decodes it (hash
     checked, upcast, times parsed), so the runner's process only decides: while one batch is handled,
     the next is read and decoded (one batch ahead, so memory stays bounded)."""
 
     def __init__(self, log_file: LogFile) -> None:
-        ctx = multiprocessing.get_context("fork")
-        self._conn, theirs = ctx.Pipe()
-        self._proc = ctx.Process(target=_decoder_main, args=(theirs, log_file), daemon=True,
-                                 name="operate decoder")
-        self._proc.start()
-        theirs.close()
+        super().__init__(_decoder_main, log_file, "operate decoder")
         self._pending: tuple[int, int] | None = None
         self._ids: dict[str, UUID] = {}
 
@@ -243,10 +273,7 @@ class _Decoder:
         return store.log_file()
 
     def _recv(self) -> tuple[list[Seen], bool]:
-        try:
-            status, decoded, failed, last = marshal.loads(self._conn.recv_bytes())
-        except (EOFError, OSError) as exc:
-            raise RuntimeError(f"the operate decoder (pid {self._proc.pid}) died") from exc
+        status, decoded, failed, last = self._message(marshal.loads)
         if status != "ok":
             raise RuntimeError(f"the operate decoder failed: {decoded}")
         out = [Seen(position, self._id(lead), version, name, from_us(occurred), actor, event_id, data)
@@ -291,16 +318,11 @@ class _Decoder:
             if last:
                 return
 
+    def _settle(self) -> None:
+        self._drop_pending()
+
     def close(self) -> None:
-        try:
-            self._drop_pending()
-            self._conn.send_bytes(marshal.dumps(None))
-        except (OSError, RuntimeError):
-            pass
-        self._proc.join(timeout=5)
-        if self._proc.is_alive():
-            self._proc.kill()
-        self._conn.close()
+        self._finish()
 
 
 def _loader_main(conn: Any, log_file: LogFile) -> None:
@@ -321,19 +343,14 @@ def _loader_main(conn: Any, log_file: LogFile) -> None:
         conn.close()
 
 
-class _Loader:
+class _Loader(_Forked):
     """A forked process that loads the leads a batch decided on while the runner decides the next batch
     (a first decision on a lead folds its whole history: a fifth of a catch-up's work). What it loads is
     only a head start: the commit checks every lead's version as ever, and a lead written meanwhile
     conflicts and is loaded again here."""
 
     def __init__(self, log_file: LogFile) -> None:
-        ctx = multiprocessing.get_context("fork")
-        self._conn, theirs = ctx.Pipe()
-        self._proc = ctx.Process(target=_loader_main, args=(theirs, log_file), daemon=True,
-                                 name="operate loader")
-        self._proc.start()
-        theirs.close()
+        super().__init__(_loader_main, log_file, "operate loader")
         self._asked = False
 
     def ask(self, lead_ids: set[UUID]) -> None:
@@ -346,24 +363,16 @@ class _Loader:
         if not self._asked:
             return {}
         self._asked = False
-        try:
-            status, found = pickle.loads(self._conn.recv_bytes())
-        except (EOFError, OSError) as exc:
-            raise RuntimeError(f"the operate loader (pid {self._proc.pid}) died") from exc
+        status, found = self._message(pickle.loads)
         if status != "ok":
             raise RuntimeError(f"the operate loader failed: {found}")
         return {loaded.lead.id: loaded for loaded in found}
 
+    def _settle(self) -> None:
+        self.collect()
+
     def close(self) -> None:
-        try:
-            self.collect()
-            self._conn.send_bytes(marshal.dumps(None))
-        except (OSError, RuntimeError):
-            pass
-        self._proc.join(timeout=5)
-        if self._proc.is_alive():
-            self._proc.kill()
-        self._conn.close()
+        self._finish()
 
 
 @dataclass
