@@ -29,26 +29,14 @@ from pathlib import Path
 
 import orjson
 import psycopg
-from kafka import KafkaProducer
 from psycopg.sql import SQL, Identifier
 
-from bench.kafka_bench import MESSAGES_PER_LEAD, messages
+from bench.kafka_bench import MESSAGES_PER_LEAD, bench_broker, bench_topics, messages, produce_inbound
 from bench.record import Lines, append_results
 from consumers.kafka.settings import KafkaSettings
-from consumers.kafka.topics import ensure_topics
 
 SECRET = "leadledger-bench-secret"
 PARTITIONS = 4
-
-
-def produce(settings: KafkaSettings, values: list[tuple[bytes | None, bytes]]) -> None:
-    producer = KafkaProducer(**settings.client_kwargs(), acks="all", linger_ms=5, batch_size=256 * 1024)
-    try:
-        futures = [producer.send(settings.inbound_topic, key=k, value=v) for k, v in values]
-        producer.flush(timeout=600)
-        assert all(f.succeeded() for f in futures)
-    finally:
-        producer.close(timeout=30)
 
 
 def _env(settings: KafkaSettings, dsn: str, schema: str, home: Path, group: str) -> dict[str, str]:
@@ -142,24 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     broker = None
     lines = Lines()
     try:
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-        bootstrap_servers = args.bootstrap
-        if not bootstrap_servers:
-            from tests.support.kafka_broker import TansuBroker
+        broker, bootstrap_servers = bench_broker(work, args.bootstrap)
+        from tests.support.kafka_inbound import inbound_key  # importable once bench_broker set the path
 
-            broker = TansuBroker(work)
-            broker.start()
-            bootstrap_servers = broker.bootstrap
-        from tests.support.kafka_inbound import inbound_key
-
-        tag = f"scaleout{int(time.time())}"
-        settings = KafkaSettings(bootstrap=bootstrap_servers, inbound_topic=f"{tag}.inbound",
-                                 dlq_topic=f"{tag}.inbound.dlq", events_topic=f"{tag}.lead-events",
-                                 partitions=PARTITIONS, group_prefix=tag)
-        ensure_topics(settings)
+        settings = bench_topics(bootstrap_servers, f"scaleout{int(time.time())}", PARTITIONS)
         values = [(inbound_key(m), orjson.dumps(m)) for m in messages(max(10, int(args.inbound / MESSAGES_PER_LEAD)),
                                                               args.seed)]
-        produce(settings, values)
+        produce_inbound(settings, values)
         lines.say(f"- {len(values):,} inbound records on a {PARTITIONS}-partition topic, keyed by e-mail; "
                   f"{os.cpu_count()} CPU cores on this machine")
         lines.say("")

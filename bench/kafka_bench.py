@@ -67,6 +67,29 @@ def build_store(home: Path, events: int, seed: int) -> tuple[int, float]:
         app.store.close()
 
 
+# ---------------------------------------------------------------- the broker
+
+
+def bench_broker(work: Path, bootstrap: str | None) -> tuple[Any, str]:
+    """(the bundled broker started in `work`, its address), or (None, `bootstrap`) when one is named."""
+    if bootstrap:
+        return None, bootstrap
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.support.kafka_broker import TansuBroker
+
+    broker = TansuBroker(work)
+    broker.start()
+    return broker, broker.bootstrap
+
+
+def bench_topics(bootstrap: str, tag: str, partitions: int) -> KafkaSettings:
+    """Fresh inbound, dead-letter and lead-events topics named after `tag` (and a group prefix)."""
+    settings = KafkaSettings(bootstrap=bootstrap, inbound_topic=f"{tag}.inbound", dlq_topic=f"{tag}.inbound.dlq",
+                             events_topic=f"{tag}.lead-events", partitions=partitions, group_prefix=tag)
+    ensure_topics(settings)
+    return settings
+
+
 # ---------------------------------------------------------------- relay vs raw producer
 
 
@@ -178,19 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     say = lines.say
 
     try:
-        bootstrap_servers = args.bootstrap
-        if not bootstrap_servers:
-            sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-            from tests.support.kafka_broker import TansuBroker
-
-            broker = TansuBroker(work)
-            broker.start()
-            bootstrap_servers = broker.bootstrap
+        broker, bootstrap_servers = bench_broker(work, args.bootstrap)
         tag = f"bench{int(time.time())}"
-        settings = KafkaSettings(bootstrap=bootstrap_servers, inbound_topic=f"{tag}.inbound",
-                                 dlq_topic=f"{tag}.inbound.dlq", events_topic=f"{tag}.lead-events",
-                                 partitions=3, group_prefix=tag)
-        ensure_topics(settings)
+        settings = bench_topics(bootstrap_servers, tag, 3)
         raw_topics = KafkaSettings(bootstrap=bootstrap_servers, inbound_topic=f"{tag}.raw1",
                                    dlq_topic=f"{tag}.raw2", events_topic=f"{tag}.raw3", partitions=3)
         ensure_topics(raw_topics)
