@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import pairwise
 from typing import cast
 from uuid import UUID
 
@@ -187,16 +186,6 @@ class LeadStore:
         """The log as any process (a forked one too) may read whole leads of on a connection of
         its own (a SQLite file, a PostgreSQL table); None for SQLite in memory."""
         return self.recorder.lead_log()
-
-    def split(self, head: int, parts: int) -> list[LeadRange]:
-        """Lead-id ranges with about the same number of events at or before `head` each (at most
-        `parts`; one range unless the log is a file)."""
-        log_file = self.log_file()
-        if parts < 2 or log_file is None:
-            return [EVERY_LEAD]
-        with log_file.open() as reader:
-            bounds = reader.lead_bounds(head, parts)
-        return list(pairwise([None, *bounds, None]))
 
     def scan(self, head: int, leads: LeadRange = EVERY_LEAD, batch: int = 20_000) -> Iterator[list[LogRow]]:
         """Batches of the rows at or before `head` whose lead id is in `leads`, in notification

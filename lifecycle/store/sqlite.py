@@ -285,18 +285,6 @@ class LogReader:
         """Every row of `lead_ids` at or before `head`, in notification order."""
         return select_leads_log(self._db.execute, self._table, lead_ids, head)
 
-    def lead_bounds(self, head: int, parts: int) -> list[str]:
-        """Lead ids that cut the rows at or before `head` into `parts` ranges of about as many rows
-        each (fewer bounds where many rows share a lead)."""
-        bounds: list[str] = []
-        for k in range(1, parts):
-            # quantiles of the events by lead id, read off the primary key index
-            row = self._db.execute(f"SELECT originator_id FROM {self._table} WHERE +rowid <= ? "
-                                   "ORDER BY originator_id LIMIT 1 OFFSET ?", (head, head * k // parts)).fetchone()
-            if row is not None and (not bounds or row[0] > bounds[-1]):
-                bounds.append(row[0])
-        return bounds
-
 
 _INBOUND_DDL = (
     "CREATE TABLE IF NOT EXISTS {table} ("

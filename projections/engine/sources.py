@@ -79,9 +79,9 @@ class EmbeddedSource:
     With `prefetch` (a SQLite file store), a helper process reads and decodes the batch after
     the one just returned while the runner folds and writes.
 
-    For a replay from zero it also offers a snapshot: `head()`, then `scan(head, leads)`, every
-    event at or before the head of a range of lead ids; a SQLite file store lets forked processes
-    scan the ranges of `split(head, n)` side by side (`scan_in_child`)."""
+    For a replay from zero it also offers a snapshot: `head()`, then the leads a chunk at a time
+    (`firsts`, `reader`), which forked processes may read side by side where the store gives them
+    connections of their own (`leads_in_child`); `scan(head)` reads every event up to the head."""
 
     def __init__(self, store: LeadStore, name: str = "store", *, prefetch: bool = False) -> None:
         self.store = store
@@ -145,15 +145,6 @@ class EmbeddedSource:
     def head(self) -> int:
         """The latest position now; every event at or before it is committed and never changes."""
         return self.store.head_position()
-
-    @property
-    def scan_in_child(self) -> bool:
-        """`scan` opens its own connection, so a forked process may run it (SQLite file store)."""
-        return self.store.log_file() is not None
-
-    def split(self, head: int, parts: int) -> list[LeadRange]:
-        """Lead-id ranges with about the same number of events each (at most `parts`)."""
-        return self.store.split(head, parts)
 
     def scan(self, head: int, leads: LeadRange = EVERY_LEAD, batch: int = 20_000) -> Iterator[list[LogRow]]:
         """Batches of the stored rows at or before `head` whose lead id is in `leads`, in position
