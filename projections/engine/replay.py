@@ -100,6 +100,7 @@ class Replay:
         stored since)."""
         tick = progress or _no_progress
         head = source.head()
+        source.prepare_lead_reads()
         events, leads = source.count(head)
         chunk = _chunk_size(leads)
         forked = workers > 1 and source.leads_in_child and can_fork()

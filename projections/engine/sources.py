@@ -157,9 +157,12 @@ class EmbeddedSource:
         leads in order of appearance, a page at a time (a replay numbers them in this order)."""
         return self.store.firsts(head, after, limit)
 
-    def count(self, head: int) -> tuple[int, int]:
-        """(events, leads) at or before `head`; the store is made ready to be read by lead."""
+    def prepare_lead_reads(self) -> None:
+        """Before reading the whole store a chunk of leads at a time (PostgreSQL: statistics)."""
         self.store.prepare_lead_reads()
+
+    def count(self, head: int) -> tuple[int, int]:
+        """(events, leads) at or before `head`."""
         return self.store.count_log(head)
 
     @property
