@@ -4,7 +4,9 @@
 The cell's leads are the rows of `rm_funnel_entries` the funnel counts (`funnel.counted`: the same
 conditions, so the list and the count always agree), one row per lead. They are listed by the time
 of the entry that counted, then lead id; a page that is not the last ends with a cursor naming its
-last lead, and the next page starts just after it.
+last lead, and the next page starts just after it. A page is read in two statements: the entry time
+of the (limit + 1)-th lead after the cursor, along an index in entry order, then the leads entered up to
+it, joined and sorted: a page costs its own rows, not the cell's.
 """
 
 from __future__ import annotations
@@ -111,10 +113,10 @@ def decode_cursor(text: str, fingerprint: str) -> tuple[int, str]:
 # ---------------------------------------------------------------- the query
 
 
-def page_sql(cell: Cell, entries: str, lead_table: str) -> tuple[str, list[Any]]:
-    """One page of the cell's leads (and one more, which says whether another page follows): each
-    lead's row of `lead_table`, the time of its counted entry and its lead number, by that time and
-    lead id, after the cursor's lead."""
+def _branches(cell: Cell, entries: str, columns: str,
+              bounds: Sequence[tuple[str, int]]) -> tuple[list[str], list[Any]]:
+    """The SELECTs of `columns` from the cell's entries in table `entries`, one per disjoint set of
+    `funnel.counted`, each also bounded by `bounds` (condition, value) on entered_at."""
     branches: list[str] = []
     params: list[Any] = []
     for conds, cond_params in funnel.counted(cell.window):
@@ -125,11 +127,33 @@ def page_sql(cell: Cell, entries: str, lead_table: str) -> tuple[str, list[Any]]
         elif cell.column is not None:
             extra.append(f"{cell.column} = ?")
             extra_params.append(cell.key)
-        if cell.after is not None:
-            extra.append("entered_at >= ?")
-            extra_params.append(cell.after[0])
-        branches.append(f"SELECT lead_no, entered_at FROM {entries} WHERE {' AND '.join([*conds, *extra])}")
+        for cond, value in bounds:
+            extra.append(cond)
+            extra_params.append(value)
+        branches.append(f"SELECT {columns} FROM {entries} WHERE {' AND '.join([*conds, *extra])}")
         params += [cell.stage, *cond_params, *extra_params]
+    return branches, params
+
+
+def bound_sql(cell: Cell, entries: str) -> tuple[str, list[Any]]:
+    """The entry time of the (limit + 1)-th of the cell's entries after the cursor's time (one row,
+    or none when fewer follow): the page's leads all entered at or before it, so `page_sql` joins
+    and sorts a page's worth of rows, not the whole cell. One set of entries is read in the order of
+    the (stage, prev_at[, group], entered_at) indexes, without sorting."""
+    bounds = [] if cell.after is None else [("entered_at > ?", cell.after[0])]
+    branches, params = _branches(cell, entries, "entered_at", bounds)
+    source = branches[0] if len(branches) == 1 else f"SELECT entered_at FROM ({' UNION ALL '.join(branches)}) e"
+    return f"{source} ORDER BY entered_at LIMIT 1 OFFSET ?", [*params, cell.limit]
+
+
+def page_sql(cell: Cell, entries: str, lead_table: str, bound: int | None = None) -> tuple[str, list[Any]]:
+    """One page of the cell's leads (and one more, which says whether another page follows): each
+    lead's row of `lead_table`, the time of its counted entry and its lead number, by that time and
+    lead id, after the cursor's lead; `bound`: `bound_sql`'s time, None when it found no row."""
+    bounds: list[tuple[str, int]] = [] if cell.after is None else [("entered_at >= ?", cell.after[0])]
+    if bound is not None:
+        bounds.append(("entered_at <= ?", bound))
+    branches, params = _branches(cell, entries, "lead_no, entered_at", bounds)
     after = ""
     if cell.after is not None:
         after = "WHERE e.entered_at > ? OR (e.entered_at = ? AND l.lead_id > ?)"

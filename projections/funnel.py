@@ -35,7 +35,10 @@ ENTRIES = Table(
              ("stage", "prev_at", "owner", "captured_at", "entered_at", "recorded_at", "lead_no"),
              # the entries of one partial day (the counts' edges), by capture, entry or previous entry
              ("captured_at", "entered_at", "prev_at", "stage", "channel", "campaign", "owner"),
-             ("entered_at", "captured_at", "prev_at", "stage", "channel", "campaign", "owner")),
+             ("entered_at", "captured_at", "prev_at", "stage", "channel", "campaign", "owner"),
+             # the drill-down: a cell's first entries in entry order (its page's bound read without sorting)
+             ("stage", "prev_at", "entered_at", "captured_at"),
+             *(("stage", "prev_at", g, "entered_at", "captured_at") for g in ("channel", "campaign", "owner"))),
 )
 #: Counts of the entries above (of leads with a capture), per stage and group and per cell of time:
 #: first entries per (capture, entry) cell at the grains `grain` names (D: the UTC day, B: a block of

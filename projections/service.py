@@ -289,8 +289,10 @@ class Analytics:
         stage and owner (at the as-of / known-at instant when one is given)."""
         cell = drill.check_drill(q)
         tables = self._tables(cell.window, BY_NAME["funnel"])
-        text, params = drill.page_sql(cell, tables[funnel.ENTRIES.name], self.db.name(leads.LEADS.name))
-        rows = self.db.query(text, params)
+        entries = tables[funnel.ENTRIES.name]
+        found = self.db.query(*drill.bound_sql(cell, entries))
+        bound = int(found[0][0]) if found else None
+        rows = self.db.query(*drill.page_sql(cell, entries, self.db.name(leads.LEADS.name), bound))
         w = cell.window
         if w.as_of is None and w.known_at is None:
             return drill.shape(cell, rows)
