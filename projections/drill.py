@@ -113,54 +113,59 @@ def decode_cursor(text: str, fingerprint: str) -> tuple[int, str]:
 # ---------------------------------------------------------------- the query
 
 
-def _branches(cell: Cell, entries: str, columns: str,
-              bounds: Sequence[tuple[str, int]]) -> tuple[list[str], list[Any]]:
-    """The SELECTs of `columns` from the cell's entries in table `entries`, one per disjoint set of
+#: where a cell's entries are read: (table, late) pairs as `funnel.counted` takes them
+Sources = Sequence[tuple[str, str | None]]
+
+
+def _branches(cell: Cell, sources: Sources, columns: str,
+              bounds: Sequence[tuple[str, int]]) -> list[tuple[str, list[Any]]]:
+    """The SELECTs of `columns` from the cell's entries, one per source table and disjoint set of
     `funnel.counted`, each also bounded by `bounds` (condition, value) on entered_at."""
-    branches: list[str] = []
-    params: list[Any] = []
-    for conds, cond_params in funnel.counted(cell.window):
-        extra: list[str] = []
-        extra_params: list[Any] = []
-        if cell.column == "owner" and cell.key == NONE_KEY:  # the funnel's null owner
-            extra.append("owner IS NULL")
-        elif cell.column is not None:
-            extra.append(f"{cell.column} = ?")
-            extra_params.append(cell.key)
-        for cond, value in bounds:
-            extra.append(cond)
-            extra_params.append(value)
-        branches.append(f"SELECT {columns} FROM {entries} WHERE {' AND '.join([*conds, *extra])}")
-        params += [cell.stage, *cond_params, *extra_params]
-    return branches, params
+    branches: list[tuple[str, list[Any]]] = []
+    for entries, late in sources:
+        for conds, cond_params in funnel.counted(cell.window, late):
+            extra: list[str] = []
+            extra_params: list[Any] = []
+            if cell.column == "owner" and cell.key == NONE_KEY:  # the funnel's null owner
+                extra.append("owner IS NULL")
+            elif cell.column is not None:
+                extra.append(f"{cell.column} = ?")
+                extra_params.append(cell.key)
+            for cond, value in bounds:
+                extra.append(cond)
+                extra_params.append(value)
+            branches.append((f"SELECT {columns} FROM {entries} WHERE {' AND '.join([*conds, *extra])}",
+                             [cell.stage, *cond_params, *extra_params]))
+    return branches
 
 
-def bound_sql(cell: Cell, entries: str) -> tuple[str, list[Any]]:
-    """The entry time of the (limit + 1)-th of the cell's entries after the cursor's time (one row,
-    or none when fewer follow): the page's leads all entered at or before it, so `page_sql` joins
-    and sorts a page's worth of rows, not the whole cell. One set of entries is read in the order of
-    the (stage, prev_at[, group], entered_at) indexes, without sorting."""
+def bound_sql(cell: Cell, sources: Sources) -> list[tuple[str, list[Any]]]:
+    """Per set of the cell's entries, the entry time of its (limit + 1)-th entry after the cursor's
+    time (one row, or none when fewer follow). The least of them bounds the page: the page's leads
+    all entered at or before it, so `page_sql` joins and sorts a page's worth of rows, not the whole
+    cell. A set of first entries is read along a (stage, prev_at[, group], entered_at) index, without
+    sorting."""
     bounds = [] if cell.after is None else [("entered_at > ?", cell.after[0])]
-    branches, params = _branches(cell, entries, "entered_at", bounds)
-    source = branches[0] if len(branches) == 1 else f"SELECT entered_at FROM ({' UNION ALL '.join(branches)}) e"
-    return f"{source} ORDER BY entered_at LIMIT 1 OFFSET ?", [*params, cell.limit]
+    return [(f"{text} ORDER BY entered_at LIMIT 1 OFFSET ?", [*params, cell.limit])
+            for text, params in _branches(cell, sources, "entered_at", bounds)]
 
 
-def page_sql(cell: Cell, entries: str, lead_table: str, bound: int | None = None) -> tuple[str, list[Any]]:
+def page_sql(cell: Cell, sources: Sources, lead_table: str, bound: int | None = None) -> tuple[str, list[Any]]:
     """One page of the cell's leads (and one more, which says whether another page follows): each
     lead's row of `lead_table`, the time of its counted entry and its lead number, by that time and
-    lead id, after the cursor's lead; `bound`: `bound_sql`'s time, None when it found no row."""
+    lead id, after the cursor's lead; `bound`: the least of `bound_sql`'s times, None when none found a row."""
     bounds: list[tuple[str, int]] = [] if cell.after is None else [("entered_at >= ?", cell.after[0])]
     if bound is not None:
         bounds.append(("entered_at <= ?", bound))
-    branches, params = _branches(cell, entries, "lead_no, entered_at", bounds)
+    branches = _branches(cell, sources, "lead_no, entered_at", bounds)
+    params = [p for _, branch_params in branches for p in branch_params]
     after = ""
     if cell.after is not None:
         after = "WHERE e.entered_at > ? OR (e.entered_at = ? AND l.lead_id > ?)"
         params += [cell.after[0], cell.after[0], cell.after[1]]
     params.append(cell.limit + 1)
     columns = ", ".join(f"l.{c}" for c in _LEAD_COLUMNS)
-    return (f"SELECT {columns}, e.entered_at, e.lead_no FROM ({' UNION ALL '.join(branches)}) e "
+    return (f"SELECT {columns}, e.entered_at, e.lead_no FROM ({' UNION ALL '.join(t for t, _ in branches)}) e "
             f"JOIN {lead_table} l ON l.lead_no = e.lead_no {after} "
             f"ORDER BY e.entered_at, l.lead_id LIMIT ?"), params
 

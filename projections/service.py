@@ -286,14 +286,19 @@ class Analytics:
 
     def drill(self, q: Query) -> dict[str, Any]:
         """The leads one funnel cell counts (`leads --reached`), a page at a time, each with its current
-        stage and owner (at the as-of / known-at instant when one is given)."""
+        stage and owner (at the as-of / known-at instant when one is given). With --known-at the cell's
+        entries are the funnel's: its live rows cut at K, and the re-derived rows of the leads it lists
+        as late (`_known_at_rows`)."""
         cell = drill.check_drill(q)
-        tables = self._tables(cell.window, BY_NAME["funnel"])
-        entries = tables[funnel.ENTRIES.name]
-        found = self.db.query(*drill.bound_sql(cell, entries))
-        bound = int(found[0][0]) if found else None
-        rows = self.db.query(*drill.page_sql(cell, entries, self.db.name(leads.LEADS.name), bound))
         w = cell.window
+        if w.known_at is not None:  # the funnel's own known-at rows: the live ones cut at K, the late re-derived
+            sources = self._known_at_rows(w)
+        else:
+            sources = [(self._tables(w, BY_NAME["funnel"])[funnel.ENTRIES.name], None)]
+        ends = [int(found[0][0]) for text, params in drill.bound_sql(cell, sources)
+                if (found := self.db.query(text, params))]
+        bound = min(ends) if ends else None
+        rows = self.db.query(*drill.page_sql(cell, sources, self.db.name(leads.LEADS.name), bound))
         if w.as_of is None and w.known_at is None:
             return drill.shape(cell, rows)
         timeline = self.db.name(TIMELINE.name)
