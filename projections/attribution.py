@@ -19,8 +19,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from lifecycle.domain.stages import STAGE_EVENTS, Stage
-from projections.base import AppendProjection, Lead, Table, campaign_key
-from projections.funnel import in_range, visible
+from projections.base import AppendProjection, Changes, Lead, Table, campaign_key
+from projections.funnel import in_range, turns_late, visible
 from projections.money import NO_CURRENCY, FxTable
 from projections.query import Window
 from schemas.facts import SECOND, TOUCH_EVENTS, Fact, format_us
@@ -33,12 +33,15 @@ CREDITS = Table(
     (("lead_no", "int"), ("version", "int"), ("seq", "int"), ("stage", "text"), ("converted_at", "int"),
      ("channel", "text"), ("campaign", "text"), ("c_first", "real"), ("c_last", "real"), ("c_linear", "real"),
      ("c_u_shaped", "real"), ("c_time_decay", "real"), ("amount", "real"), ("captured_at", "int"),
-     ("currency", "text")),
+     ("currency", "text"), ("recorded_at", "int")),
     key=("lead_no", "version", "seq"),
-    # a query reads one conversion stage: covered by one index range
+    # a query reads one conversion stage: covered by one index range (recorded_at and lead_no: --known-at)
     indexes=(("stage", "channel", "campaign", "converted_at", "captured_at", "c_first", "c_last", "c_linear",
-              "c_u_shaped", "c_time_decay", "amount", "currency"),),
+              "c_u_shaped", "c_time_decay", "amount", "currency", "recorded_at", "lead_no"),),
 )
+#: The leads whose credit rows cut at the recording time are not their rows known then (their
+#: conversions and touches not `known_in_order`): --known-at re-derives theirs from their timelines.
+LATE = Table("rm_attribution_late", (("lead_no", "int"),), key=("lead_no",))
 
 
 def model_weights(times: Sequence[int], converted_at: int) -> dict[str, list[float]]:
@@ -79,9 +82,19 @@ def window(facts: Sequence[Fact], i: int) -> list[Fact]:
 
 class Attribution(AppendProjection):
     name = "attribution"
-    version = 2  # 2: won rows keep their currency
+    version = 3  # 2: won rows keep their currency; 3: recorded_at and the late leads
     handles = STAGE_EVENTS | TOUCH_EVENTS
-    tables = (CREDITS,)
+    tables = (CREDITS, LATE)
+
+    def fold(self, lead: Lead, history: list[Fact], new: list[Fact]) -> Changes:
+        """The credit rows, and the lead's row in `LATE` once its facts are no longer `known_in_order`."""
+        changes = super().fold(lead, history, new)
+        if turns_late(history, new, changes.replace_lead):
+            changes.rows[LATE.name] = [(lead.lead_no,)]
+        return changes
+
+    def derive_rows(self, lead: Lead, facts: Sequence[Fact]) -> Changes:
+        return super().fold(lead, [], sorted(facts))  # the credit rows alone
 
     def rows_for(
         self, lead: Lead, facts: Sequence[Fact], i: int, capture: Fact | None
@@ -106,16 +119,18 @@ class Attribution(AppendProjection):
         cap_at = capture.occurred if capture else None
         for seq, ((channel, campaign), credit) in enumerate(merged.items()):
             yield CREDITS.name, (lead.lead_no, f.version, seq, f.stage, f.occurred, channel, campaign,
-                                 *credit, amount, cap_at, currency)
+                                 *credit, amount, cap_at, currency, f.recorded)
 
 
-def query_sql(w: Window, model: str, conversion: str, table: str, fx: FxTable) -> tuple[str, list[Any]]:
+def query_sql(w: Window, model: str, conversion: str, table: str, fx: FxTable,
+              late: str | None = None) -> tuple[str, list[Any]]:
     """Per (channel, campaign, currency, rate period): credit, credit × amount, rows. The period
-    numbers the currency's rates (1 = its first `from`; 0 = before it, or no rates at all)."""
+    numbers the currency's rates (1 = its first `from`; 0 = before it, or no rates at all). `late`:
+    the live rows at a known-at time, cut at K but for the leads that table lists (`funnel.visible`)."""
     period, params = _period_sql(fx)
     conds: list[str] = ["stage = ?"]
     params.append(conversion)
-    visible(w, "converted_at", conds, params)
+    visible(w, "converted_at", conds, params, late)
     in_range("captured_at" if w.mode == "cohort" else "converted_at", w, conds, params)
     col = f"c_{model}"
     # grouped in index order (channel, campaign); `shape` adds up to the asked grouping

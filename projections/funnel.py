@@ -77,8 +77,7 @@ class Funnel(AppendProjection):
         re-derived also takes back (-1) the rows its earlier events gave (those of `history` alone).
         A lead's row in `LATE` once its facts are no longer `known_in_order` (again when re-derived)."""
         changes = super().fold(lead, history, new)
-        facts = sorted(history + new) if changes.replace_lead else history + new
-        if new and not known_in_order(facts) and (changes.replace_lead or known_in_order(history)):
+        if turns_late(history, new, changes.replace_lead):
             changes.rows[LATE.name] = [(lead.lead_no,)]
         deltas = [cell for row in changes.rows.get(ENTRIES.name, ()) for cell in count_cells(row, 1)]
         if changes.replace_lead and history:
@@ -121,6 +120,13 @@ def known_in_order(facts: Sequence[Fact]) -> bool:
             return False
     capture = capture_of(facts)
     return capture is None or facts[0] is capture
+
+
+def turns_late(history: list[Fact], new: list[Fact], replaced: bool) -> bool:
+    """Whether folding `new` onto `history` (re-derived from scratch when `replaced`) is when the lead
+    stops being `known_in_order`: its row of a late-leads table is written then (again when re-derived)."""
+    facts = sorted(history + new) if replaced else history + new
+    return bool(new) and not known_in_order(facts) and (replaced or known_in_order(history))
 
 
 def count_cells(row: tuple[Any, ...], n: int) -> Iterator[tuple[Any, ...]]:

@@ -38,7 +38,7 @@ from projections import (
     velocity,
     windows,
 )
-from projections.base import Lead, Projection
+from projections.base import Lead, Projection, Table
 from projections.engine.db import ReadModelDB
 from projections.engine.registry import BY_NAME
 from projections.engine.runner import Runner
@@ -113,7 +113,7 @@ class Analytics:
             return self._compared(lambda other: self.funnel(other, from_rows), q)
         rows = []
         if w.known_at is not None and not from_rows:
-            sources = self._known_at_rows(w)
+            sources = self._known_at_rows(w, "funnel", funnel.ENTRIES, funnel.LATE)
         else:
             tables = self._tables(w, BY_NAME["funnel"])
             sources = [(tables[funnel.ENTRIES.name], None)]
@@ -133,22 +133,22 @@ class Analytics:
             answer["intervals"] = self._funnel_intervals(w, q.interval, sources)
         return answer
 
-    def _known_at_rows(self, w: Window) -> list[tuple[str, str | None]]:
-        """The funnel's entry rows known at (T, K), as (table, late) pairs for `funnel.query_sql`: the live
-        rows (cut at K, but the leads in `funnel.LATE`), and those leads' rows re-derived from their facts
-        visible at (T, K) into a temporary table."""
+    def _known_at_rows(self, w: Window, name: str, rows: Table, late_table: Table) -> list[tuple[str, str | None]]:
+        """The rows of table `rows` of projection `name` known at (T, K), as (table, late) pairs for its
+        query: the live rows (cut at K, but the leads in `late_table`), and those leads' rows re-derived
+        from their facts visible at (T, K) into a temporary table."""
         self._fresh()
-        projection = BY_NAME["funnel"]
-        live, late = self.db.name(funnel.ENTRIES.name), self.db.name(funnel.LATE.name)
-        temp = self.db.create_temp([funnel.ENTRIES])[funnel.ENTRIES.name]
-        insert = self.db.insert_sql(replace(funnel.ENTRIES, name=temp, upsert=False), temp=True)
+        projection = BY_NAME[name]
+        live, late = self.db.name(rows.name), self.db.name(late_table.name)
+        temp = self.db.create_temp([rows])[rows.name]
+        insert = self.db.insert_sql(replace(rows, name=temp, upsert=False), temp=True)
         timeline = self.db.name(TIMELINE.name)
         pending: list[tuple[Any, ...]] = []
         for no, lead_id, blob in self.db.query(
                 f"SELECT t.lead_no, t.lead_id, t.facts FROM {timeline} t JOIN {late} l ON l.lead_no = t.lead_no"):
             seen = [f for f in visible_facts(unpack(blob), w.as_of, w.known_at) if f.name in projection.handles]
             if seen:
-                pending += projection.derive_rows(Lead(int(no), lead_id), seen).rows.get(funnel.ENTRIES.name, ())
+                pending += projection.derive_rows(Lead(int(no), lead_id), seen).rows.get(rows.name, ())
             if len(pending) > 20_000:
                 self.db.executemany(insert, pending)
                 pending.clear()
@@ -206,13 +206,21 @@ class Analytics:
         firsts = velocity.Stats(w, tables[velocity.FIRSTS.name], "since_capture_us", "entered_at", self.db.query)
         return velocity.shape(w, stays.compute(), firsts.compute())
 
-    def attribution(self, q: Query) -> dict[str, Any]:
+    def attribution(self, q: Query, from_rows: bool = False) -> dict[str, Any]:
+        """Credit per group; with --known-at from the live rows cut at K and the re-derived rows of the
+        leads `attribution.LATE` lists. `from_rows`: with --known-at, re-derive every lead's rows instead
+        (the reference the fast path is tested against)."""
         w = check_attribution(q)
         if q.compare_to is not None:
-            return self._compared(self.attribution, q)
-        tables = self._tables(w, BY_NAME["attribution"])
-        text, params = attribution.query_sql(w, q.model, q.conversion, tables[attribution.CREDITS.name], self.fx)
-        return attribution.shape(w, q.model, q.conversion, self.db.query(text, params), self.fx)
+            return self._compared(lambda other: self.attribution(other, from_rows), q)
+        if w.known_at is not None and not from_rows:  # the live rows cut at K, the late leads' re-derived
+            sources = self._known_at_rows(w, "attribution", attribution.CREDITS, attribution.LATE)
+        else:
+            sources = [(self._tables(w, BY_NAME["attribution"])[attribution.CREDITS.name], None)]
+        found = []
+        for table, late in sources:
+            found += self.db.query(*attribution.query_sql(w, q.model, q.conversion, table, self.fx, late))
+        return attribution.shape(w, q.model, q.conversion, found, self.fx)
 
     def speed(self, q: Query) -> dict[str, Any]:
         w = check(q, bys=("owner", "channel", "campaign"))
@@ -292,7 +300,7 @@ class Analytics:
         cell = drill.check_drill(q)
         w = cell.window
         if w.known_at is not None:  # the funnel's own known-at rows: the live ones cut at K, the late re-derived
-            sources = self._known_at_rows(w)
+            sources = self._known_at_rows(w, "funnel", funnel.ENTRIES, funnel.LATE)
         else:
             sources = [(self._tables(w, BY_NAME["funnel"])[funnel.ENTRIES.name], None)]
         ends = [int(found[0][0]) for text, params in drill.bound_sql(cell, sources)
