@@ -155,6 +155,14 @@ class Analytics:
         self.db.executemany(insert, pending)
         return [(live, late), (temp, None)]
 
+    def _known_at_view(self, w: Window, name: str, rows: Table, late_table: Table) -> str:
+        """`_known_at_rows` as one table expression for a query's FROM: the live rows cut at K (but the
+        leads in `late_table`) and those leads' rows re-derived, as one set."""
+        assert w.known_at is not None
+        (live, late), (temp, _) = self._known_at_rows(w, name, rows, late_table)
+        return (f"(SELECT * FROM {live} WHERE recorded_at <= {int(w.known_at)} AND lead_no NOT IN "
+                f"(SELECT lead_no FROM {late}) UNION ALL SELECT * FROM {temp}) AS {rows.name}_known")
+
     def _funnel_intervals(self, w: Window, kind: str, sources: Sequence[tuple[str, str | None]]) -> list[dict[str, Any]]:
         start, end = w.start, w.end
         if start is None or end is None:
@@ -222,11 +230,18 @@ class Analytics:
             found += self.db.query(*attribution.query_sql(w, q.model, q.conversion, table, self.fx, late))
         return attribution.shape(w, q.model, q.conversion, found, self.fx)
 
-    def speed(self, q: Query) -> dict[str, Any]:
+    def speed(self, q: Query, from_rows: bool = False) -> dict[str, Any]:
+        """Speed to lead per group; with --known-at from the live rows cut at K and the re-derived rows of
+        the leads `speed.LATE` lists (`from_rows`: re-derive every lead's rows instead, the reference the
+        fast path is tested against)."""
         w = check(q, bys=("owner", "channel", "campaign"))
         if q.compare_to is not None:
-            return self._compared(self.speed, q)
-        tables = self._tables(w, BY_NAME["speed"])
+            return self._compared(lambda other: self.speed(other, from_rows), q)
+        if w.known_at is not None and not from_rows:
+            tables = {t.name: self._known_at_view(w, "speed", t, speed.LATE)
+                      for t in (speed.ASSIGNMENTS, speed.RESPONSES, speed.WAITS)}
+        else:
+            tables = self._tables(w, BY_NAME["speed"])
         known = [v for v in self.policies().versions if w.known_at is None or dt_to_us(v.recorded_at) <= w.known_at]
         return speed.compute(w, tables[speed.ASSIGNMENTS.name], tables[speed.RESPONSES.name], self.db.query,
                              tables[speed.WAITS.name], speed.routing_timeline(known))

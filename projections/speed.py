@@ -21,8 +21,8 @@ from typing import Any
 
 from lifecycle.domain.stages import OWNER_CLEARING_EVENTS, STAGE_EVENTS
 from lifecycle.policies import Published
-from projections.base import AppendProjection, Lead, Table, campaign_key
-from projections.funnel import group_column, in_range, visible
+from projections.base import AppendProjection, Changes, Lead, Table, campaign_key
+from projections.funnel import group_column, in_range, turns_late, visible
 from projections.query import Window
 from schemas.facts import SECOND, Fact, dt_to_us, format_us
 
@@ -37,7 +37,7 @@ RoutingTimeline = Sequence[tuple[int, frozenset[str] | None]]
 ASSIGNMENTS = Table(
     "rm_speed_assignments",
     (("lead_no", "int"), ("version", "int"), ("owner", "text"), ("assigned_at", "int"), ("captured_at", "int"),
-     ("channel", "text"), ("campaign", "text")),
+     ("channel", "text"), ("campaign", "text"), ("recorded_at", "int")),
     key=("lead_no", "version"),
     indexes=(("owner", "assigned_at", "captured_at"), ("channel", "assigned_at", "captured_at"),
              ("campaign", "assigned_at", "captured_at")),
@@ -45,7 +45,8 @@ ASSIGNMENTS = Table(
 RESPONSES = Table(
     "rm_speed_responses",
     (("lead_no", "int"), ("version", "int"), ("owner", "text"), ("assigned_at", "int"), ("contacted_at", "int"),
-     ("response_us", "int"), ("captured_at", "int"), ("channel", "text"), ("campaign", "text")),
+     ("response_us", "int"), ("captured_at", "int"), ("channel", "text"), ("campaign", "text"),
+     ("recorded_at", "int")),  # recorded_at: the contact's
     key=("lead_no", "version"),  # version of the assignment answered
     indexes=(("response_us", "contacted_at", "assigned_at", "captured_at"),
              *((g, "response_us", "contacted_at", "assigned_at", "captured_at") for g in ("owner", "channel", "campaign"))),
@@ -54,18 +55,34 @@ WAITS = Table(
     "rm_speed_waits",
     (("lead_no", "int"), ("version", "int"), ("start_version", "int"), ("owner", "text"), ("assigned_at", "int"),
      ("start_at", "int"), ("start_recorded", "int"), ("start_stage", "text"), ("wait_us", "int"),
-     ("captured_at", "int"), ("channel", "text"), ("campaign", "text")),
+     ("captured_at", "int"), ("channel", "text"), ("campaign", "text"), ("recorded_at", "int")),
     key=("lead_no", "version", "start_version"),  # the assignment, and the ownerless stage entry it ends
     indexes=(("start_stage", "wait_us", "assigned_at", "captured_at"),
              *((g, "start_stage", "wait_us", "assigned_at", "captured_at") for g in ("owner", "channel", "campaign"))),
 )
 
 
+#: The leads whose rows cut at the recording time are not their rows known then (not `known_in_order`):
+#: --known-at re-derives theirs from their timelines. Each row's recorded_at is its own event's (the
+#: assignment's; a response's, the contact's).
+LATE = Table("rm_speed_late", (("lead_no", "int"),), key=("lead_no",))
+
+
 class Speed(AppendProjection):
     name = "speed"
-    version = 2  # 2: the waits (system delay)
+    version = 3  # 2: the waits (system delay); 3: recorded_at and the late leads
     handles = STAGE_EVENTS | frozenset({"LeadAssigned", "LeadContacted"})
-    tables = (ASSIGNMENTS, RESPONSES, WAITS)
+    tables = (ASSIGNMENTS, RESPONSES, WAITS, LATE)
+
+    def fold(self, lead: Lead, history: list[Fact], new: list[Fact]) -> Changes:
+        """The rows, and the lead's row in `LATE` once its facts are no longer `known_in_order`."""
+        changes = super().fold(lead, history, new)
+        if turns_late(history, new, changes.replace_lead):
+            changes.rows[LATE.name] = [(lead.lead_no,)]
+        return changes
+
+    def derive_rows(self, lead: Lead, facts: Sequence[Fact]) -> Changes:
+        return super().fold(lead, [], sorted(facts))  # the rows alone
 
     def rows_for(
         self, lead: Lead, facts: Sequence[Fact], i: int, capture: Fact | None
@@ -75,11 +92,12 @@ class Speed(AppendProjection):
         channel = capture.channel if capture else None
         campaign = campaign_key(capture.campaign) if capture else None
         if f.name == "LeadAssigned":
-            yield ASSIGNMENTS.name, (lead.lead_no, f.version, f.owner, f.occurred, cap_at, channel, campaign)
+            yield ASSIGNMENTS.name, (lead.lead_no, f.version, f.owner, f.occurred, cap_at, channel, campaign,
+                                     f.recorded)
             for start in _ownerless_entries(facts, i):
                 yield WAITS.name, (lead.lead_no, f.version, start.version, f.owner, f.occurred, start.occurred,
                                    start.recorded, start.stage, f.occurred - start.occurred, cap_at, channel,
-                                   campaign)
+                                   campaign, f.recorded)
         elif f.name == "LeadContacted":
             for j in range(i - 1, -1, -1):
                 prev = facts[j]
@@ -87,7 +105,7 @@ class Speed(AppendProjection):
                     return  # the latest assignment was answered already
                 if prev.name == "LeadAssigned":
                     yield RESPONSES.name, (lead.lead_no, prev.version, prev.owner, prev.occurred, f.occurred,
-                                           f.occurred - prev.occurred, cap_at, channel, campaign)
+                                           f.occurred - prev.occurred, cap_at, channel, campaign, f.recorded)
                     return
 
 
