@@ -19,8 +19,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from lifecycle.domain.stages import STAGE_EVENTS, Stage
-from projections.base import AppendProjection, Changes, Lead, Table, campaign_key
-from projections.funnel import in_range, turns_late, visible
+from projections.base import AppendProjection, Lead, Table, campaign_key
+from projections.funnel import in_range, visible
 from projections.money import NO_CURRENCY, FxTable
 from projections.query import Window
 from schemas.facts import SECOND, TOUCH_EVENTS, Fact, format_us
@@ -85,16 +85,7 @@ class Attribution(AppendProjection):
     version = 3  # 2: won rows keep their currency; 3: recorded_at and the late leads
     handles = STAGE_EVENTS | TOUCH_EVENTS
     tables = (CREDITS, LATE)
-
-    def fold(self, lead: Lead, history: list[Fact], new: list[Fact]) -> Changes:
-        """The credit rows, and the lead's row in `LATE` once its facts are no longer `known_in_order`."""
-        changes = super().fold(lead, history, new)
-        if turns_late(history, new, changes.replace_lead):
-            changes.rows[LATE.name] = [(lead.lead_no,)]
-        return changes
-
-    def derive_rows(self, lead: Lead, facts: Sequence[Fact]) -> Changes:
-        return super().fold(lead, [], sorted(facts))  # the credit rows alone
+    late = LATE
 
     def rows_for(
         self, lead: Lead, facts: Sequence[Fact], i: int, capture: Fact | None

@@ -13,6 +13,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any, ClassVar, NamedTuple
 
 from schemas.facts import Fact
@@ -75,6 +76,12 @@ class Projection(ABC):
     version: ClassVar[int] = 1
     handles: ClassVar[frozenset[str]]
     tables: ClassVar[tuple[Table, ...]]
+    #: With a table (one row per lead): the leads whose rows cut at a recording time K are not their rows
+    #: known at K (their facts are not `known_in_order`), written by the fold that makes them so. Then each
+    #: row keeps its own event's recording time (`recorded_at`) and --known-at reads the live rows cut at
+    #: K for every other lead, re-deriving only the leads listed.
+    #: (Append projections write it; see `AppendProjection.fold`.)
+    late: ClassVar[Table | None] = None
 
     @abstractmethod
     def fold(self, lead: Lead, history: list[Fact], new: list[Fact]) -> Changes:
@@ -88,6 +95,26 @@ class Projection(ABC):
     def derive_rows(self, lead: Lead, facts: Sequence[Fact]) -> Changes:
         """The rows of one lead's per-lead tables (what the exact known-at path reads; no counts)."""
         return self.derive(lead, facts)
+
+
+def known_in_order(facts: Sequence[Fact]) -> bool:
+    """Whether a lead's facts (metric order), cut at any recording time K, keep a prefix in metric order
+    that starts with the capture: then the rows known at K are its rows whose own event was recorded at
+    or before K (each row depends only on the events before it, and the capture it carries is known
+    with the first of them). True when the recording times never decrease in metric order and the
+    capture, if any, is the first fact."""
+    for a, b in pairwise(facts):
+        if b.recorded < a.recorded:
+            return False
+    capture = capture_of(facts)
+    return capture is None or facts[0] is capture
+
+
+def turns_late(history: list[Fact], new: list[Fact], replaced: bool) -> bool:
+    """Whether folding `new` onto `history` (re-derived from scratch when `replaced`) is when the lead
+    stops being `known_in_order`: its row of a late-leads table is written then (again when re-derived)."""
+    facts = sorted(history + new) if replaced else history + new
+    return bool(new) and not known_in_order(facts) and (replaced or known_in_order(history))
 
 
 def capture_of(facts: Sequence[Fact]) -> Fact | None:
@@ -105,6 +132,16 @@ class AppendProjection(Projection):
     """A projection whose rows each belong to one event (keyed lead_no, version, ...)."""
 
     def fold(self, lead: Lead, history: list[Fact], new: list[Fact]) -> Changes:
+        changes = self._rows(lead, history, new)
+        if self.late is not None and turns_late(history, new, changes.replace_lead):
+            changes.rows[self.late.name] = [(lead.lead_no,)]
+        return changes
+
+    def derive_rows(self, lead: Lead, facts: Sequence[Fact]) -> Changes:
+        return self._rows(lead, [], sorted(facts))  # the rows alone (no late-leads row)
+
+    def _rows(self, lead: Lead, history: list[Fact], new: list[Fact]) -> Changes:
+        """The rows `rows_for` gives for `new` (all of the lead's, re-derived, when one is out of order)."""
         changes = Changes()
         if not new:
             return changes

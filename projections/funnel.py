@@ -17,7 +17,7 @@ from itertools import pairwise
 from typing import Any
 
 from lifecycle.domain.stages import FUNNEL_ORDER, MAIN_PATH, OWNER_CLEARING_EVENTS, STAGE_EVENTS
-from projections.base import AppendProjection, Changes, Lead, Table, campaign_key, capture_of, summed
+from projections.base import AppendProjection, Changes, Lead, Table, campaign_key, summed
 from projections.query import Window
 from schemas.facts import Fact, format_us
 
@@ -71,25 +71,21 @@ class Funnel(AppendProjection):
     version = 4  # 2: the owner at each stage entry; 3: the counts; 4: recorded_at and the late leads
     handles = STAGE_EVENTS | frozenset({"LeadAssigned"})
     tables = (ENTRIES, COUNTS, LATE)
+    late = LATE
 
     def fold(self, lead: Lead, history: list[Fact], new: list[Fact]) -> Changes:
         """The entry rows, and what they change in the counts: +1 per new row; a lead whose rows are
         re-derived also takes back (-1) the rows its earlier events gave (those of `history` alone).
         A lead's row in `LATE` once its facts are no longer `known_in_order` (again when re-derived)."""
         changes = super().fold(lead, history, new)
-        if turns_late(history, new, changes.replace_lead):
-            changes.rows[LATE.name] = [(lead.lead_no,)]
         deltas = [cell for row in changes.rows.get(ENTRIES.name, ()) for cell in count_cells(row, 1)]
         if changes.replace_lead and history:
-            old = super().fold(lead, [], history).rows.get(ENTRIES.name, ())
+            old = self._rows(lead, [], history).rows.get(ENTRIES.name, ())
             deltas += [cell for row in old for cell in count_cells(row, -1)]
         deltas = summed(deltas)
         if deltas:
             changes.rows[COUNTS.name] = deltas
         return changes
-
-    def derive_rows(self, lead: Lead, facts: Sequence[Fact]) -> Changes:
-        return super().fold(lead, [], sorted(facts))  # the entry rows alone
 
     def rows_for(
         self, lead: Lead, facts: Sequence[Fact], i: int, capture: Fact | None
@@ -107,26 +103,6 @@ class Funnel(AppendProjection):
         campaign = campaign_key(capture.campaign) if capture else None
         yield ENTRIES.name, (lead.lead_no, f.version, f.stage, f.occurred, prev_at, cap_at, channel, campaign,
                              owner_at(facts, i), f.recorded)
-
-
-def known_in_order(facts: Sequence[Fact]) -> bool:
-    """Whether a lead's facts (metric order), cut at any recording time K, keep a prefix in metric order
-    that starts with the capture: then the rows known at K are its rows whose own event was recorded at
-    or before K (each row depends only on the events before it, and the capture it carries is known
-    with the first of them). True when the recording times never decrease in metric order and the
-    capture, if any, is the first fact."""
-    for a, b in pairwise(facts):
-        if b.recorded < a.recorded:
-            return False
-    capture = capture_of(facts)
-    return capture is None or facts[0] is capture
-
-
-def turns_late(history: list[Fact], new: list[Fact], replaced: bool) -> bool:
-    """Whether folding `new` onto `history` (re-derived from scratch when `replaced`) is when the lead
-    stops being `known_in_order`: its row of a late-leads table is written then (again when re-derived)."""
-    facts = sorted(history + new) if replaced else history + new
-    return bool(new) and not known_in_order(facts) and (replaced or known_in_order(history))
 
 
 def count_cells(row: tuple[Any, ...], n: int) -> Iterator[tuple[Any, ...]]:

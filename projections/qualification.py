@@ -29,23 +29,28 @@ Rows = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 
 ENTRIES = Table(
     "rm_qualification_entries",
-    (("lead_no", "int"), ("version", "int"), ("source", "text"), ("entered_at", "int"), ("captured_at", "int")),
+    (("lead_no", "int"), ("version", "int"), ("source", "text"), ("entered_at", "int"), ("captured_at", "int"),
+     ("recorded_at", "int")),
     key=("lead_no", "version"),
     indexes=(("source", "entered_at", "captured_at"),),
 )
 WINS = Table(
     "rm_qualification_wins",
-    (("lead_no", "int"), ("version", "int"), ("won_at", "int")),
+    (("lead_no", "int"), ("version", "int"), ("won_at", "int"), ("recorded_at", "int")),
     key=("lead_no", "version"),
     indexes=(("lead_no", "won_at"),),  # a counted entry looks up its lead's wins at or after it
 )
+#: The leads whose rows cut at the recording time are not their rows known then: --known-at re-derives
+#: theirs from their timelines (`AppendProjection.late`).
+LATE = Table("rm_qualification_late", (("lead_no", "int"),), key=("lead_no",))
 
 
 class Qualification(AppendProjection):
     name = "qualification"
-    version = 1
+    version = 2  # 2: recorded_at and the late leads
     handles = frozenset({"LeadCaptured", "LeadQualifiedAsMQL", "LeadWon"})
-    tables = (ENTRIES, WINS)
+    tables = (ENTRIES, WINS, LATE)
+    late = LATE
 
     def rows_for(
         self, lead: Lead, facts: Sequence[Fact], i: int, capture: Fact | None
@@ -53,9 +58,9 @@ class Qualification(AppendProjection):
         f = facts[i]
         if f.name == "LeadQualifiedAsMQL":
             yield ENTRIES.name, (lead.lead_no, f.version, f.source, f.occurred,
-                                 capture.occurred if capture else None)
+                                 capture.occurred if capture else None, f.recorded)
         elif f.name == "LeadWon":
-            yield WINS.name, (lead.lead_no, f.version, f.occurred)
+            yield WINS.name, (lead.lead_no, f.version, f.occurred, f.recorded)
 
 
 def check_qualification(q: Query) -> Window:
@@ -69,7 +74,10 @@ def check_qualification(q: Query) -> Window:
 
 
 def compute(w: Window, entries: str, wins: str, query: Rows) -> dict[str, Any]:
-    """Per source (and over all of them): entries, distinct leads, leads won after an entry, rate."""
+    """Per source (and over all of them): entries, distinct leads, leads won after an entry, rate.
+    `entries` and `wins` are tables or table expressions (an aliased subquery, read through one more so
+    the statement can name it)."""
+    entries, wins = (f"(SELECT * FROM {t})" if t.startswith("(") else t for t in (entries, wins))
     conds: list[str] = []
     params: list[Any] = []
     visible(w, "entered_at", conds, params)

@@ -42,7 +42,7 @@ EVENTS = Table(
     "rm_reason_events",
     (("lead_no", "int"), ("version", "int"), ("stage", "text"), ("rejected", "int"), ("reason", "text"),
      ("occurred_at", "int"), ("captured_at", "int"), ("channel", "text"), ("campaign", "text"),
-     ("owner", "text")),
+     ("owner", "text"), ("recorded_at", "int")),
     key=("lead_no", "version"),
     # one index range per (stage, rejected) over the window, covering every column a query reads
     indexes=(("stage", "rejected", "occurred_at", "captured_at", "channel", "campaign", "owner", "reason"),),
@@ -61,11 +61,17 @@ def owner_before(facts: Sequence[Fact], i: int) -> str | None:
     return None
 
 
+#: The leads whose rows cut at the recording time are not their rows known then: --known-at re-derives
+#: theirs from their timelines (`AppendProjection.late`).
+LATE = Table("rm_reasons_late", (("lead_no", "int"),), key=("lead_no",))
+
+
 class Reasons(AppendProjection):
     name = "reasons"
-    version = 1
+    version = 2  # 2: recorded_at and the late leads
     handles = frozenset({"LeadCaptured"}) | REASON_EVENTS | OWNER_SETTING_EVENTS | OWNER_CLEARING_EVENTS
-    tables = (EVENTS,)
+    tables = (EVENTS, LATE)
+    late = LATE
 
     def rows_for(
         self, lead: Lead, facts: Sequence[Fact], i: int, capture: Fact | None
@@ -77,7 +83,7 @@ class Reasons(AppendProjection):
         channel = capture.channel if capture else None
         campaign = campaign_key(capture.campaign) if capture else None
         yield EVENTS.name, (lead.lead_no, f.version, f.stage, int(f.name == REJECTED), f.reason, f.occurred,
-                            cap_at, channel, campaign, owner_before(facts, i))
+                            cap_at, channel, campaign, owner_before(facts, i), f.recorded)
 
 
 def query_sql(w: Window, stage: str, table: str) -> tuple[str, list[Any]]:

@@ -237,19 +237,16 @@ class Analytics:
         w = check(q, bys=("owner", "channel", "campaign"))
         if q.compare_to is not None:
             return self._compared(lambda other: self.speed(other, from_rows), q)
-        if w.known_at is not None and not from_rows:
-            tables = {t.name: self._known_at_view(w, "speed", t, speed.LATE)
-                      for t in (speed.ASSIGNMENTS, speed.RESPONSES, speed.WAITS)}
-        else:
-            tables = self._tables(w, BY_NAME["speed"])
+        tables = self._known_tables(w, BY_NAME["speed"], from_rows)
         known = [v for v in self.policies().versions if w.known_at is None or dt_to_us(v.recorded_at) <= w.known_at]
         return speed.compute(w, tables[speed.ASSIGNMENTS.name], tables[speed.RESPONSES.name], self.db.query,
                              tables[speed.WAITS.name], speed.routing_timeline(known))
 
-    def qualification(self, q: Query) -> dict[str, Any]:
-        """MQL entries in [from, to) by source (scorer, external, override) and the MQL → won rate of each."""
+    def qualification(self, q: Query, from_rows: bool = False) -> dict[str, Any]:
+        """MQL entries in [from, to) by source (scorer, external, override) and the MQL → won rate of each
+        (--known-at: see `_known_tables`)."""
         w = qualification.check_qualification(q)
-        tables = self._tables(w, BY_NAME["qualification"])
+        tables = self._known_tables(w, BY_NAME["qualification"], from_rows)
         return qualification.compute(w, tables[qualification.ENTRIES.name], tables[qualification.WINS.name],
                                      self.db.query)
 
@@ -342,13 +339,13 @@ class Analytics:
             raise QueryError("history needs the event store (embedded mode)")
         return lead_history(self.store, lead_id, as_of, known_at)
 
-    def reasons(self, q: Query) -> dict[str, Any]:
+    def reasons(self, q: Query, from_rows: bool = False) -> dict[str, Any]:
         """The reasons given by the events entering `q.stage` (lost, disqualified, recycled; rejected: the
         rejections by sales alone) that occurred in [from, to): per group, the events and each reason's count
-        and share."""
+        and share (--known-at: see `_known_tables`)."""
         w = check_reasons(q)
         assert q.stage is not None
-        tables = self._tables(w, BY_NAME["reasons"])
+        tables = self._known_tables(w, BY_NAME["reasons"], from_rows)
         text, params = reasons.query_sql(w, q.stage, tables[reasons.EVENTS.name])
         return reasons.shape(w, q.stage, self.db.query(text, params))
 
@@ -358,6 +355,15 @@ class Analytics:
             self.store.close()
 
     # ---- the exact known-at path ----------------------------------------------
+
+    def _known_tables(self, w: Window, projection: Projection, from_rows: bool = False) -> dict[str, str]:
+        """Names (or table expressions) to query: with --known-at and a projection that lists its late
+        leads, each rows table as `_known_at_view` (unless `from_rows`); else `_tables`."""
+        late = projection.late
+        if w.known_at is None or late is None or from_rows:
+            return self._tables(w, projection)
+        return {t.name: self._known_at_view(w, projection.name, t, late)
+                for t in projection.tables if t is not late and not t.summed}
 
     def _tables(self, w: Window, projection: Projection) -> dict[str, str]:
         """Names to query: the read model's tables, or temporary ones re-derived at (T, K)."""

@@ -21,8 +21,8 @@ from typing import Any
 
 from lifecycle.domain.stages import OWNER_CLEARING_EVENTS, STAGE_EVENTS
 from lifecycle.policies import Published
-from projections.base import AppendProjection, Changes, Lead, Table, campaign_key
-from projections.funnel import group_column, in_range, turns_late, visible
+from projections.base import AppendProjection, Lead, Table, campaign_key
+from projections.funnel import group_column, in_range, visible
 from projections.query import Window
 from schemas.facts import SECOND, Fact, dt_to_us, format_us
 
@@ -73,16 +73,7 @@ class Speed(AppendProjection):
     version = 3  # 2: the waits (system delay); 3: recorded_at and the late leads
     handles = STAGE_EVENTS | frozenset({"LeadAssigned", "LeadContacted"})
     tables = (ASSIGNMENTS, RESPONSES, WAITS, LATE)
-
-    def fold(self, lead: Lead, history: list[Fact], new: list[Fact]) -> Changes:
-        """The rows, and the lead's row in `LATE` once its facts are no longer `known_in_order`."""
-        changes = super().fold(lead, history, new)
-        if turns_late(history, new, changes.replace_lead):
-            changes.rows[LATE.name] = [(lead.lead_no,)]
-        return changes
-
-    def derive_rows(self, lead: Lead, facts: Sequence[Fact]) -> Changes:
-        return super().fold(lead, [], sorted(facts))  # the rows alone
+    late = LATE
 
     def rows_for(
         self, lead: Lead, facts: Sequence[Fact], i: int, capture: Fact | None

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from leadledger.bootstrap import open_read_models
 from lifecycle.settings import Settings
+from projections.base import known_in_order
 from projections.engine.sources import ListSource
-from projections.funnel import known_in_order
 from projections.query import Query
 from projections.service import Analytics
 from projections.speed import LATE

@@ -161,13 +161,13 @@ def test_a_reason_row_has_the_owner_just_before_its_event() -> None:
                      stage(50, "LeadDisqualified", "disqualified", reason="spam"),
                      Fact(25, 0, "LeadAssigned", 0, owner="ben"))  # late: ben owned it before the acceptance
     got = sorted(rows(Reasons(), facts)[REASON_EVENTS.name])
-    # lead_no, version, stage, rejected, reason, occurred_at, captured_at, channel, campaign, owner
-    assert got == [(7, 4, "recycled", 1, "not yet", 40, 10, "webinar", "q1", "ana"),
-                   (7, 5, "disqualified", 0, "spam", 50, 10, "webinar", "q1", None)]
+    # lead_no, version, stage, rejected, reason, occurred_at, captured_at, channel, campaign, owner, recorded_at
+    assert got == [(7, 4, "recycled", 1, "not yet", 40, 10, "webinar", "q1", "ana", 40),
+                   (7, 5, "disqualified", 0, "spam", 50, 10, "webinar", "q1", None, 50)]
     before_acceptance = numbered(cap(10), Fact(20, 0, "LeadAssigned", 0, owner="ana"),
                                  Fact(25, 0, "LeadAssigned", 0, owner="ben"),
                                  stage(40, "LeadLost", "lost", reason="price"))
-    assert [r[-1] for r in rows(Reasons(), before_acceptance)[REASON_EVENTS.name]] == ["ben"]
+    assert [r[-2] for r in rows(Reasons(), before_acceptance)[REASON_EVENTS.name]] == ["ben"]
 
 
 # ---------------------------------------------------------------- incremental == rebuild

@@ -55,8 +55,9 @@ def test_rows_are_one_per_mql_entry_and_one_per_win() -> None:
     facts = numbered(cap(0), mql(H, "override"), stage(2 * H, "LeadRejectedBySales", "recycled"),
                      mql(3 * H, "external"), won(DAY))
     rows = Qualification().derive(Lead(7, "0" * 32), facts).rows
-    assert rows[ENTRIES.name] == [(7, 2, "override", H, 0), (7, 4, "external", 3 * H, 0)]
-    assert rows[WINS.name] == [(7, 5, DAY)]
+    # ..., the entry's own recording time last (here as it occurred)
+    assert rows[ENTRIES.name] == [(7, 2, "override", H, 0, H), (7, 4, "external", 3 * H, 0, 3 * H)]
+    assert rows[WINS.name] == [(7, 5, DAY, DAY)]
 
 
 Histories = dict[int, list[Fact]]
