@@ -88,6 +88,12 @@ class Projection(ABC):
         """Row changes for `new` (version order) given `history` (metric order); both filtered
         to `handles`. Pure: the same arguments always give the same changes."""
 
+    def known_columns(self, table: Table, known_at: int) -> str:
+        """The SELECT list of `table`'s live rows as known at `known_at`, for a lead known in order
+        (rows whose own event was recorded by then): the rows as they are, unless a projection's row
+        changes with a later event."""
+        return "*"
+
     def derive(self, lead: Lead, facts: Sequence[Fact]) -> Changes:
         """Every row of one lead from all its (metric-ordered) facts: the rebuild path."""
         return self.fold(lead, [], sorted(facts))

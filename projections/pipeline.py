@@ -8,7 +8,10 @@ null while it lasts). A lead is open at T in the stage and under the owner of th
 exactly. A span in sql carries the SQL entry of its stay: when it happened (`sql_at`, whose date picks
 the FX rate) and the expected amount and currency it stated (null: none). A span's end depends on a
 later event, so the lead's rows are re-derived from all its events whenever it gets a new one (as the
-lead list does); the exact known-at path re-derives them from the events visible at (T, K).
+lead list does). Each span keeps the recording times of the events that start and end it
+(`recorded_at`, `left_recorded`): for a lead whose facts are known in order, its spans known at K are
+its live spans started by then, a span whose end was recorded after K still lasting (`known_columns`);
+the other leads (`LATE`) are re-derived from the events visible at (T, K).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from datetime import date
 from typing import Any, NamedTuple
 
 from lifecycle.domain.stages import OWNER_CLEARING_EVENTS, STAGE_EVENTS, Stage
-from projections.base import Changes, Lead, Projection, Table, campaign_key, capture_of
+from projections.base import Changes, Lead, Projection, Table, campaign_key, capture_of, known_in_order
 from projections.money import FxTable
 from projections.query import Query, Window, check
 from schemas.facts import Fact, format_us, us_to_dt
@@ -34,10 +37,12 @@ SPANS = Table(
     "rm_pipeline_spans",
     (("lead_no", "int"), ("version", "int"), ("stage", "text"), ("owner", "text"), ("entered_at", "int"),
      ("left_at", "int"), ("sql_at", "int"), ("amount", "real"), ("currency", "text"), ("channel", "text"),
-     ("campaign", "text")),
+     ("campaign", "text"), ("recorded_at", "int"), ("left_recorded", "int")),
     key=("lead_no", "version"),
     indexes=(("left_at",), ("entered_at",)),
 )
+#: The leads whose facts are not known in order: --known-at re-derives their spans.
+LATE = Table("rm_pipeline_late", (("lead_no", "int"),), key=("lead_no",))
 
 
 class _Open(NamedTuple):
@@ -48,6 +53,7 @@ class _Open(NamedTuple):
     owner: str | None
     entered_at: int
     sql: Fact | None
+    recorded: int  # when the event that started it was recorded
 
 
 def spans(lead: Lead, facts: Sequence[Fact]) -> list[tuple[Any, ...]]:
@@ -61,12 +67,13 @@ def spans(lead: Lead, facts: Sequence[Fact]) -> list[tuple[Any, ...]]:
     owner: str | None = None
     sql: Fact | None = None
 
-    def close(at: int | None) -> None:
+    def close(end: Fact | None) -> None:
         if current is not None and current.stage in OPEN_STAGES:
             entry = current.sql if current.stage == Stage.SQL.value else None
-            rows.append((lead.lead_no, current.version, current.stage, current.owner, current.entered_at, at,
-                         entry.occurred if entry else None, entry.value if entry else None,
-                         entry.currency if entry else None, channel, campaign))
+            rows.append((lead.lead_no, current.version, current.stage, current.owner, current.entered_at,
+                         end.occurred if end else None, entry.occurred if entry else None,
+                         entry.value if entry else None, entry.currency if entry else None, channel, campaign,
+                         current.recorded, end.recorded if end else None))
 
     for f in facts:
         new_stage, new_owner = stage, owner
@@ -83,8 +90,8 @@ def spans(lead: Lead, facts: Sequence[Fact]) -> list[tuple[Any, ...]]:
         else:
             continue
         if f.name in STAGE_EVENTS or new_owner != owner:
-            close(f.occurred)
-            current = _Open(f.version, new_stage, new_owner, f.occurred, sql)
+            close(f)
+            current = _Open(f.version, new_stage, new_owner, f.occurred, sql, f.recorded)
         stage, owner = new_stage, new_owner
     close(None)
     return rows
@@ -92,17 +99,32 @@ def spans(lead: Lead, facts: Sequence[Fact]) -> list[tuple[Any, ...]]:
 
 class Pipeline(Projection):
     name = "pipeline"
-    version = 1
+    version = 2  # 2: the recording times of a span's ends, and the late leads
     handles = STAGE_EVENTS | frozenset({"LeadAssigned"})
-    tables = (SPANS,)
+    tables = (SPANS, LATE)
+    late = LATE
 
     def fold(self, lead: Lead, history: list[Fact], new: list[Fact]) -> Changes:
         changes = Changes()
         if new:
-            changes.replace_lead = True
-            for row in spans(lead, sorted(history + new)):
+            changes.replace_lead = True  # every span of the lead again (and its LATE row, if it is late)
+            facts = sorted(history + new)
+            for row in spans(lead, facts):
                 changes.add(SPANS.name, row)
+            if not known_in_order(facts):
+                changes.add(LATE.name, (lead.lead_no,))
         return changes
+
+    def derive_rows(self, lead: Lead, facts: Sequence[Fact]) -> Changes:
+        changes = Changes()
+        changes.rows[SPANS.name] = spans(lead, sorted(facts))
+        return changes
+
+    def known_columns(self, table: Table, known_at: int) -> str:
+        """A span's columns as known at K (a lead known in order): one whose end was recorded later lasts."""
+        ended = f"left_recorded <= {int(known_at)}"
+        return ", ".join(f"CASE WHEN {ended} THEN {c} END AS {c}" if c in ("left_at", "left_recorded") else c
+                         for c in table.column_names)
 
 
 # ---- the query ------------------------------------------------------------------

@@ -160,7 +160,8 @@ class Analytics:
         leads in `late_table`) and those leads' rows re-derived, as one set."""
         assert w.known_at is not None
         (live, late), (temp, _) = self._known_at_rows(w, name, rows, late_table)
-        return (f"(SELECT * FROM {live} WHERE recorded_at <= {int(w.known_at)} AND lead_no NOT IN "
+        columns = BY_NAME[name].known_columns(rows, w.known_at)
+        return (f"(SELECT {columns} FROM {live} WHERE recorded_at <= {int(w.known_at)} AND lead_no NOT IN "
                 f"(SELECT lead_no FROM {late}) UNION ALL SELECT * FROM {temp}) AS {rows.name}_known")
 
     def _funnel_intervals(self, w: Window, kind: str, sources: Sequence[tuple[str, str | None]]) -> list[dict[str, Any]]:
@@ -250,11 +251,11 @@ class Analytics:
         return qualification.compute(w, tables[qualification.ENTRIES.name], tables[qualification.WINS.name],
                                      self.db.query)
 
-    def pipeline(self, q: Query) -> dict[str, Any]:
+    def pipeline(self, q: Query, from_rows: bool = False) -> dict[str, Any]:
         """The leads open at the as-of instant (mql, sal, sql) per owner, channel or campaign, and the
-        expected value of those in sql in the reporting currency."""
+        expected value of those in sql in the reporting currency (--known-at: see `_known_tables`)."""
         w = pipeline.check_pipeline(q)
-        tables = self._tables(w, BY_NAME["pipeline"])
+        tables = self._known_tables(w, BY_NAME["pipeline"], from_rows)
         return pipeline.compute(w, tables[pipeline.SPANS.name], self.db.query, self.fx)
 
     def sla(self, q: Query, now: datetime | None = None) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Qualification and reasons at a known-at time from the live rows: for generated histories (captures,
+"""Qualification, reasons and the pipeline at a known-at time from the live rows: for generated histories (captures,
 MQLs from each source, wins, losses, disqualifications, recycles and rejections with reasons, owners
 set and cleared) whose events arrive out of metric order (recorded later, occurred earlier; recording
 times that go back now and then), the answer from the live rows cut at K (the late leads re-derived)
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from leadledger.bootstrap import open_read_models
 from lifecycle.settings import Settings
-from projections import qualification, reasons
+from projections import pipeline, qualification, reasons
 from projections.base import known_in_order
 from projections.engine.sources import ListSource
 from projections.query import Query
@@ -28,7 +28,7 @@ PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[Healt
 STEPS = [("LeadQualifiedAsMQL", "mql", False), ("LeadWon", "won", False), ("LeadLost", "lost", True),
          ("LeadDisqualified", "disqualified", True), ("LeadRecycled", "recycled", True),
          ("LeadRejectedBySales", "recycled", True), ("LeadAcceptedBySales", "sal", False),
-         ("LeadAssigned", None, False)]
+         ("LeadQualifiedAsSQL", "sql", False), ("LeadAssigned", None, False)]
 
 
 @st.composite
@@ -49,7 +49,10 @@ def histories(draw: st.DrawFn) -> tuple[int, list[list[Fact]]]:
             t = draw(at) if free and draw(st.integers(0, 2)) else recorded
             name, stage, reasoned = draw(st.sampled_from(STEPS))
             owner = draw(st.sampled_from(["ana", "ben"])) if name in ("LeadAssigned", "LeadAcceptedBySales") else None
+            expected = name == "LeadQualifiedAsSQL" and draw(st.booleans())
             facts.append(Fact(t, 0, name, recorded, stage, owner=owner,
+                              value=float(draw(st.integers(1, 9)) * 100) if expected else None,
+                              currency=draw(st.sampled_from(["EUR", "USD"])) if expected else None,
                               source=draw(st.sampled_from(["scorer", "external", "override"]))
                               if name == "LeadQualifiedAsMQL" else None,
                               reason=draw(st.sampled_from(["price", "timing"])) if reasoned else None))
@@ -89,10 +92,10 @@ def test_known_at_from_the_live_rows_equals_the_rederivation(
     runner = fresh_runner(backend_settings)
     try:
         runner.catch_up(ListSource(source_events(leads, interleave)), batch)
-        late = {name: {row[0] for row in runner.db.dump([t])[t.name]}
-                for name, t in (("qualification", qualification.LATE), ("reasons", reasons.LATE))}
-        runner.reset(["qualification", "reasons"])  # a rebuild lists the same leads
-        for name, t in (("qualification", qualification.LATE), ("reasons", reasons.LATE)):
+        lates = (("qualification", qualification.LATE), ("reasons", reasons.LATE), ("pipeline", pipeline.LATE))
+        late = {name: {row[0] for row in runner.db.dump([t])[t.name]} for name, t in lates}
+        runner.reset([name for name, _ in lates])  # a rebuild lists the same leads
+        for name, t in lates:
             assert {row[0] for row in runner.db.dump([t])[t.name]} == late[name]
     finally:
         runner.db.close()
@@ -100,7 +103,7 @@ def test_known_at_from_the_live_rows_equals_the_rederivation(
     for e in source_events(leads, interleave):
         numbers.setdefault(e.lead_id, len(numbers) + 1)
     for name, handles in (("qualification", qualification.Qualification.handles),
-                          ("reasons", reasons.Reasons.handles)):
+                          ("reasons", reasons.Reasons.handles), ("pipeline", pipeline.Pipeline.handles)):
         assert late[name] == {numbers[f"{i + 1:032x}"] for i, facts in enumerate(leads)
                               if not known_in_order(sorted(f for f in facts if f.name in handles))}, name
     analytics = Analytics(open_read_models(backend_settings), None, auto_refresh=False)
@@ -117,6 +120,8 @@ def test_known_at_from_the_live_rows_equals_the_rederivation(
                              ref_reasons(reference, params, stage), str(q))
             asked = Query(from_=q.from_, to=q.to, as_of=q.as_of, known_at=q.known_at)
             assert analytics.qualification(asked) == analytics.qualification(asked, from_rows=True), asked
+            open_at = Query(by=q.by, as_of=q.as_of, known_at=q.known_at)
+            approx_equal(analytics.pipeline(open_at), analytics.pipeline(open_at, from_rows=True), str(open_at))
     finally:
         analytics.close()
 
