@@ -63,8 +63,8 @@ ODD = Table(
 )
 #: Counts of the rows above with a capture at or before their time, per `src` (s, f), `grain` (A: all
 #: time, x 0; cD / cB: the capture's UTC day / block of BLOCK days, x its number; tD / tB: the row's
-#: own time's day / block), `kind` of group (`g`: the capture's channel or campaign; `all` (g '') at
-#: grain A only), stage and duration bucket `b` (`bucket`): n rows; the rows with b = SUM_BUCKET hold
+#: own time's day / block), `kind` of group (`g`: the capture's channel or campaign; `all`: g ''),
+#: stage and duration bucket `b` (`bucket`): n rows; the rows with b = SUM_BUCKET hold
 #: the sum of the cell's durations (µs) in n instead. `gnull` 1: g is NULL (stored as '').
 COUNTS = Table(
     "rm_velocity_counts",
@@ -157,14 +157,12 @@ def count_cells(src: str, row: tuple[Any, ...], n: int) -> Iterator[tuple[Any, .
         return
     c, t = captured_at // DAY, at // DAY
     total = n * value
-    yield src, "A", "all", 0, stage, 0, "", b, n
-    yield src, "A", "all", 0, stage, 0, "", SUM_BUCKET, total
     cells = (("A", 0), ("cD", c), ("cB", c // BLOCK), ("tD", t), ("tB", t // BLOCK))
-    for kind, g in (("channel", channel), ("campaign", campaign)):
-        gnull, gv = int(g is None), g or ""
+    for kind, gnull, g in (("all", 0, ""), ("channel", int(channel is None), channel or ""),
+                           ("campaign", int(campaign is None), campaign or "")):
         for grain, x in cells:
-            yield src, grain, kind, x, stage, gnull, gv, b, n
-            yield src, grain, kind, x, stage, gnull, gv, SUM_BUCKET, total
+            yield src, grain, kind, x, stage, gnull, g, b, n
+            yield src, grain, kind, x, stage, gnull, g, SUM_BUCKET, total
 
 
 class Stats:
@@ -303,9 +301,10 @@ class Counted:
         select, group = ("CASE WHEN gnull = 1 THEN NULL ELSE g END", "stage, gnull, g, b") if by else ("NULL", "stage, b")
         out = []
         for grain, first, stop in cells:
-            kind = by or ("all" if grain == "A" else "channel")
             conds = ["src = ?", "grain = ?", "kind = ?"]
-            params: list[Any] = [self.src, grain, kind]
+            params: list[Any] = [self.src, grain, by or "all"]
+            if grain == "A":  # one cell: grouped in the order of the key
+                conds.append("x = 0")
             if first is not None:
                 conds.append("x >= ?")
                 params.append(first)
