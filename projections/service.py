@@ -206,8 +206,9 @@ class Analytics:
             return self._compared(lambda other: self.velocity(other, from_rows), q)
         tables = self._tables(w, BY_NAME["velocity"])
         if not from_rows and velocity.counted_interval(w) is not None:
-            stays = velocity.Counted(w, "s", tables, self.db.query).compute()
-            firsts = velocity.Counted(w, "f", tables, self.db.query).compute()
+            correlated = self.db.correlated_offset
+            stays = velocity.Counted(w, "s", tables, self.db.query, correlated).compute()
+            firsts = velocity.Counted(w, "f", tables, self.db.query, correlated).compute()
             return velocity.shape(w, stays, firsts)
         stays_rows = velocity.Stats(w, tables[velocity.STAYS.name], "duration_us", "left_at", self.db.query)
         firsts_rows = velocity.Stats(w, tables[velocity.FIRSTS.name], "since_capture_us", "entered_at", self.db.query)

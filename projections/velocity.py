@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from lifecycle.domain.stages import FUNNEL_ORDER, STAGE_EVENTS, Stage
 from projections.base import AppendProjection, Changes, Lead, Table, campaign_key, summed
@@ -245,10 +245,12 @@ class Counted:
     only (the (stage, group, duration) index walked from the nearer end of the bucket)."""
 
     def __init__(self, w: Window, src: str, tables: dict[str, str],
-                 query: Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]) -> None:
+                 query: Callable[[str, Sequence[Any]], list[tuple[Any, ...]]], correlated: bool = False) -> None:
         plan = counted_interval(w)
         assert plan is not None
         self.w, self.src, self.query = w, src, query
+        #: whether a subquery's OFFSET may name the outer query's columns (`ReadModelDB.correlated_offset`)
+        self.correlated = correlated
         self.column, self.interval = plan
         table, self.value, self.time_col = SRCS[src]
         self.table, self.counts, self.odd = tables[table.name], tables[COUNTS.name], tables[ODD.name]
@@ -303,8 +305,10 @@ class Counted:
         for grain, first, stop in cells:
             conds = ["src = ?", "grain = ?", "kind = ?"]
             params: list[Any] = [self.src, grain, by or "all"]
-            if grain == "A":  # one cell: grouped in the order of the key
+            if grain == "A":  # one cell: its rows are the sums
                 conds.append("x = 0")
+                out.append((f"SELECT stage, {select}, b, n FROM {self.counts} WHERE {' AND '.join(conds)}", params))
+                continue
             if first is not None:
                 conds.append("x >= ?")
                 params.append(first)
@@ -317,16 +321,17 @@ class Counted:
 
     def compute(self) -> list[tuple[Any, str, int, int, int, int]]:
         """(key, stage, count, sum, p50, p90) rows, values in µs."""
-        g = group_column(self.w.by)
-        same_group = "" if self.w.by is None else f" AND {g} = ?"
-        out = []
-        for (key, stage), (counts, total) in self.tallies().items():
+        found: list[tuple[int, int, int, int]] = []  # (key, stage) index, count, p50, p90
+        walks: list[Walk] = []
+        slots: dict[tuple[int, int], int] = {}  # (index, rank) -> walk
+        tallies = list(self.tallies().items())
+        for i, ((key, stage), (counts, _)) in enumerate(tallies):
             n = sum(counts.values())
-            head = [stage] if self.w.by is None else [stage, key]
-            values: dict[int, int] = {}
+            p50, p90 = ranks(n)
+            found.append((i, n, p50, p90))
             order = sorted(counts)
-            for rank in ranks(n):
-                if rank in values:
+            for rank in (p50, p90):
+                if (i, rank) in slots:
                     continue
                 seen = 0
                 for b in order:
@@ -335,24 +340,72 @@ class Counted:
                     seen += counts[b]
                 inside, size = rank - seen, counts[b]
                 lo, hi = bucket_range(b)
-                cut, cut_params = "", []
-                if lo is not None:
-                    cut += f" AND {self.value} >= ?"
-                    cut_params.append(lo)
-                if hi is not None:
-                    cut += f" AND {self.value} < ?"
-                    cut_params.append(hi)
-                pick = (f"SELECT {self.value} FROM {self.table} WHERE stage = ?{same_group}{cut} AND {self.where} "
-                        f"ORDER BY {self.value} {{}} LIMIT 1 OFFSET ?")
                 # walk the bucket from its nearer end
-                if inside - 1 <= size - inside:
-                    found = self.query(pick.format("ASC"), [*head, *cut_params, *self.params, inside - 1])
-                else:
-                    found = self.query(pick.format("DESC"), [*head, *cut_params, *self.params, size - inside])
-                values[rank] = int(found[0][0])
-            p50, p90 = ranks(n)
-            out.append((key, stage, n, total, values[p50], values[p90]))
+                desc, offset = (False, inside - 1) if inside - 1 <= size - inside else (True, size - inside)
+                slots[i, rank] = len(walks)
+                walks.append(Walk(stage, key, MIN_US if lo is None else lo, MAX_US if hi is None else hi - 1, desc,
+                                  offset))
+        values = self._read_correlated(walks) if self.correlated else self._read(walks)
+        return [(tallies[i][0][0], tallies[i][0][1], n, tallies[i][1][1], values[slots[i, p50]], values[slots[i, p90]])
+                for i, n, p50, p90 in found]
+
+    def _read(self, walks: list[Walk]) -> list[int]:
+        """The value each walk reads, one statement each."""
+        g = group_column(self.w.by)
+        same_group = "" if self.w.by is None else f" AND {g} = ?"
+        pick = (f"SELECT {self.value} FROM {self.table} WHERE stage = ?{same_group} AND {self.value} >= ? AND "
+                f"{self.value} <= ? AND {self.where} ORDER BY {self.value} {{}} LIMIT 1 OFFSET ?")
+        texts = {False: pick.format("ASC"), True: pick.format("DESC")}
+        out = []
+        for walk in walks:
+            head = [walk.stage] if self.w.by is None else [walk.stage, walk.key]
+            found = self.query(texts[walk.desc], [*head, walk.lo, walk.hi, *self.params, walk.offset])
+            out.append(int(found[0][0]))
         return out
+
+    def _read_correlated(self, walks: list[Walk]) -> list[int]:
+        """The value each walk reads, a statement per direction and WALKS_PER_STATEMENT walks: a list of walks
+        (VALUES), each read by one subquery whose OFFSET is the walk's (planned once)."""
+        g = group_column(self.w.by)
+        grouped = self.w.by is not None
+        out = [0] * len(walks)
+        for desc in (False, True):
+            mine = [(i, walk) for i, walk in enumerate(walks) if walk.desc == desc]
+            for first in range(0, len(mine), WALKS_PER_STATEMENT):
+                part = mine[first:first + WALKS_PER_STATEMENT]
+                width = 6 if grouped else 5
+                typed = ", ".join(["CAST(? AS BIGINT)", "CAST(? AS TEXT)", *(["CAST(? AS TEXT)"] if grouped else []),
+                                   "CAST(? AS BIGINT)", "CAST(? AS BIGINT)", "CAST(? AS BIGINT)"])
+                rows = ", ".join([f"({typed})", *[f"({', '.join('?' * width)})"] * (len(part) - 1)])
+                names = f"wi, ws, {'wg, ' if grouped else ''}wlo, whi, wk"
+                text = (f"SELECT w.wi, (SELECT {self.value} FROM {self.table} WHERE stage = w.ws"
+                        f"{f' AND {g} = w.wg' if grouped else ''} AND {self.value} >= w.wlo AND {self.value} <= w.whi "
+                        f"AND {self.where} ORDER BY {self.value} {'DESC' if desc else 'ASC'} LIMIT 1 OFFSET w.wk) "
+                        f"FROM (VALUES {rows}) AS w({names})")
+                params: list[Any] = []
+                for i, walk in part:
+                    params += [i, walk.stage, *([walk.key] if grouped else []), walk.lo, walk.hi, walk.offset]
+                # the subquery's WHERE conditions come first in the text, the list after them
+                for i, v in self.query(text, [*self.params, *params]):
+                    out[int(i)] = int(v)
+        return out
+
+
+class Walk(NamedTuple):
+    """One value to read: the row at `offset` in duration order (descending if `desc`) among the rows of
+    (stage, key) in the window with a duration in [lo, hi] (one bucket)."""
+
+    stage: str
+    key: Any
+    lo: int
+    hi: int
+    desc: bool
+    offset: int
+
+
+#: walks sent in one statement where a subquery's OFFSET may be the outer row's (PostgreSQL)
+WALKS_PER_STATEMENT = 200
+MIN_US, MAX_US = -(2**63), 2**63 - 1
 
 
 def _conds(w: Window, time_col: str) -> tuple[list[str], list[Any]]:
