@@ -159,6 +159,10 @@ def questions(mid: datetime, known: datetime, cell_key: str, cell_stage: str) ->
         Question("funnel --as-of (mid) --known-at (median recorded)", Query(as_of=mid, known_at=known), "/funnel",
                  {"as_of": mid.isoformat(), "known_at": known.isoformat()}, DUCK_FUNNEL, [mid, known, None, None]),
         Question("velocity", Query(), "/velocity", {}, DUCK_VELOCITY, []),
+        Question("velocity --by channel", Query(by="channel"), "/velocity", {"by": "channel"}, DUCK_VELOCITY_AT,
+                 [FAR, True]),
+        Question("velocity --as-of (mid)", Query(as_of=mid), "/velocity", {"as_of": mid.isoformat()},
+                 DUCK_VELOCITY_AT, [mid, False]),
         Question(f"leads --reached {cell_stage} --by channel --key {cell_key} (first 50)",
                  Query(reached=cell_stage, by="channel", key=cell_key), "/leads",
                  {"reached": cell_stage, "by": "channel", "key": cell_key}, DUCK_DRILL,
@@ -191,6 +195,29 @@ DUCK_DRILL = _VISIBLE + """
 SELECT e.lid, min(e.ts) AS entered FROM vis e JOIN caps c USING (lid)
 WHERE e.to_stage = $3 AND c.channel = $4 GROUP BY e.lid ORDER BY entered, e.lid LIMIT 50
 """
+# velocity at an as-of time T ($1), per channel when $2: the stays left at or before T and the first entries
+# at or before T, of leads captured at or before T
+DUCK_VELOCITY_AT = """
+WITH changes AS (
+  SELECT lid, to_stage, ts, LEAD(ts) OVER (PARTITION BY lid ORDER BY ts, v) AS left_ts
+  FROM ev WHERE to_stage IS NOT NULL),
+caps AS (SELECT lid, arg_min(channel, ts) AS channel, MIN(ts) AS cap FROM ev WHERE name = 'LeadCaptured'
+         GROUP BY lid),
+stays AS (SELECT k.channel, c.to_stage, epoch_us(c.left_ts) - epoch_us(c.ts) AS us FROM changes c JOIN caps k USING (lid)
+          WHERE c.left_ts IS NOT NULL AND c.left_ts <= $1 AND k.cap <= $1),
+firsts AS (
+  SELECT k.channel, c.to_stage, MIN(epoch_us(c.ts)) - MIN(epoch_us(k.cap)) AS us
+  FROM changes c JOIN caps k USING (lid)
+  WHERE c.to_stage IN ('mql', 'sal', 'sql', 'won') AND k.cap <= $1 GROUP BY c.lid, k.channel, c.to_stage
+  HAVING MIN(c.ts) <= $1)
+SELECT 'in', CASE WHEN $2 THEN channel END, to_stage, COUNT(*), AVG(us) / 1e6, quantile_disc(us, 0.5) / 1e6,
+       quantile_disc(us, 0.9) / 1e6
+FROM stays GROUP BY 2, 3
+UNION ALL
+SELECT 'to', CASE WHEN $2 THEN channel END, to_stage, COUNT(*), AVG(us) / 1e6, quantile_disc(us, 0.5) / 1e6,
+       quantile_disc(us, 0.9) / 1e6
+FROM firsts GROUP BY 2, 3
+"""
 DUCK_LOAD = """
 CREATE TABLE ev AS
 SELECT replace(subject, '-', '') AS lid, sequence AS v, split_part(type, '.', 3) AS name,
@@ -208,9 +235,12 @@ def same(path: str, answer: dict[str, Any], rows: list[tuple[Any, ...]]) -> bool
         return [(item["lead_id"].replace("-", ""), item["entered_at"]) for item in answer["leads"]] == [
             (lid, ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")) for lid, ts in rows]
     if path == "/velocity":
-        group = answer["groups"][0]
-        for kind, stage, count, mean, p50, p90 in rows:
-            mine = group["time_in_stage" if kind == "in" else "time_to_stage"][stage]
+        groups = {g["key"]: g for g in answer["groups"]}
+        for row in rows:
+            kind, key, stage, count, mean, p50, p90 = row if len(row) == 7 else (row[0], None, *row[1:])
+            if key not in groups:
+                return False
+            mine = groups[key]["time_in_stage" if kind == "in" else "time_to_stage"][stage]
             if (mine["count"], mine["p50_s"], mine["p90_s"]) != (count, p50, p90) or abs(mine["mean_s"] - mean) > 1e-3:
                 return False
         return True

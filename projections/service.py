@@ -206,14 +206,22 @@ class Analytics:
         return {**current, "compare": compare,
                 "difference": {"groups": windows.group_differences(current["groups"], theirs["groups"])}}
 
-    def velocity(self, q: Query) -> dict[str, Any]:
+    def velocity(self, q: Query, from_rows: bool = False) -> dict[str, Any]:
+        """Time in stage and time to stage per group: from the counts per duration bucket where they answer
+        the window (`velocity.counted_interval`), each percentile read from its bucket's rows; else, and with
+        `from_rows` (the reference the counts are tested against), from the rows alone."""
         w = check(q)
         if q.compare_to is not None:
-            return self._compared(self.velocity, q)
+            return self._compared(lambda other: self.velocity(other, from_rows), q)
         tables = self._tables(w, BY_NAME["velocity"])
-        stays = velocity.Stats(w, tables[velocity.STAYS.name], "duration_us", "left_at", self.db.query)
-        firsts = velocity.Stats(w, tables[velocity.FIRSTS.name], "since_capture_us", "entered_at", self.db.query)
-        return velocity.shape(w, stays.compute(), firsts.compute())
+        if not from_rows and velocity.counted_interval(w) is not None:
+            correlated = self.db.correlated_offset
+            stays = velocity.Counted(w, "s", tables, self.db.query, correlated).compute()
+            firsts = velocity.Counted(w, "f", tables, self.db.query, correlated).compute()
+            return velocity.shape(w, stays, firsts)
+        stays_rows = velocity.Stats(w, tables[velocity.STAYS.name], "duration_us", "left_at", self.db.query)
+        firsts_rows = velocity.Stats(w, tables[velocity.FIRSTS.name], "since_capture_us", "entered_at", self.db.query)
+        return velocity.shape(w, stays_rows.compute(), firsts_rows.compute())
 
     def attribution(self, q: Query, from_rows: bool = False) -> dict[str, Any]:
         """Credit per group; with --known-at from the live rows cut at K and the re-derived rows of the

@@ -32,6 +32,8 @@ class ReadModelDB(ABC):
 
     #: column type names by `Table` kind (int, text, real, blob)
     types: ClassVar[dict[str, str]]
+    #: whether a correlated subquery's LIMIT / OFFSET may name the outer query's columns (SQLite: no)
+    correlated_offset: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self._in_tx = False

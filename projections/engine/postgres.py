@@ -42,6 +42,7 @@ class PostgresReadModelDB(ReadModelDB):
     missing)."""
 
     types: ClassVar[dict[str, str]] = {"int": "BIGINT", "text": "TEXT", "real": "DOUBLE PRECISION", "blob": "BYTEA"}
+    correlated_offset: ClassVar[bool] = True
 
     def __init__(self, dsn: str, schema: str) -> None:
         super().__init__()
