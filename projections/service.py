@@ -209,11 +209,16 @@ class Analytics:
     def velocity(self, q: Query, from_rows: bool = False) -> dict[str, Any]:
         """Time in stage and time to stage per group: from the counts per duration bucket where they answer
         the window (`velocity.counted_interval`), each percentile read from its bucket's rows; else, and with
-        `from_rows` (the reference the counts are tested against), from the rows alone."""
+        `from_rows` (the reference the counts are tested against), from the rows alone: with --known-at the
+        live rows cut at K and the late leads' re-derived (`from_rows`: every lead's re-derived)."""
         w = check(q)
         if q.compare_to is not None:
             return self._compared(lambda other: self.velocity(other, from_rows), q)
-        tables = self._tables(w, BY_NAME["velocity"])
+        if w.known_at is not None and not from_rows:
+            tables = {t.name: self._known_at_view(w, "velocity", t, velocity.LATE)
+                      for t in (velocity.STAYS, velocity.FIRSTS)}
+        else:
+            tables = self._tables(w, BY_NAME["velocity"])
         if not from_rows and velocity.counted_interval(w) is not None:
             correlated = self.db.correlated_offset
             stays = velocity.Counted(w, "s", tables, self.db.query, correlated).compute()

@@ -28,7 +28,8 @@ _TO_STAGE_NAMES = frozenset(s.value for s in TO_STAGES)
 STAYS = Table(
     "rm_velocity_stays",
     (("lead_no", "int"), ("version", "int"), ("stage", "text"), ("entered_at", "int"), ("left_at", "int"),
-     ("duration_us", "int"), ("captured_at", "int"), ("channel", "text"), ("campaign", "text"), ("bucket", "int")),
+     ("duration_us", "int"), ("captured_at", "int"), ("channel", "text"), ("campaign", "text"), ("bucket", "int"),
+     ("recorded_at", "int")),
     key=("lead_no", "version"),
     # percentiles walk these in value order (ORDER BY .. LIMIT 1 OFFSET rank-1), per grouping, within
     # the duration range of one bucket
@@ -43,7 +44,7 @@ FIRSTS = Table(
     "rm_velocity_firsts",
     (("lead_no", "int"), ("version", "int"), ("stage", "text"), ("entered_at", "int"),
      ("since_capture_us", "int"), ("captured_at", "int"), ("channel", "text"), ("campaign", "text"),
-     ("bucket", "int")),
+     ("bucket", "int"), ("recorded_at", "int")),
     key=("lead_no", "version"),
     indexes=(("stage", "since_capture_us", "entered_at", "captured_at"),
              ("stage", "channel", "since_capture_us", "entered_at", "captured_at"),
@@ -78,6 +79,9 @@ COUNTS = Table(
 #: [BOUNDS[i-1], BOUNDS[i]), the last one durations from BOUNDS[-1] on: 2^(1/8) apart (9 %) from 1 µs
 #: to 2^52 µs (142 years), a few hundred buckets
 BOUNDS: tuple[int, ...] = tuple(sorted({0, *(round(2 ** (k / 8)) for k in range(52 * 8 + 1))}))
+#: The leads whose stay and first-entry rows cut at the recording time are not their rows known then:
+#: --known-at re-derives theirs from their timelines (`AppendProjection.late`).
+LATE = Table("rm_velocity_late", (("lead_no", "int"),), key=("lead_no",))
 SUM_BUCKET = -1
 SRCS = {"s": (STAYS, "duration_us", "left_at"), "f": (FIRSTS, "since_capture_us", "entered_at")}
 
@@ -93,9 +97,10 @@ def bucket_range(b: int) -> Interval:
 
 class Velocity(AppendProjection):
     name = "velocity"
-    version = 2  # 2: the duration buckets, the counts and the odd rows
+    version = 3  # 2: the duration buckets, the counts and the odd rows; 3: recorded_at and the late leads
     handles = STAGE_EVENTS
-    tables = (STAYS, FIRSTS, ODD, COUNTS)
+    tables = (STAYS, FIRSTS, ODD, COUNTS, LATE)
+    late = LATE
 
     def fold(self, lead: Lead, history: list[Fact], new: list[Fact]) -> Changes:
         """The rows, and what they change in the counts: +1 per new row; a lead whose rows are
@@ -103,14 +108,11 @@ class Velocity(AppendProjection):
         changes = super().fold(lead, history, new)
         deltas = list(_cells_of(changes, 1))
         if changes.replace_lead and history:
-            deltas += _cells_of(super().fold(lead, [], history), -1)
+            deltas += _cells_of(self._rows(lead, [], history), -1)
         deltas = summed(deltas)
         if deltas:
             changes.rows[COUNTS.name] = deltas
         return changes
-
-    def derive_rows(self, lead: Lead, facts: Sequence[Fact]) -> Changes:
-        return super().fold(lead, [], sorted(facts))  # the rows alone
 
     def rows_for(
         self, lead: Lead, facts: Sequence[Fact], i: int, capture: Fact | None
@@ -125,7 +127,7 @@ class Velocity(AppendProjection):
             prev = facts[i - 1]  # every handled fact is a stage change
             d = f.occurred - prev.occurred
             yield STAYS.name, (lead.lead_no, f.version, prev.stage, prev.occurred, f.occurred,
-                               d, cap_at, channel, campaign, bucket(d))
+                               d, cap_at, channel, campaign, bucket(d), f.recorded)
             if cap_at is not None and cap_at > f.occurred:
                 yield ODD.name, (lead.lead_no, f.version, "s", prev.stage, d, f.occurred, cap_at, channel, campaign,
                                  bucket(d))
@@ -134,7 +136,7 @@ class Velocity(AppendProjection):
         ):
             d = f.occurred - capture.occurred
             yield FIRSTS.name, (lead.lead_no, f.version, f.stage, f.occurred, d, cap_at, channel, campaign,
-                                bucket(d))
+                                bucket(d), f.recorded)
             if capture.occurred > f.occurred:
                 yield ODD.name, (lead.lead_no, f.version, "f", f.stage, d, f.occurred, cap_at, channel, campaign,
                                  bucket(d))
@@ -150,9 +152,9 @@ def count_cells(src: str, row: tuple[Any, ...], n: int) -> Iterator[tuple[Any, .
     """The counts rows (number n, and n times the duration in the sum rows) of one stay (src s) or
     first-entry (f) row; a row without a capture, or captured after its own time (`ODD`), counts nowhere."""
     if src == "s":
-        _, _, stage, _, at, value, captured_at, channel, campaign, b = row
+        _, _, stage, _, at, value, captured_at, channel, campaign, b, _ = row
     else:
-        _, _, stage, at, value, captured_at, channel, campaign, b = row
+        _, _, stage, at, value, captured_at, channel, campaign, b, _ = row
     if captured_at is None or captured_at > at:
         return
     c, t = captured_at // DAY, at // DAY

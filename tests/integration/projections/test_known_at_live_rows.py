@@ -1,4 +1,4 @@
-"""Qualification, reasons and the pipeline at a known-at time from the live rows: for generated histories (captures,
+"""Velocity, qualification, reasons and the pipeline at a known-at time from the live rows: for generated histories (captures,
 MQLs from each source, wins, losses, disqualifications, recycles and rejections with reasons, owners
 set and cleared) whose events arrive out of metric order (recorded later, occurred earlier; recording
 times that go back now and then), the answer from the live rows cut at K (the late leads re-derived)
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from leadledger.bootstrap import open_read_models
 from lifecycle.settings import Settings
-from projections import pipeline, qualification, reasons
+from projections import pipeline, qualification, reasons, velocity
 from projections.base import known_in_order
 from projections.engine.sources import ListSource
 from projections.query import Query
@@ -92,7 +92,8 @@ def test_known_at_from_the_live_rows_equals_the_rederivation(
     runner = fresh_runner(backend_settings)
     try:
         runner.catch_up(ListSource(source_events(leads, interleave)), batch)
-        lates = (("qualification", qualification.LATE), ("reasons", reasons.LATE), ("pipeline", pipeline.LATE))
+        lates = (("qualification", qualification.LATE), ("reasons", reasons.LATE), ("pipeline", pipeline.LATE),
+                 ("velocity", velocity.LATE))
         late = {name: {row[0] for row in runner.db.dump([t])[t.name]} for name, t in lates}
         runner.reset([name for name, _ in lates])  # a rebuild lists the same leads
         for name, t in lates:
@@ -103,7 +104,8 @@ def test_known_at_from_the_live_rows_equals_the_rederivation(
     for e in source_events(leads, interleave):
         numbers.setdefault(e.lead_id, len(numbers) + 1)
     for name, handles in (("qualification", qualification.Qualification.handles),
-                          ("reasons", reasons.Reasons.handles), ("pipeline", pipeline.Pipeline.handles)):
+                          ("reasons", reasons.Reasons.handles), ("pipeline", pipeline.Pipeline.handles),
+                          ("velocity", velocity.Velocity.handles)):
         assert late[name] == {numbers[f"{i + 1:032x}"] for i, facts in enumerate(leads)
                               if not known_in_order(sorted(f for f in facts if f.name in handles))}, name
     analytics = Analytics(open_read_models(backend_settings), None, auto_refresh=False)
@@ -120,6 +122,10 @@ def test_known_at_from_the_live_rows_equals_the_rederivation(
                              ref_reasons(reference, params, stage), str(q))
             asked = Query(from_=q.from_, to=q.to, as_of=q.as_of, known_at=q.known_at)
             assert analytics.qualification(asked) == analytics.qualification(asked, from_rows=True), asked
+            for mode in ("cohort", "period"):
+                stays = Query(by=None if q.by == "owner" else q.by, mode=mode, from_=q.from_, to=q.to, as_of=q.as_of,
+                              known_at=q.known_at)
+                approx_equal(analytics.velocity(stays), analytics.velocity(stays, from_rows=True), str(stays))
             open_at = Query(by=q.by, as_of=q.as_of, known_at=q.known_at)
             approx_equal(analytics.pipeline(open_at), analytics.pipeline(open_at, from_rows=True), str(open_at))
     finally:
