@@ -42,7 +42,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
 from uuid import UUID
@@ -51,7 +51,7 @@ import orjson
 
 from lifecycle.domain.errors import LifecycleError
 from lifecycle.domain.events import OPERATOR_ACTORS
-from lifecycle.operations.operator import Decision, Operator, Seen, from_us, to_us
+from lifecycle.operations.operator import Decision, Operator, Seen, to_us
 from lifecycle.policies import PolicyStream, PolicyTimeline
 from lifecycle.settings import DEFAULT_MQL_THRESHOLD
 from lifecycle.store.repository import Changes, LeadStore, Loaded, StoreConflict
@@ -67,6 +67,8 @@ _RETRIES = 5
 LOADED_CACHE = 20_000
 #: a catch-up of at least this many rows (on a SQLite file store) reads and decodes them in a helper process
 DECODER_BACKLOG = 50_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # occurred µs → datetime as operator.from_us, inlined
+_US = timedelta(microseconds=1)
 
 
 @dataclass
@@ -276,7 +278,8 @@ class _Decoder(_Forked):
         status, decoded, failed, last = self._message(marshal.loads)
         if status != "ok":
             raise RuntimeError(f"the operate decoder failed: {decoded}")
-        out = [Seen(position, self._id(lead), version, name, from_us(occurred), actor, event_id, data)
+        ids, known, epoch, us = self._id, self._ids.get, _EPOCH, _US
+        out = [Seen(position, known(lead) or ids(lead), version, name, epoch + us * occurred, actor, event_id, data)
                for position, lead, version, name, occurred, actor, event_id, data in decoded]
         if failed is not None:
             decode((failed[0], UUID(failed[1]), failed[2], failed[3]))  # raises what decode raises
@@ -594,10 +597,12 @@ class OperatorRunner:
         decisions: list[Decision] = []
         position = self.position
         handled = 0
+        handle = self.operator.handle
         for seen in rows:
-            decisions.extend(self.operator.handle(seen))
-            position = seen.position
-            handled += not seen.decided
+            decisions += handle(seen)
+            handled += seen.actor not in OPERATOR_ACTORS
+        if rows:
+            position = rows[-1].position
         if now is not None:
             decisions.extend(self.operator.tick(now))
         return _Decided(rows, decisions, position, handled)
