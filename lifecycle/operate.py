@@ -38,6 +38,7 @@ import logging
 import marshal
 import multiprocessing
 import pickle
+import re
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Mapping
@@ -170,10 +171,18 @@ class StoreRows:
 _Decoded = tuple[int, str, int, str, int, str, str, dict[str, Any]]
 
 
+_HEX32 = re.compile("[0-9a-f]{32}")  # a lead id as the store keeps it (UUID.hex)
+
+
 def _decoded(row: tuple[int, str, int, bytes]) -> _Decoded:
-    seen = decode((row[0], UUID(row[1]), row[2], row[3]))
-    return (seen.position, row[1], seen.version, seen.name, to_us(seen.occurred), seen.actor, seen.event_id,
-            seen.data)
+    """`decode` in the decoder process, as handed over (no UUID made when the id is already its hex: the
+    checks compare the same digits)."""
+    position, lead, version, state = row
+    envelope, _ = codec.checked_body(lead if _HEX32.fullmatch(lead) else UUID(lead), version, state,
+                                     where="(operate)")
+    name, _, data = codec.read_data(envelope)
+    return (position, lead, version, name, to_us(codec.parse_time(envelope["time"])), str(envelope["actor"]),
+            str(envelope["id"]), data)
 
 
 def _decode_all(rows: list[tuple[int, str, int, bytes]], keep: Callable[[tuple[int, str, int, bytes]], bool],

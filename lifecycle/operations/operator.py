@@ -144,6 +144,8 @@ class _Lead:
     sla_seen: int = 0
     sla_versions: dict[int, Any] = field(default_factory=dict)
     touches: list[scoring.Touch] = field(default_factory=list)  # the scorer's input (store order)
+    #: touches learned since the scorer last looked: (occurred µs, kind, channel, campaign), store order
+    untouched: list[tuple[int, Any, Any, Any]] = field(default_factory=list)
     scored: tuple[int, int] | None = None  # (policy version, total) of the scorer's latest score
     changed: int = 0  # µs: the latest stage change by occurred-at (a stage change before it is impossible)
 
@@ -333,8 +335,8 @@ class Operator:
         data = seen.data
         if occurred is None:
             occurred = to_us(seen.occurred)
-        if name == "LeadTouched":
-            lead.touches.append(scoring.Touch.of(occurred, data))
+        if name == "LeadTouched":  # made Touches when the scorer asks (`_score`)
+            lead.untouched.append((occurred, data.get("kind"), data.get("channel"), data.get("campaign")))
         elif name == "LeadScored":
             if seen.actor == "scorer":
                 lead.scored = (int(data["policy_version"]), int(data["total"]))
@@ -678,6 +680,9 @@ class Operator:
         transition uses the latest of either kind)."""
         version = self.policy.version
         model: Scoring = self.policy.policy.scoring
+        if lead.untouched:
+            lead.touches.extend(scoring.Touch(*touch) for touch in lead.untouched)
+            lead.untouched.clear()
         score = scoring.evaluate(model, lead.attributes, lead.touches, at)
         out: list[Decision] = []
         when = from_us(at)
@@ -756,6 +761,20 @@ class Operator:
         pol: Policy = self.policy.policy
         known: dict[tuple[str, frozenset[str], int], int | None] = {}
         counted: dict[tuple[str, int], tuple[dict[str, int], frozenset[str]]] = {}
+        held: dict[int, dict[str, int]] = {}  # open leads per rep at an instant (rules share reps)
+        open_count = self.open_count
+
+        def loads_at(rule: routing.RoutingRule, since: int) -> dict[str, int]:
+            at = held.get(since)
+            if at is None:
+                at = held[since] = {}
+            out = {}
+            for rep, _ in rule.pool:
+                n = at.get(rep)
+                if n is None:
+                    n = at[rep] = open_count(rep, since)
+                out[rep] = n
+            return out
 
         def release(lane: _Lane, since: int) -> int | None:
             rule = lane.rule
@@ -763,7 +782,7 @@ class Operator:
                 return since  # as routing.release_after: the fallback takes it at once
             found = counted.get((rule.id, since))
             if found is None:
-                loads = self._loads(rule, since)
+                loads = loads_at(rule, since)
                 found = counted[rule.id, since] = (loads, frozenset(
                     rep for rep, n in loads.items() if not _full(pol, rep, n)))
             loads, free = found
