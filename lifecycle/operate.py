@@ -56,7 +56,7 @@ from lifecycle.operations.operator import Decision, Operator, Seen, to_us
 from lifecycle.policies import PolicyStream, PolicyTimeline
 from lifecycle.settings import DEFAULT_MQL_THRESHOLD
 from lifecycle.store.repository import Changes, LeadStore, Loaded, StoreConflict
-from lifecycle.store.sqlite import LogFile
+from lifecycle.store.sqlite import LogFile, LogReader
 from schemas import codec
 
 log = logging.getLogger("leadledger.operate")
@@ -111,19 +111,23 @@ _OPERATOR_ACTORS = frozenset(actor.encode() for actor in OPERATOR_ACTORS)
 
 
 def maybe_decided(row: tuple[int, object, int, bytes]) -> bool:
+    """Whether a row may be one of leadledger's own decisions; see `_maybe_decided`."""
+    return _maybe_decided(row[3])
+
+
+def _maybe_decided(state: bytes) -> bool:
     """Whether a row may be one of leadledger's own decisions (no hash check: the rebuild decodes — and
     checks — every row it folds, and the catch-up every row it handles, so a corrupt row is refused
     either way). False for an envelope whose actor is a string outside OPERATOR_ACTORS, which `decode`
     would read as not decided: read off its first key when the row begins as the store writes envelopes
     and names no other "actor" (no JSON parse: a rebuild looks at every row after its position), else
     from the parsed JSON; anything else is decoded in full (and refused there if it is corrupt)."""
-    state = row[3]
     if state.startswith(_ACTOR):
         end = state.find(_QUOTE, 10)
         if end > 10 and b"\\" not in state[10:end] and state.find(_ACTOR_KEY, end) < 0:
             return state[10:end] in _OPERATOR_ACTORS
     try:
-        envelope = orjson.loads(row[3])
+        envelope = orjson.loads(state)
     except orjson.JSONDecodeError:
         return True
     actor = envelope.get("actor") if isinstance(envelope, dict) else None
@@ -171,6 +175,7 @@ class StoreRows:
 _Decoded = tuple[int, str, int, str, int, str, str, dict[str, Any]]
 
 
+_FOLD_CHUNK = 20_000  # rows a rebuild reads at a time
 _HEX32 = re.compile("[0-9a-f]{32}")  # a lead id as the store keeps it (UUID.hex)
 
 
@@ -203,6 +208,22 @@ def _folded_by_rebuild(position: int, row: tuple[int, str, int, bytes]) -> bool:
     return row[0] <= position or maybe_decided(row)
 
 
+def _fold_chunks(log: LogReader, position: int) -> Iterator[list[tuple[int, str, int, bytes]]]:
+    """The log in chunks for a rebuild: every row up to `position` (and the rest of its chunk); after it
+    only the rows that may be decisions are read whole, the others by their state alone (a chunk may
+    then be empty)."""
+    after = 0
+    while after < position:
+        rows = log.after(after, _FOLD_CHUNK)
+        if not rows:
+            return
+        after = rows[-1][0]
+        yield rows
+    while states := log.states_after(after, _FOLD_CHUNK):
+        after = states[-1][0]
+        yield log.rows_at([i for i, state in states if _maybe_decided(state)])
+
+
 def _decoder_main(conn: Any, log_file: LogFile) -> None:
     """The decoder process: answer ("rows", after, limit) with the rows after `after`, decoded; and
     ("fold", position) with the rows a rebuild folds (every row up to `position`, and the decisions after
@@ -214,9 +235,8 @@ def _decoder_main(conn: Any, log_file: LogFile) -> None:
                     decoded, failed = _decode_all(log.after(request[1], request[2]), lambda _: True)
                     conn.send_bytes(marshal.dumps(("ok", decoded, failed, True)))
                     continue
-                position, after = request[1], 0
-                while rows := log.after(after, 20_000):
-                    after = rows[-1][0]
+                position = request[1]
+                for rows in _fold_chunks(log, position):
                     decoded, failed = _decode_all(rows, partial(_folded_by_rebuild, position))
                     conn.send_bytes(marshal.dumps(("ok", decoded, failed, failed is not None)))
                     if failed is not None:
