@@ -307,8 +307,10 @@ class _Decoder(_Forked):
         status, decoded, failed, last = self._message(marshal.loads)
         if status != "ok":
             raise RuntimeError(f"the operate decoder failed: {decoded}")
-        ids, known, epoch, us = self._id, self._ids.get, _EPOCH, _US
-        out = [Seen(position, known(lead) or ids(lead), version, name, epoch + us * occurred, actor, event_id, data)
+        ids, known, epoch, us, new = self._id, self._ids.get, _EPOCH, _US, tuple.__new__
+        # tuple.__new__: the Seen as its own constructor makes it, without that Python-level call per row
+        out = [new(Seen, (position, known(lead) or ids(lead), version, name, epoch + us * occurred, actor, event_id,
+                          data))
                for position, lead, version, name, occurred, actor, event_id, data in decoded]
         if failed is not None:
             decode((failed[0], UUID(failed[1]), failed[2], failed[3]))  # raises what decode raises

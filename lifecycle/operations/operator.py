@@ -279,7 +279,9 @@ class Operator:
             self.policy = policy
             self.arm()
         at = to_us(seen.occurred)
-        if self._maybe_due(at):
+        # as `_maybe_due`, inline (once per event)
+        if (self._marked or self._looking or (self._releases and self._releases[0][0] <= at)
+                or (self._timers and self._timers[0][0] < at)):
             out.extend(self._due(at, releases_inclusive=True))
         if position > self.position:
             self.position = position
@@ -382,8 +384,11 @@ class Operator:
                 previous = clock_events[-1].owner if clock_events else None
                 at = seen.occurred if seen.occurred.tzinfo is UTC else from_us(occurred)
                 clock_events.append(sla.ClockEvent(at, kinds, previous if owner is False else owner))
-            if lead.in_force is not None and lead.in_force_of is self.policies:
-                lead.in_force.append(self._policy_before(position))
+            in_force = lead.in_force
+            if in_force is not None and lead.in_force_of is self.policies:
+                policies, at_position, policy = self._before  # handle's look-up for this event, mostly
+                in_force.append(policy if at_position == position and policies is self.policies
+                                else self.policies.before(position))
         else:
             insort(lead.items, item, key=_Item.key)
             lead.clock_events = lead.in_force = None
@@ -403,13 +408,6 @@ class Operator:
         if stage is not None or owner is not False or not self._clock_kinds.isdisjoint(kinds):
             self._rearm(lead_id)
         return lead
-
-    def _policy_before(self, position: int) -> Any:
-        """`self.policies.before(position)`, the event at hand's answer remembered (`handle`)."""
-        policies, at, policy = self._before
-        if at == position and policies is self.policies:
-            return policy
-        return self.policies.before(position)
 
     def _routing_on(self) -> frozenset[str]:
         pol = self.policy.policy if self.policy is not None else None
