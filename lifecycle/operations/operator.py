@@ -279,7 +279,8 @@ class Operator:
             self.policy = policy
             self.arm()
         at = to_us(seen.occurred)
-        # as `_maybe_due`, inline (once per event)
+        # skipped when `_due(at)` has nothing to give (most events): no look pending and both heaps' earliest
+        # entries (stale ones included, which only come earlier) after what it would fire
         if (self._marked or self._looking or (self._releases and self._releases[0][0] <= at)
                 or (self._timers and self._timers[0][0] < at)):
             out.extend(self._due(at, releases_inclusive=True))
@@ -701,12 +702,6 @@ class Operator:
         self._learn_decision(lead_id, "LeadQualifiedAsMQL", when, {"from_stage": lead.stage, "to_stage": "mql"},
                              actor="scorer")
         return out, True
-
-    def _maybe_due(self, at: int) -> bool:
-        """False when `_due(at)` has nothing to give: no look pending and both heaps' earliest entries
-        (stale ones included, which only come earlier) after what it would fire (most events)."""
-        return bool(self._marked or self._looking or (self._releases and self._releases[0][0] <= at)
-                    or (self._timers and self._timers[0][0] < at))
 
     def _due(self, at: int, *, releases_inclusive: bool) -> Iterator[Decision]:
         """Releases at or before `at` and timers strictly before it, in instant order (ties: releases in
