@@ -38,11 +38,12 @@ import logging
 import marshal
 import multiprocessing
 import pickle
+import re
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
 from uuid import UUID
@@ -51,11 +52,11 @@ import orjson
 
 from lifecycle.domain.errors import LifecycleError
 from lifecycle.domain.events import OPERATOR_ACTORS
-from lifecycle.operations.operator import Decision, Operator, Seen, from_us, to_us
+from lifecycle.operations.operator import Decision, Operator, Seen, to_us
 from lifecycle.policies import PolicyStream, PolicyTimeline
 from lifecycle.settings import DEFAULT_MQL_THRESHOLD
 from lifecycle.store.repository import Changes, LeadStore, Loaded, StoreConflict
-from lifecycle.store.sqlite import LogFile
+from lifecycle.store.sqlite import LogFile, LogReader
 from schemas import codec
 
 log = logging.getLogger("leadledger.operate")
@@ -67,6 +68,8 @@ _RETRIES = 5
 LOADED_CACHE = 20_000
 #: a catch-up of at least this many rows (on a SQLite file store) reads and decodes them in a helper process
 DECODER_BACKLOG = 50_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # occurred µs → datetime as operator.from_us, inlined
+_US = timedelta(microseconds=1)
 
 
 @dataclass
@@ -108,19 +111,23 @@ _OPERATOR_ACTORS = frozenset(actor.encode() for actor in OPERATOR_ACTORS)
 
 
 def maybe_decided(row: tuple[int, object, int, bytes]) -> bool:
+    """Whether a row may be one of leadledger's own decisions; see `_maybe_decided`."""
+    return _maybe_decided(row[3])
+
+
+def _maybe_decided(state: bytes) -> bool:
     """Whether a row may be one of leadledger's own decisions (no hash check: the rebuild decodes — and
     checks — every row it folds, and the catch-up every row it handles, so a corrupt row is refused
     either way). False for an envelope whose actor is a string outside OPERATOR_ACTORS, which `decode`
     would read as not decided: read off its first key when the row begins as the store writes envelopes
     and names no other "actor" (no JSON parse: a rebuild looks at every row after its position), else
     from the parsed JSON; anything else is decoded in full (and refused there if it is corrupt)."""
-    state = row[3]
     if state.startswith(_ACTOR):
         end = state.find(_QUOTE, 10)
         if end > 10 and b"\\" not in state[10:end] and state.find(_ACTOR_KEY, end) < 0:
             return state[10:end] in _OPERATOR_ACTORS
     try:
-        envelope = orjson.loads(row[3])
+        envelope = orjson.loads(state)
     except orjson.JSONDecodeError:
         return True
     actor = envelope.get("actor") if isinstance(envelope, dict) else None
@@ -168,10 +175,19 @@ class StoreRows:
 _Decoded = tuple[int, str, int, str, int, str, str, dict[str, Any]]
 
 
+_FOLD_CHUNK = 20_000  # rows a rebuild reads at a time
+_HEX32 = re.compile("[0-9a-f]{32}")  # a lead id as the store keeps it (UUID.hex)
+
+
 def _decoded(row: tuple[int, str, int, bytes]) -> _Decoded:
-    seen = decode((row[0], UUID(row[1]), row[2], row[3]))
-    return (seen.position, row[1], seen.version, seen.name, to_us(seen.occurred), seen.actor, seen.event_id,
-            seen.data)
+    """`decode` in the decoder process, as handed over (no UUID made when the id is already its hex: the
+    checks compare the same digits)."""
+    position, lead, version, state = row
+    envelope, _ = codec.checked_body(lead if _HEX32.fullmatch(lead) else UUID(lead), version, state,
+                                     where="(operate)")
+    name, _, data = codec.read_data(envelope)
+    return (position, lead, version, name, to_us(codec.parse_time(envelope["time"])), str(envelope["actor"]),
+            str(envelope["id"]), data)
 
 
 def _decode_all(rows: list[tuple[int, str, int, bytes]], keep: Callable[[tuple[int, str, int, bytes]], bool],
@@ -192,6 +208,22 @@ def _folded_by_rebuild(position: int, row: tuple[int, str, int, bytes]) -> bool:
     return row[0] <= position or maybe_decided(row)
 
 
+def _fold_chunks(log: LogReader, position: int) -> Iterator[list[tuple[int, str, int, bytes]]]:
+    """The log in chunks for a rebuild: every row up to `position` (and the rest of its chunk); after it
+    only the rows that may be decisions are read whole, the others by their state alone (a chunk may
+    then be empty)."""
+    after = 0
+    while after < position:
+        rows = log.after(after, _FOLD_CHUNK)
+        if not rows:
+            return
+        after = rows[-1][0]
+        yield rows
+    while states := log.states_after(after, _FOLD_CHUNK):
+        after = states[-1][0]
+        yield log.rows_at([i for i, state in states if _maybe_decided(state)])
+
+
 def _decoder_main(conn: Any, log_file: LogFile) -> None:
     """The decoder process: answer ("rows", after, limit) with the rows after `after`, decoded; and
     ("fold", position) with the rows a rebuild folds (every row up to `position`, and the decisions after
@@ -203,9 +235,8 @@ def _decoder_main(conn: Any, log_file: LogFile) -> None:
                     decoded, failed = _decode_all(log.after(request[1], request[2]), lambda _: True)
                     conn.send_bytes(marshal.dumps(("ok", decoded, failed, True)))
                     continue
-                position, after = request[1], 0
-                while rows := log.after(after, 20_000):
-                    after = rows[-1][0]
+                position = request[1]
+                for rows in _fold_chunks(log, position):
                     decoded, failed = _decode_all(rows, partial(_folded_by_rebuild, position))
                     conn.send_bytes(marshal.dumps(("ok", decoded, failed, failed is not None)))
                     if failed is not None:
@@ -276,7 +307,10 @@ class _Decoder(_Forked):
         status, decoded, failed, last = self._message(marshal.loads)
         if status != "ok":
             raise RuntimeError(f"the operate decoder failed: {decoded}")
-        out = [Seen(position, self._id(lead), version, name, from_us(occurred), actor, event_id, data)
+        ids, known, epoch, us, new = self._id, self._ids.get, _EPOCH, _US, tuple.__new__
+        # tuple.__new__: the Seen as its own constructor makes it, without that Python-level call per row
+        out = [new(Seen, (position, known(lead) or ids(lead), version, name, epoch + us * occurred, actor, event_id,
+                          data))
                for position, lead, version, name, occurred, actor, event_id, data in decoded]
         if failed is not None:
             decode((failed[0], UUID(failed[1]), failed[2], failed[3]))  # raises what decode raises
@@ -594,10 +628,12 @@ class OperatorRunner:
         decisions: list[Decision] = []
         position = self.position
         handled = 0
+        handle = self.operator.handle
         for seen in rows:
-            decisions.extend(self.operator.handle(seen))
-            position = seen.position
-            handled += not seen.decided
+            decisions += handle(seen)
+            handled += seen.actor not in OPERATOR_ACTORS
+        if rows:
+            position = rows[-1].position
         if now is not None:
             decisions.extend(self.operator.tick(now))
         return _Decided(rows, decisions, position, handled)

@@ -57,7 +57,7 @@ def to_us(value: datetime) -> int:
 
 
 def from_us(value: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=value)
+    return _EPOCH + _US * value
 
 
 class Seen(NamedTuple):
@@ -104,7 +104,7 @@ class PolicySource(Protocol):
 Head = Callable[[UUID], tuple[str, int]]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
     occurred: int
     version: int
@@ -139,7 +139,13 @@ class _Lead:
     clock_events: list[sla.ClockEvent] | None = None
     in_force: list[Any] | None = None
     in_force_of: Any = None  # the policy source `in_force` was looked up in
+    #: of `in_force` (the list `sla_of`, its first `sla_seen` entries): the versions with SLA rules, by number
+    sla_of: list[Any] | None = None
+    sla_seen: int = 0
+    sla_versions: dict[int, Any] = field(default_factory=dict)
     touches: list[scoring.Touch] = field(default_factory=list)  # the scorer's input (store order)
+    #: touches learned since the scorer last looked: (occurred µs, kind, channel, campaign), store order
+    untouched: list[tuple[int, Any, Any, Any]] = field(default_factory=list)
     scored: tuple[int, int] | None = None  # (policy version, total) of the scorer's latest score
     changed: int = 0  # µs: the latest stage change by occurred-at (a stage change before it is impossible)
 
@@ -233,6 +239,7 @@ class Operator:
         self._rules: dict[UUID, routing.RoutingRule | None] = {}
         self._routing_on_for: Any = None  # the policy `_routing_stages` were read from
         self._routing_stages: frozenset[str] = frozenset()
+        self._before: tuple[Any, int, Any] = (None, -1, None)  # (source, position, its answer): `handle`'s
 
     # ---------------------------------------------------------------------------- reading the log
 
@@ -263,27 +270,34 @@ class Operator:
     def handle(self, seen: Seen) -> list[Decision]:
         """Fire what is due before the event, fold it, and decide what it triggers."""
         out: list[Decision] = []
-        policy = self.policies.before(seen.position)
+        position = seen.position
+        policies = self.policies
+        policy = policies.before(position)
+        # remembered for `_learn`'s look-up of the same position (the source answers one position alike)
+        self._before = (policies, position, policy)
         if policy is not self.policy:
             self.policy = policy
             self.arm()
         at = to_us(seen.occurred)
-        if self._maybe_due(at):
+        # skipped when `_due(at)` has nothing to give (most events): no look pending and both heaps' earliest
+        # entries (stale ones included, which only come earlier) after what it would fire
+        if (self._marked or self._looking or (self._releases and self._releases[0][0] <= at)
+                or (self._timers and self._timers[0][0] < at)):
             out.extend(self._due(at, releases_inclusive=True))
-        self.position = max(self.position, seen.position)
-        if seen.decided:
+        if position > self.position:
+            self.position = position
+        if seen.actor in OPERATOR_ACTORS:
             return out  # an own decision coming back from the log: folded when it was decided
-        self._learn(seen, at)
-        lead = self.leads.get(seen.lead)
+        lead = self._learn(seen, at)
         if lead is None or self.policy is None:
             return out
         entered = seen.data.get("to_stage")
-        if seen.name in ("LeadCaptured", "LeadTouched") and self.policy.policy.scoring is not None:
+        if self.policy.policy.scoring is not None and seen.name in ("LeadCaptured", "LeadTouched"):
             scored, qualified = self._score(seen.lead, lead, at)
             out.extend(scored)
             if qualified:
                 entered = "mql"
-        if (entered is not None and entered in self._routing_on() and lead.owner is None
+        if (entered is not None and lead.owner is None and entered in self._routing_on()
                 and seen.lead not in self.queue):
             out.extend(self._route(seen.lead, at, exclude=None, causation=None))
         return out
@@ -308,76 +322,93 @@ class Operator:
 
     # ---------------------------------------------------------------------------- learning
 
-    def _learn(self, seen: Seen, occurred: int | None = None) -> None:
-        """Fold an event into the lead's state (`occurred`: its occurred_at in µs, when known)."""
-        lead = self.leads.get(seen.lead)
-        if lead is None:
-            if seen.name != "LeadCaptured":
-                return  # a stream without its capture: the readers report it; nothing to decide
-            lead = self.leads[seen.lead] = _Lead(captured_position=seen.position)
-        lead.version = max(lead.version, seen.version)
-        data = seen.data
+    def _learn(self, seen: Seen, occurred: int | None = None) -> _Lead | None:
+        """Fold an event into the lead's state (`occurred`: its occurred_at in µs, when known); the lead
+        (None: a stream without its capture)."""
+        lead_id = seen.lead
+        lead = self.leads.get(lead_id)
         name = seen.name
+        if lead is None:
+            if name != "LeadCaptured":
+                return None  # a stream without its capture: the readers report it; nothing to decide
+            lead = self.leads[lead_id] = _Lead(captured_position=seen.position)
+        version = seen.version
+        if version > lead.version:
+            lead.version = version
+        data = seen.data
         if occurred is None:
             occurred = to_us(seen.occurred)
-        if name == "LeadTouched":
-            lead.touches.append(scoring.Touch.of(occurred, data))
-        elif name == "LeadScored" and seen.actor == "scorer":
-            lead.scored = (int(data["policy_version"]), int(data["total"]))
-        if name == "LeadCaptured":
+        if name == "LeadTouched":  # made Touches when the scorer asks (`_score`)
+            lead.untouched.append((occurred, data.get("kind"), data.get("channel"), data.get("campaign")))
+        elif name == "LeadScored":
+            if seen.actor == "scorer":
+                lead.scored = (int(data["policy_version"]), int(data["total"]))
+        elif name == "LeadCaptured":
             lead.attributes = dict(data.get("attributes") or {})
-            self._rules.pop(seen.lead, None)
+            self._rules.pop(lead_id, None)
             account = lead.attributes.get("account_key")
             if isinstance(account, str):
-                self._accounts.setdefault(account, set()).add(seen.lead)
-        stage = data.get("to_stage") if "to_stage" in data else None
+                self._accounts.setdefault(account, set()).add(lead_id)
+        stage = data.get("to_stage")
         owner: str | Literal[False] | None = False
         if name == "LeadAssigned":
             owner = data.get("owner")
+            if data.get("method") == "round_robin" and data.get("candidates"):
+                self._advance(str(data["rule"]), str(data["owner"]), data["candidates"])
         elif name in OWNER_CLEARING_EVENTS:
             owner = None
         kinds = _KINDS.get((name, stage))
         if kinds is None:
             kinds = _KINDS[name, stage] = sla.event_kinds(name, stage)
-        if name == "LeadAssigned":
-            if data.get("method") == "round_robin" and data.get("candidates"):
-                self._advance(str(data["rule"]), str(data["owner"]), data["candidates"])
-        elif name == "LeadRoutingQueued":
-            self._enqueue(seen.lead, occurred, seen.version, data)
+        if name == "LeadRoutingQueued":
+            self._enqueue(lead_id, occurred, version, data)
         elif name in ("LeadSLAWarned", "LeadSLABreached"):
             started = to_us(datetime.fromisoformat(str(data["started_at"])))
             lead.fired.add((str(data["sla"]), started, "warned" if name == "LeadSLAWarned" else "breached"))
-            return
+            return lead
         if not kinds and owner is False:
-            return
-        item = _Item(occurred, seen.version, kinds, stage, owner, seen.position)
+            return lead
+        position = seen.position
+        item = _Item(occurred, version, kinds, stage, owner, position)
         lead.kinds |= kinds
         items = lead.items
-        last = not items or (items[-1].occurred, items[-1].version) <= (occurred, item.version)
+        if items:
+            previous_item = items[-1]
+            last = previous_item.occurred < occurred or (
+                previous_item.occurred == occurred and previous_item.version <= version)
+        else:
+            last = True
         if last:
             items.append(item)
-            if lead.clock_events is not None:
-                previous = lead.clock_events[-1].owner if lead.clock_events else None
+            clock_events = lead.clock_events
+            if clock_events is not None:
+                previous = clock_events[-1].owner if clock_events else None
                 at = seen.occurred if seen.occurred.tzinfo is UTC else from_us(occurred)
-                lead.clock_events.append(sla.ClockEvent(at, kinds, previous if owner is False else owner))
-            if lead.in_force is not None and lead.in_force_of is self.policies:
-                lead.in_force.append(self.policies.before(item.position))
+                clock_events.append(sla.ClockEvent(at, kinds, previous if owner is False else owner))
+            in_force = lead.in_force
+            if in_force is not None and lead.in_force_of is self.policies:
+                policies, at_position, policy = self._before  # handle's look-up for this event, mostly
+                in_force.append(policy if at_position == position and policies is self.policies
+                                else self.policies.before(position))
         else:
             insort(lead.items, item, key=_Item.key)
             lead.clock_events = lead.in_force = None
-        if stage is not None:
-            lead.changed = max(lead.changed, item.occurred)
+        if stage is not None and occurred > lead.changed:
+            lead.changed = occurred
         if stage is not None or owner is not False:
-            self._resegment(seen.lead, lead, item if last else None)
+            self._resegment(lead_id, lead, item if last else None)
             # the lead's owner and stage by occurred-at (events of one instant in store order): a decision
             # folded after later events of its lead (a rebuild) lands where it occurred, as when it was made
             _, lead.owner, lead.stage = lead.segments[-1]
-        entry = self.queue.get(seen.lead)
-        if entry is not None and name != "LeadRoutingQueued" and item.key() > (entry.queued_at, entry.version) and (
-                self._lets_go(entry, lead, item)):
-            self._dequeue(seen.lead)
-        if stage is not None or owner is not False or kinds & self._clock_kinds:
-            self._rearm(seen.lead)
+        if self.queue:
+            entry = self.queue.get(lead_id)
+            if entry is not None and name != "LeadRoutingQueued" and (
+                    occurred > entry.queued_at or (occurred == entry.queued_at and version > entry.version)) and (
+                    self._lets_go(entry, lead, item)):
+                self._dequeue(lead_id)
+        if stage is not None or owner is not False or not self._clock_kinds.isdisjoint(kinds):
+            self._rearm(lead_id)
+        return lead
 
     def _routing_on(self) -> frozenset[str]:
         pol = self.policy.policy if self.policy is not None else None
@@ -648,6 +679,9 @@ class Operator:
         transition uses the latest of either kind)."""
         version = self.policy.version
         model: Scoring = self.policy.policy.scoring
+        if lead.untouched:
+            lead.touches.extend(scoring.Touch(*touch) for touch in lead.untouched)
+            lead.untouched.clear()
         score = scoring.evaluate(model, lead.attributes, lead.touches, at)
         out: list[Decision] = []
         when = from_us(at)
@@ -668,12 +702,6 @@ class Operator:
         self._learn_decision(lead_id, "LeadQualifiedAsMQL", when, {"from_stage": lead.stage, "to_stage": "mql"},
                              actor="scorer")
         return out, True
-
-    def _maybe_due(self, at: int) -> bool:
-        """False when `_due(at)` has nothing to give: no look pending and both heaps' earliest entries
-        (stale ones included, which only come earlier) after what it would fire (most events)."""
-        return bool(self._marked or self._looking or (self._releases and self._releases[0][0] <= at)
-                    or (self._timers and self._timers[0][0] < at))
 
     def _due(self, at: int, *, releases_inclusive: bool) -> Iterator[Decision]:
         """Releases at or before `at` and timers strictly before it, in instant order (ties: releases in
@@ -726,6 +754,20 @@ class Operator:
         pol: Policy = self.policy.policy
         known: dict[tuple[str, frozenset[str], int], int | None] = {}
         counted: dict[tuple[str, int], tuple[dict[str, int], frozenset[str]]] = {}
+        held: dict[int, dict[str, int]] = {}  # open leads per rep at an instant (rules share reps)
+        open_count = self.open_count
+
+        def loads_at(rule: routing.RoutingRule, since: int) -> dict[str, int]:
+            at = held.get(since)
+            if at is None:
+                at = held[since] = {}
+            out = {}
+            for rep, _ in rule.pool:
+                n = at.get(rep)
+                if n is None:
+                    n = at[rep] = open_count(rep, since)
+                out[rep] = n
+            return out
 
         def release(lane: _Lane, since: int) -> int | None:
             rule = lane.rule
@@ -733,7 +775,7 @@ class Operator:
                 return since  # as routing.release_after: the fallback takes it at once
             found = counted.get((rule.id, since))
             if found is None:
-                loads = self._loads(rule, since)
+                loads = loads_at(rule, since)
                 found = counted[rule.id, since] = (loads, frozenset(
                     rep for rep, n in loads.items() if not _full(pol, rep, n)))
             loads, free = found
@@ -825,9 +867,18 @@ class Operator:
         lead = self.leads[lead_id]
         lead.timer_generation += 1
         in_force = self._in_force(lead)
-        versions = {v.version: v for v in in_force if v is not None and v.policy.sla}
+        # the versions with SLA rules among those in force for its items, by number (the latest object
+        # of a number wins), kept in step with `in_force` (a list that only grows, or is replaced)
+        if lead.sla_of is not in_force:
+            lead.sla_of, lead.sla_seen, lead.sla_versions = in_force, 0, {}
+        versions = lead.sla_versions
+        if lead.sla_seen < len(in_force):
+            for v in in_force[lead.sla_seen:]:
+                if v is not None and v.policy.sla:
+                    versions[v.version] = v
+            lead.sla_seen = len(in_force)
         events = None
-        for number, version in sorted(versions.items()):
+        for number, version in (sorted(versions.items()) if len(versions) > 1 else versions.items()):
             pol: Policy = version.policy
             self._versions[number] = version
             for rule in pol.sla:

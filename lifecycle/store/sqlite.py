@@ -246,6 +246,20 @@ class LogReader:
         """Up to `limit` rows after notification id `after`."""
         return self._db.execute(_log_after(self._table), (after, limit)).fetchall()
 
+    def states_after(self, after: int, limit: int) -> list[tuple[int, bytes]]:
+        """`after` without the lead and version: (notification id, stored state) of up to `limit` rows."""
+        return self._db.execute(f"SELECT rowid, state FROM {self._table} WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                                (after, limit)).fetchall()
+
+    def rows_at(self, ids: Sequence[int]) -> list[LogRow]:
+        """The rows of these notification ids, in notification order."""
+        found: list[LogRow] = []
+        for chunk in _chunks(list(ids)):
+            marks = ",".join("?" * len(chunk))
+            found += self._db.execute(f"SELECT rowid, originator_id, originator_version, state FROM {self._table} "
+                                      f"WHERE rowid IN ({marks}) ORDER BY rowid", chunk).fetchall()
+        return sorted(found)
+
     def streams(self, lead_ids: Sequence[str]) -> dict[str, list[tuple[int, bytes]]]:
         """Every event (version, state) of these leads (32 hex digits), in version order; a lead's
         events in one read."""

@@ -134,3 +134,29 @@ def test_a_runner_deciding_ahead_that_loses_to_another_operator_rebuilds_and_sto
         assert gc.get_freeze_count() == 0
     finally:
         app.store.close()
+
+def test_the_decoders_rebuild_folds_what_the_in_process_rebuild_folds_from_any_position(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # past the position the decoder reads the rows that cannot be decisions by their state alone: from
+    # every position (nothing folded yet, in the middle, at the head) it hands over the same rows, decoded
+    home = _store(tmp_path)
+    monkeypatch.setattr(operate, "DECODER_BACKLOG", 10**9)
+    decisions, _ = _operated(home, tmp_path / "operated")
+    assert decisions
+    monkeypatch.setattr(operate, "_FOLD_CHUNK", 7)  # chunks that end before, at and after a position
+    app = bootstrap(sqlite_settings(tmp_path / "operated"))
+    try:
+        head = app.store.head_position()
+        log_file = operate._Decoder.usable(app.store)
+        assert log_file is not None
+        decoder = operate._Decoder(log_file)
+        try:
+            for position in sorted({0, 1, 6, 7, 8, head // 3, head // 2, head - 1, head}):
+                inline = [operate.decode(row) for row in app.store.iter_raw(0, batch=1000)
+                          if row[0] <= position or maybe_decided(row)]
+                assert list(decoder.fold(position)) == inline, position
+                assert sum(seen.position > position for seen in inline) >= (position < head)
+        finally:
+            decoder.close()
+    finally:
+        app.store.close()
