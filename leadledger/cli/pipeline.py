@@ -51,7 +51,7 @@ def render_pipeline(result: dict[str, Any]) -> None:
                    "its capture.")
 @click.option("--as-of", type=TIME, help="The pipeline as it was at this time: only events that occurred at or "
                                          "before it (default: everything stored).")
-@click.option("--known-at", type=TIME, help="...and were recorded at or before this time (exact, slower).")
+@click.option("--known-at", type=TIME, help="...and were recorded at or before this time (exact).")
 @output_options
 @pass_ctx
 def pipeline(ctx: Context, by: str, as_of: datetime | None, known_at: datetime | None, as_json: bool,

@@ -70,7 +70,7 @@ def window_options(bys: tuple[str, ...]) -> Callable[[F], F]:
             click.option("--mode", type=click.Choice(MODES), default="cohort", show_default=True, help=WINDOW_HELP),
             click.option("--as-of", type=TIME, help="Only events that occurred at or before this time."),
             click.option("--known-at", type=TIME,
-                         help="...and were recorded at or before this time (exact, slower)."),
+                         help="...and were recorded at or before this time (exact)."),
         ]
         for option in reversed(options):
             func = option(func)
@@ -542,7 +542,7 @@ def sla(ctx: Context, by: str, from_: datetime | None, to: datetime | None, as_o
 @click.option("--from", "from_", type=TIME, help="MQL entries that occurred at or after this (date = 00:00 UTC).")
 @click.option("--to", "to", type=TIME, help="...and before this.")
 @click.option("--as-of", type=TIME, help="Only events that occurred at or before this time.")
-@click.option("--known-at", type=TIME, help="...and were recorded at or before this time (exact, slower).")
+@click.option("--known-at", type=TIME, help="...and were recorded at or before this time (exact).")
 @output_options
 @pass_ctx
 def qualification(ctx: Context, from_: datetime | None, to: datetime | None, as_of: datetime | None,
@@ -662,7 +662,7 @@ def report(ctx: Context, html_path: Path, from_: datetime | None, to: datetime |
 @click.option("--to", "to", type=TIME, help="...and before this.")
 @click.option("--as-of", type=TIME, help="Only events that occurred at or before this time (and leads captured by "
                                          "then).")
-@click.option("--known-at", type=TIME, help="...and were recorded at or before this time (exact, slower).")
+@click.option("--known-at", type=TIME, help="...and were recorded at or before this time (exact).")
 @output_options
 @pass_ctx
 def reasons(ctx: Context, stage: str, by: str | None, from_: datetime | None, to: datetime | None,
