@@ -6,7 +6,7 @@ equals the one re-derived for every lead and the plain-Python reference. On SQLi
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from leadledger.bootstrap import open_read_models
 from lifecycle.settings import Settings
 from projections.attribution import LATE
-from projections.base import known_in_order
 from projections.engine.sources import ListSource
 from projections.query import Query
 from projections.service import Analytics
@@ -27,7 +26,8 @@ from tests.integration.projections.test_funnel_counts import (
     instants,
     source_events,
 )
-from tests.support.reference import Ev, Params, approx_equal, ref_attribution
+from tests.support.known_at import fold_and_check_late, known_instants, reference_events
+from tests.support.reference import Params, approx_equal, ref_attribution
 
 PROPERTY = settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 CHANNELS = ["web", "event", "ads"]
@@ -63,16 +63,6 @@ def histories(draw: st.DrawFn) -> tuple[int, list[list[Fact]]]:
     return origin, leads
 
 
-def reference_events(leads: list[list[Fact]]) -> list[Ev]:
-    def dt(us: int) -> datetime:
-        return EPOCH + timedelta(microseconds=us)
-
-    return [Ev(f"{i + 1:032x}", f.name, f.version, dt(f.occurred), dt(f.recorded),
-               {"to_stage": f.stage, "channel": f.channel, "campaign": f.campaign, "amount": f.value,
-                "currency": f.currency})
-            for i, facts in enumerate(leads) for f in facts]
-
-
 @st.composite
 def questions(draw: st.DrawFn, origin: int, occurred: list[int], recorded: list[int]) -> Query:
     near = st.one_of(st.sampled_from(occurred), instants(origin))
@@ -80,9 +70,7 @@ def questions(draw: st.DrawFn, origin: int, occurred: list[int], recorded: list[
     start, end, as_of = (draw(st.one_of(st.none(), at)) for _ in range(3))
     if start is not None and end is not None and start >= end:
         start, end = (end, start) if end < start else (start, None)
-    known = draw(st.one_of(st.sampled_from(recorded), st.tuples(st.sampled_from(recorded),
-                                                                  st.sampled_from([-1, 1])).map(sum),
-                           instants(origin)))
+    known = draw(known_instants(origin, recorded))
     return Query(by=draw(st.sampled_from([None, "channel", "campaign"])),
                  mode=draw(st.sampled_from(["cohort", "period"])), from_=start, to=end, as_of=as_of,
                  known_at=EPOCH + timedelta(microseconds=known),
@@ -96,19 +84,7 @@ def test_known_at_from_the_live_rows_equals_the_rederivation_and_the_reference(
         backend_settings: Settings, history: tuple[int, list[list[Fact]]], interleave: list[int], batch: int,
         data: st.DataObject) -> None:
     origin, leads = history
-    runner = fresh_runner(backend_settings)
-    try:
-        runner.catch_up(ListSource(source_events(leads, interleave)), batch)
-        late = {row[0] for row in runner.db.dump([LATE])[LATE.name]}
-        runner.reset(["attribution"])  # a rebuild lists the same leads (each folded once from its timeline)
-        assert {row[0] for row in runner.db.dump([LATE])[LATE.name]} == late
-    finally:
-        runner.db.close()
-    # the late leads are exactly those whose facts are not known in order (lead_no: order of first arrival)
-    numbers: dict[str, int] = {}
-    for e in source_events(leads, interleave):
-        numbers.setdefault(e.lead_id, len(numbers) + 1)
-    assert late == {numbers[f"{i + 1:032x}"] for i, facts in enumerate(leads) if not known_in_order(sorted(facts))}
+    fold_and_check_late(backend_settings, leads, interleave, batch, ("attribution",))
     analytics = Analytics(open_read_models(backend_settings), None, auto_refresh=False)
     try:
         reference = reference_events(leads)

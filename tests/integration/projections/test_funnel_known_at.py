@@ -13,9 +13,7 @@ from hypothesis import strategies as st
 
 from leadledger.bootstrap import open_read_models
 from lifecycle.settings import Settings
-from projections.base import known_in_order
 from projections.engine.sources import ListSource
-from projections.funnel import LATE
 from projections.query import Query
 from projections.service import Analytics
 from schemas.facts import Fact
@@ -29,6 +27,7 @@ from tests.integration.projections.test_funnel_counts import (
     source_events,
     windows,
 )
+from tests.support.known_at import fold_and_check_late, known_instants
 from tests.support.reference import Params, ref_funnel
 
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -72,26 +71,13 @@ def test_known_at_from_the_live_rows_equals_the_rederivation_and_the_reference(
         backend_settings: Settings, history: tuple[int, list[list[Fact]]], interleave: list[int], batch: int,
         data: st.DataObject) -> None:
     origin, leads = history
-    runner = fresh_runner(backend_settings)
-    try:
-        runner.catch_up(ListSource(source_events(leads, interleave)), batch)
-        late = {row[0] for row in runner.db.dump([LATE])[LATE.name]}
-        runner.reset(["funnel"])  # a rebuild lists the same leads (each folded once from its timeline)
-        assert {row[0] for row in runner.db.dump([LATE])[LATE.name]} == late
-    finally:
-        runner.db.close()
-    # the late leads are exactly those whose facts are not known in order (lead_no: order of first arrival)
-    numbers: dict[str, int] = {}
-    for e in source_events(leads, interleave):
-        numbers.setdefault(e.lead_id, len(numbers) + 1)
-    assert late == {numbers[f"{i + 1:032x}"] for i, facts in enumerate(leads) if not known_in_order(sorted(facts))}
+    fold_and_check_late(backend_settings, leads, interleave, batch, ("funnel",))
     analytics = Analytics(open_read_models(backend_settings), None, auto_refresh=False)
     try:
         reference = reference_events(leads)
         occurred = [f.occurred for facts in leads for f in facts]
         recorded = [f.recorded for facts in leads for f in facts]
-        known = st.one_of(st.sampled_from(recorded), st.tuples(st.sampled_from(recorded), st.sampled_from([-1, 1])).map(sum),
-                          instants(origin))
+        known = known_instants(origin, recorded)
         for q in data.draw(st.lists(windows(origin, occurred), min_size=1, max_size=8)):
             k = EPOCH + timedelta(microseconds=data.draw(known))
             q = Query(by=q.by, mode=q.mode, from_=q.from_, to=q.to, as_of=q.as_of, known_at=k,

@@ -7,21 +7,21 @@ reference. On SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from leadledger.bootstrap import open_read_models
 from lifecycle.settings import Settings
-from projections import pipeline, qualification, reasons, velocity
-from projections.base import known_in_order
+from projections import qualification, reasons
 from projections.engine.sources import ListSource
 from projections.query import Query
 from projections.service import Analytics
 from schemas.facts import Fact
 from tests.integration.projections.test_funnel_counts import DAY, EPOCH, fresh_runner, instants, source_events
-from tests.support.reference import Ev, Params, approx_equal, ref_reasons
+from tests.support.known_at import fold_and_check_late, known_instants, reference_events
+from tests.support.reference import Params, approx_equal, ref_reasons
 
 PROPERTY = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 #: (event, stage it enters, a reason?)
@@ -60,24 +60,13 @@ def histories(draw: st.DrawFn) -> tuple[int, list[list[Fact]]]:
     return origin, leads
 
 
-def reference_events(leads: list[list[Fact]]) -> list[Ev]:
-    def dt(us: int) -> datetime:
-        return EPOCH + timedelta(microseconds=us)
-
-    return [Ev(f"{i + 1:032x}", f.name, f.version, dt(f.occurred), dt(f.recorded),
-               {"to_stage": f.stage, "channel": f.channel, "campaign": f.campaign, "owner": f.owner,
-                "reason": f.reason})
-            for i, facts in enumerate(leads) for f in facts]
-
-
 @st.composite
 def windows(draw: st.DrawFn, origin: int, occurred: list[int], recorded: list[int]) -> tuple[Query, str]:
     at = st.one_of(st.sampled_from(occurred), instants(origin)).map(lambda us: EPOCH + timedelta(microseconds=us))
     start, end, as_of = (draw(st.one_of(st.none(), at)) for _ in range(3))
     if start is not None and end is not None and start >= end:
         start, end = (end, start) if end < start else (start, None)
-    known = draw(st.one_of(st.sampled_from(recorded),
-                           st.tuples(st.sampled_from(recorded), st.sampled_from([-1, 1])).map(sum), instants(origin)))
+    known = draw(known_instants(origin, recorded))
     stage = draw(st.sampled_from(["lost", "disqualified", "recycled", "rejected"]))
     return (Query(by=draw(st.sampled_from([None, "channel", "campaign", "owner"])), from_=start, to=end,
                   as_of=as_of, known_at=EPOCH + timedelta(microseconds=known), stage=stage), stage)
@@ -89,25 +78,7 @@ def test_known_at_from_the_live_rows_equals_the_rederivation(
         backend_settings: Settings, history: tuple[int, list[list[Fact]]], interleave: list[int], batch: int,
         data: st.DataObject) -> None:
     origin, leads = history
-    runner = fresh_runner(backend_settings)
-    try:
-        runner.catch_up(ListSource(source_events(leads, interleave)), batch)
-        lates = (("qualification", qualification.LATE), ("reasons", reasons.LATE), ("pipeline", pipeline.LATE),
-                 ("velocity", velocity.LATE))
-        late = {name: {row[0] for row in runner.db.dump([t])[t.name]} for name, t in lates}
-        runner.reset([name for name, _ in lates])  # a rebuild lists the same leads
-        for name, t in lates:
-            assert {row[0] for row in runner.db.dump([t])[t.name]} == late[name]
-    finally:
-        runner.db.close()
-    numbers: dict[str, int] = {}
-    for e in source_events(leads, interleave):
-        numbers.setdefault(e.lead_id, len(numbers) + 1)
-    for name, handles in (("qualification", qualification.Qualification.handles),
-                          ("reasons", reasons.Reasons.handles), ("pipeline", pipeline.Pipeline.handles),
-                          ("velocity", velocity.Velocity.handles)):
-        assert late[name] == {numbers[f"{i + 1:032x}"] for i, facts in enumerate(leads)
-                              if not known_in_order(sorted(f for f in facts if f.name in handles))}, name
+    fold_and_check_late(backend_settings, leads, interleave, batch, ("qualification", "reasons", "pipeline", "velocity"))
     analytics = Analytics(open_read_models(backend_settings), None, auto_refresh=False)
     try:
         reference = reference_events(leads)
