@@ -160,35 +160,9 @@ def operate_round(store_home: Path, work: Path, now_iso: str, batch: int) -> dic
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "code": code_fingerprint()}
 
 
-def projector_round(store_home: Path, work: Path, workers: int) -> dict[str, Any]:
-    """`leadledger replay`: drop every read model and rebuild it from a snapshot of the store."""
-    from leadledger.bootstrap import bootstrap, open_read_models
-    from projections.engine.runner import Runner
-    from projections.engine.sources import EmbeddedSource
-
-    store = bootstrap(_settings(store_home)).store
-    db = open_read_models(_settings(work))
-    try:
-        runner = Runner(db)
-        runner.setup()
-        source = EmbeddedSource(store)
-        cpu0 = _cpu(resource.RUSAGE_SELF) + _cpu(resource.RUSAGE_CHILDREN)
-        started = time.perf_counter()
-        n = runner.replay(source, workers=workers).events
-        seconds = time.perf_counter() - started
-        cpu = _cpu(resource.RUSAGE_SELF) + _cpu(resource.RUSAGE_CHILDREN) - cpu0
-    finally:
-        db.close()
-        store.close()
-        shutil.rmtree(work, ignore_errors=True)
-    return {"events": n, "seconds": seconds, "cpu": cpu,
-            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "children_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
-            "code": code_fingerprint()}
-
-
-def incremental_round(store_home: Path, work: Path, batch: int) -> dict[str, Any]:
-    """`leadledger project --once` from empty read models: the incremental projector's catch-up (what
+def projector_round(store_home: Path, work: Path, workers: int, batch: int | None = None) -> dict[str, Any]:
+    """`leadledger replay`: drop every read model and rebuild it from a snapshot of the store; with `batch`,
+    `leadledger project --once` from empty read models instead: the incremental projector's catch-up (what
     `project` and every query's refresh do), batch by batch like operate."""
     from leadledger.bootstrap import bootstrap, open_read_models
     from projections.engine.runner import Runner
@@ -202,14 +176,17 @@ def incremental_round(store_home: Path, work: Path, batch: int) -> dict[str, Any
         source = EmbeddedSource(store)
         cpu0 = _cpu(resource.RUSAGE_SELF) + _cpu(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
-        n = runner.catch_up(source, batch)
+        n = runner.replay(source, workers=workers).events if batch is None else runner.catch_up(source, batch)
         seconds = time.perf_counter() - started
         cpu = _cpu(resource.RUSAGE_SELF) + _cpu(resource.RUSAGE_CHILDREN) - cpu0
     finally:
         db.close()
         store.close()
         shutil.rmtree(work, ignore_errors=True)
-    return {"events": n, "seconds": seconds, "cpu": cpu}
+    return {"events": n, "seconds": seconds, "cpu": cpu,
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "children_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+            "code": code_fingerprint()}
 
 
 def _child(send: Connection, call: Callable[..., Any], args: tuple[Any, ...]) -> None:
@@ -316,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             projs.append(proj)
             print(f"  round {r} projector: {proj['events']:,} in {proj['seconds']:.1f}s "
                   f"({proj['events'] / proj['seconds']:,.0f}/s)", flush=True)
-            inc = isolated(incremental_round, store_home, work / f"inc{r}", args.batch)
+            inc = isolated(projector_round, store_home, work / f"inc{r}", 1, args.batch)
             incs.append(inc)
             print(f"  round {r} incremental projector: {inc['events']:,} in {inc['seconds']:.1f}s "
                   f"({inc['events'] / inc['seconds']:,.0f}/s)", flush=True)
