@@ -11,7 +11,7 @@ and one arriving out of order makes the projection re-derive that lead's rows.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any, ClassVar, NamedTuple
@@ -52,6 +52,18 @@ def summed(rows: Iterable[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return [(*key, n) for key, n in totals.items() if n]
 
 
+def floor_div(expr: str, d: int) -> str:
+    """SQL for Python's `expr // d` (integers, d > 0) in SQLite and PostgreSQL alike: both divide
+    integers truncating toward 0, and their % takes the dividend's sign."""
+    return f"(({expr}) - ((({expr}) % {d}) + {d}) % {d}) / {d}"
+
+
+def null_key(column: str) -> str:
+    """SQL for a group key column as a counts table keeps it (key columns are never NULL): gnull 1
+    and g '' for a NULL, else gnull 0 and g the value."""
+    return f"CASE WHEN {column} IS NULL THEN 1 ELSE 0 END AS gnull, COALESCE({column}, '') AS g"
+
+
 class Lead(NamedTuple):
     lead_no: int  # dense number given by the runner at the lead's first event
     lead_id: str
@@ -82,6 +94,9 @@ class Projection(ABC):
     #: K for every other lead, re-deriving only the leads listed.
     #: (Append projections write it; see `AppendProjection.fold`.)
     late: ClassVar[Table | None] = None
+    #: The tables a replay does not load row by row: it builds them with `bulk_sql` from the other
+    #: tables' rows once those are loaded (counts: a GROUP BY in the database, not a sum in Python).
+    bulk_built: ClassVar[tuple[Table, ...]] = ()
 
     @abstractmethod
     def fold(self, lead: Lead, history: list[Fact], new: list[Fact]) -> Changes:
@@ -93,6 +108,16 @@ class Projection(ABC):
         (rows whose own event was recorded by then): the rows as they are, unless a projection's row
         changes with a later event."""
         return "*"
+
+    def bulk_fold(self, lead: Lead, facts: list[Fact]) -> Changes:
+        """A replay's fold of one lead's whole history (metric order): the rows of every table but
+        the `bulk_built` ones."""
+        return self.fold(lead, [], facts)
+
+    def bulk_sql(self, name: Callable[[Table], str]) -> list[str]:
+        """The statements that fill the (empty) `bulk_built` tables from the other tables' rows,
+        every table named `name(table)` in them; each statement's rows come out in key order."""
+        return []
 
     def derive(self, lead: Lead, facts: Sequence[Fact]) -> Changes:
         """Every row of one lead from all its (metric-ordered) facts: the rebuild path."""

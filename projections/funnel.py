@@ -11,13 +11,13 @@ recorded in metric order answers --known-at from its live rows (`LATE` lists the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
 from lifecycle.domain.stages import FUNNEL_ORDER, MAIN_PATH, OWNER_CLEARING_EVENTS, STAGE_EVENTS
-from projections.base import AppendProjection, Changes, Lead, Table, campaign_key, summed
+from projections.base import AppendProjection, Changes, Lead, Table, campaign_key, floor_div, null_key, summed
 from projections.query import Window
 from schemas.facts import Fact, format_us
 
@@ -72,6 +72,7 @@ class Funnel(AppendProjection):
     handles = STAGE_EVENTS | frozenset({"LeadAssigned"})
     tables = (ENTRIES, COUNTS, LATE)
     late = LATE
+    bulk_built = (COUNTS,)
 
     def fold(self, lead: Lead, history: list[Fact], new: list[Fact]) -> Changes:
         """The entry rows, and what they change in the counts: +1 per new row; a lead whose rows are
@@ -86,6 +87,12 @@ class Funnel(AppendProjection):
         if deltas:
             changes.rows[COUNTS.name] = deltas
         return changes
+
+    def bulk_fold(self, lead: Lead, facts: list[Fact]) -> Changes:
+        return AppendProjection.fold(self, lead, [], facts)  # the rows; the counts come from `bulk_sql`
+
+    def bulk_sql(self, name: Callable[[Table], str]) -> list[str]:
+        return counts_from_entries(name(ENTRIES), name(COUNTS))
 
     def rows_for(
         self, lead: Lead, facts: Sequence[Fact], i: int, capture: Fact | None
@@ -122,6 +129,28 @@ def count_cells(row: tuple[Any, ...], n: int) -> Iterator[tuple[Any, ...]]:
     for kind, g in (("channel", channel), ("campaign", campaign), ("owner", owner)):
         for grain, cx, ex in cells:
             yield grain, kind, cx, ex, p, stage, int(g is None), g or "", n
+
+
+def counts_from_entries(entries: str, counts: str) -> list[str]:
+    """`count_cells` of every row of the table `entries`, added up per key, as SQL filling the empty
+    table `counts`: the day cells (DD, R) grouped from the rows, once per kind of group; the block
+    cells (DB, BD, BB) grouped from the DD cells."""
+    c, e, p = (floor_div(col, DAY) for col in ("captured_at", "entered_at", "prev_at"))
+    into = f"INSERT INTO {counts} ({', '.join(COUNTS.column_names)}) "
+    stmts = []
+    for kind in BYS:
+        for grain, p_cell, which in (("DD", "0", "prev_at IS NULL"), ("R", p, "prev_at IS NOT NULL")):
+            stmts.append(
+                f"{into}SELECT '{grain}', '{kind}', c, e, p, stage, gnull, g, COUNT(*) FROM "
+                f"(SELECT {c} AS c, {e} AS e, {p_cell} AS p, stage, {null_key(kind)} FROM {entries} "
+                f"WHERE captured_at IS NOT NULL AND {which}) AS x GROUP BY c, e, p, stage, gnull, g")
+    for grain, c_cell, e_cell in (("DB", "c", floor_div("e", BLOCK)), ("BD", floor_div("c", BLOCK), "e"),
+                                  ("BB", floor_div("c", BLOCK), floor_div("e", BLOCK))):
+        stmts.append(
+            f"{into}SELECT '{grain}', kind, cx, ex, 0, stage, gnull, g, SUM(n) FROM "
+            f"(SELECT kind, {c_cell} AS cx, {e_cell} AS ex, stage, gnull, g, n FROM {counts} "
+            f"WHERE grain = 'DD') AS x GROUP BY kind, cx, ex, stage, gnull, g")
+    return stmts
 
 
 def owner_at(facts: Sequence[Fact], i: int) -> str | None:

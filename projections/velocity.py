@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from lifecycle.domain.stages import FUNNEL_ORDER, STAGE_EVENTS, Stage
-from projections.base import AppendProjection, Changes, Lead, Table, campaign_key, summed
+from projections.base import AppendProjection, Changes, Lead, Table, campaign_key, floor_div, null_key, summed
 from projections.funnel import BLOCK, DAY, Interval, group_column, in_range, pieces, span, visible
 from projections.query import Window
 from schemas.facts import SECOND, Fact, format_us
@@ -101,6 +101,7 @@ class Velocity(AppendProjection):
     handles = STAGE_EVENTS
     tables = (STAYS, FIRSTS, ODD, COUNTS, LATE)
     late = LATE
+    bulk_built = (COUNTS,)
 
     def fold(self, lead: Lead, history: list[Fact], new: list[Fact]) -> Changes:
         """The rows, and what they change in the counts: +1 per new row; a lead whose rows are
@@ -113,6 +114,12 @@ class Velocity(AppendProjection):
         if deltas:
             changes.rows[COUNTS.name] = deltas
         return changes
+
+    def bulk_fold(self, lead: Lead, facts: list[Fact]) -> Changes:
+        return AppendProjection.fold(self, lead, [], facts)  # the rows; the counts come from `bulk_sql`
+
+    def bulk_sql(self, name: Callable[[Table], str]) -> list[str]:
+        return counts_from_rows(name)
 
     def rows_for(
         self, lead: Lead, facts: Sequence[Fact], i: int, capture: Fact | None
@@ -165,6 +172,38 @@ def count_cells(src: str, row: tuple[Any, ...], n: int) -> Iterator[tuple[Any, .
         for grain, x in cells:
             yield src, grain, kind, x, stage, gnull, g, b, n
             yield src, grain, kind, x, stage, gnull, g, SUM_BUCKET, total
+
+
+def counts_from_rows(name: Callable[[Table], str]) -> list[str]:
+    """`count_cells` of every stay and first-entry row, added up per key, as SQL filling the empty
+    counts table (`name(table)`: each table's name): per src and kind of group, the day cells (cD, tD)
+    grouped from the rows, the number per bucket and the sum of the durations (kept unless 0) from
+    one grouping; the coarser cells (A, cB from cD; tB from tD) grouped from the day cells."""
+    counts = name(COUNTS)
+    into = f"INSERT INTO {counts} ({', '.join(COUNTS.column_names)}) "
+    stmts = []
+    for src, (table, value, at) in SRCS.items():
+        for kind in ("all", "channel", "campaign"):
+            key = "0 AS gnull, '' AS g" if kind == "all" else null_key(kind)
+            for grain, column in (("cD", "captured_at"), ("tD", at)):
+                cells = (f"SELECT x, stage, gnull, g, bucket, COUNT(*) AS n, SUM(v) AS total FROM "
+                         f"(SELECT {floor_div(column, DAY)} AS x, stage, {key}, bucket, {value} AS v "
+                         f"FROM {name(table)} WHERE captured_at IS NOT NULL AND captured_at <= {at}) AS r "
+                         f"GROUP BY x, stage, gnull, g, bucket")
+                head = f"'{src}', '{grain}', '{kind}', x, stage, gnull, g"
+                stmts.append(
+                    f"WITH cells AS ({cells}) {into}"
+                    f"SELECT {head}, bucket, n FROM cells UNION ALL "
+                    f"SELECT {head}, {SUM_BUCKET}, SUM(total) FROM cells GROUP BY x, stage, gnull, g "
+                    f"HAVING SUM(total) <> 0")
+        for grain, x, day_grain in (("A", "0", "cD"), ("cB", floor_div("x", BLOCK), "cD"),
+                                    ("tB", floor_div("x", BLOCK), "tD")):
+            stmts.append(
+                f"{into}SELECT '{src}', '{grain}', kind, xx, stage, gnull, g, b, SUM(n) FROM "
+                f"(SELECT kind, {x} AS xx, stage, gnull, g, b, n FROM {counts} "
+                f"WHERE src = '{src}' AND grain = '{day_grain}') AS c "
+                f"GROUP BY kind, xx, stage, gnull, g, b HAVING SUM(n) <> 0")
+    return stmts
 
 
 class Stats:

@@ -14,7 +14,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from lifecycle.store.sqlite import LogRow
-from projections.base import Lead, Projection, Table, summed
+from projections.base import Lead, Projection, Table
 from projections.engine import chains
 from projections.engine.checkpoints import CHECKPOINTS, MARKS
 from projections.engine.db import ReadModelDB
@@ -75,7 +75,8 @@ class Replay:
     read through the store's lead index, so memory does not grow with the store. The rows go
     into new tables (`<name>__next`, the timeline, the registry and the checkpoint at the head
     included), one short transaction per chunk, so the runner's batches and the queries go on
-    with the live tables meanwhile; the secondary indexes are built after the load. Then one
+    with the live tables meanwhile; the counts are grouped in the database from the loaded rows
+    (`Projection.bulk_sql`) and the secondary indexes built after the load. Then one
     short transaction (the runner's lock) renames the live tables away and the new ones into
     their place; the old ones are dropped after it. Events stored after the head were folded
     into the old tables by the runner meanwhile: from the new checkpoint, its next batches fold
@@ -116,6 +117,8 @@ class Replay:
                     folded = self._write(chunks, tick)
                 if folded != events:
                     _find_broken(source, head, events, folded)
+                self.fault("replay:counts")
+                self._build()
                 self.fault("replay:indexes")
                 self._index()
                 self.db.settle([t.name for t in self._next.values()])
@@ -138,23 +141,26 @@ class Replay:
             self.db.load(self._next[REGISTRY.name], registry_rows(self.projections))
 
     def _write(self, chunks: Iterator[Folded], tick: ReplayProgress) -> int:
-        """Each folded chunk into the new tables, in one transaction of its own, but the rows of
-        summed tables (counts), added up over the whole replay and loaded after it; returns events."""
+        """Each folded chunk into the new tables, in one transaction of its own; returns events."""
         tables = [self._next[t.name] for t in self.deriver.tables]
-        counts = _Counts(tables)
         written = 0
         for n, out in chunks:
             tick("read", written + n)
             self.fault("replay:write")
             with self.db.transaction():
                 for table, rows in zip(tables, out, strict=True):
-                    if not counts.add(table, rows):
-                        self.db.load(table, rows)
+                    self.db.load(table, rows)
             written += n
             tick("write", written)
-        with self.db.transaction():
-            counts.load(self.db)
         return written
+
+    def _build(self) -> None:
+        """The tables the projections build from the loaded rows (`Projection.bulk_sql`: the
+        counts), each statement in a transaction of its own."""
+        for projection in self.projections:
+            for stmt in projection.bulk_sql(lambda t: self.db.name(self._next[t.name].name)):
+                with self.db.transaction():
+                    self.db.execute(stmt)
 
     def _index(self) -> None:
         """The secondary indexes, built after the load (sorted once, their pages come out full and
@@ -253,7 +259,7 @@ def _fold_chunk(reader: LeadsReader, head: int, first_no: int, after: int, chunk
         facts, last_hash = by_lead[lead_id]
         events += deriver.add(lead_no, lead_id, facts, out, last_hash)
     fault("replay:folded")
-    return events, deriver.collapse(out)
+    return events, out
 
 
 def _find_broken(source: EmbeddedSource, head: int, events: int, folded: int) -> None:
@@ -269,24 +275,24 @@ def _find_broken(source: EmbeddedSource, head: int, events: int, folded: int) ->
 class Deriver:
     """Every row of whole leads, each folded once with its complete history (a replay's fold).
 
-    The same folds the batches make, given everything at once: `fold(lead, [], facts)` is
-    what a rebuild from the timelines does too."""
+    The same folds the batches make, given everything at once (`Projection.bulk_fold`), but for
+    the tables the database builds from these rows afterwards (`Projection.bulk_sql`: the counts)."""
 
     def __init__(self, projections: Sequence[Projection]) -> None:
         tables: dict[str, Table] = {TIMELINE.name: TIMELINE}
         for p in projections:
             for t in p.tables:
-                tables.setdefault(t.name, t)
+                if t.summed and t not in p.bulk_built:
+                    raise TypeError(f"{p.name}: a replay builds counts ({t.name}) only with bulk_sql")
+                if t not in p.bulk_built:
+                    tables.setdefault(t.name, t)
+        #: the tables whose rows it derives (those of `Projection.bulk_built` are built in SQL)
         self.tables: tuple[Table, ...] = tuple(tables.values())
         self._slot = {name: i for i, name in enumerate(tables)}
         self._folds = [(p, p.handles) for p in projections]
 
     def empty(self) -> list[list[tuple[Any, ...]]]:
         return [[] for _ in self.tables]
-
-    def collapse(self, out: list[list[tuple[Any, ...]]]) -> list[list[tuple[Any, ...]]]:
-        """`out` with the rows of each summed table added up per key (fewer rows to send)."""
-        return [summed(rows) if table.summed else rows for table, rows in zip(self.tables, out, strict=True)]
 
     def add(self, lead_no: int, lead_id: str, facts: list[Fact], out: list[list[tuple[Any, ...]]],
             last_hash: str) -> int:
@@ -300,32 +306,9 @@ class Deriver:
         for projection, handles in self._folds:
             seen = [f for f in facts if f.name in handles]
             if seen:
-                for table, rows in projection.fold(lead, [], seen).rows.items():
+                for table, rows in projection.bulk_fold(lead, seen).rows.items():
                     out[slot[table]].extend(rows)
         return len(facts)
-
-
-class _Counts:
-    """The rows of the summed tables, added up over the whole replay and loaded at its end (the
-    rows of other tables are loaded chunk by chunk)."""
-
-    def __init__(self, tables: Sequence[Table]) -> None:
-        self._tables = [t for t in tables if t.summed]
-        self._totals: dict[str, dict[tuple[Any, ...], int]] = {t.name: {} for t in self._tables}
-
-    def add(self, table: Table, rows: list[tuple[Any, ...]]) -> bool:
-        """Add `rows` if `table` is summed (then True: nothing to load now)."""
-        totals = self._totals.get(table.name)
-        if totals is None:
-            return False
-        for row in rows:
-            key = row[:-1]
-            totals[key] = totals.get(key, 0) + row[-1]
-        return True
-
-    def load(self, db: ReadModelDB) -> None:
-        for table in self._tables:
-            db.load(table, sorted((*key, n) for key, n in self._totals.pop(table.name).items() if n))
 
 
 # ---------------------------------------------------------------- reading

@@ -173,7 +173,7 @@ def test_events_stored_after_the_snapshot_are_caught_up_exactly_once(backend_set
         app.store.close()
 
 
-STEPS = ("replay:start", "replay:write", "replay:indexes", "replay:checkpoint", "replay:swap",  # this process
+STEPS = ("replay:start", "replay:write", "replay:counts", "replay:indexes", "replay:checkpoint", "replay:swap",  # this process
          "replay:commit",
          "replay:scanned", "replay:folded")  # the workers (in-process replays never reach these)
 
