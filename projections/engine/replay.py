@@ -125,7 +125,7 @@ class Replay:
                 self.fault("replay:checkpoint")
                 self._checkpoint(source, head)
                 self._swap()
-            self._drop_old()
+                self._drop_old()  # with the bulk load's small page cache too (a drop reads every page)
         finally:
             if collecting:
                 gc.enable()
