@@ -295,6 +295,9 @@ def bench_backend(backend: Backend, args: argparse.Namespace, say: Callable[[str
         build(backend, args.events, args.seed, args.days, say)
     else:
         say(f"- {backend.name}: store reused from {backend.home} ({orjson.loads((backend.home / 'scale-built.json').read_bytes())})")
+    if args.replay_only:
+        replay(backend, say)
+        return
     jsonl = work / f"{backend.name}.jsonl"
     events, mid, known = export(backend, jsonl)
     say(f"- {backend.name}: {events:,} events exported ({jsonl.stat().st_size / 1e9:,.2f} GB JSONL); as-of = the median "
@@ -372,6 +375,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=50, help="runs per query for our percentiles")
     parser.add_argument("--duck-runs", type=int, default=10, help="runs per query for DuckDB's")
     parser.add_argument("--no-results", action="store_true", help="do not append to bench/results.md")
+    parser.add_argument("--replay-only", action="store_true",
+                        help="build or reuse the stores and measure `replay` only (no export, no queries)")
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="ll-scale-"))
