@@ -171,6 +171,11 @@ class AppendProjection(Projection):
     def derive_rows(self, lead: Lead, facts: Sequence[Fact]) -> Changes:
         return self._rows(lead, [], sorted(facts))  # the rows alone (no late-leads row)
 
+    def bulk_fold(self, lead: Lead, facts: list[Fact]) -> Changes:
+        """The rows and the late-leads row (`AppendProjection.fold`): a subclass whose `fold` adds counts
+        of its rows (its `bulk_built` tables) leaves them to `bulk_sql` this way."""
+        return AppendProjection.fold(self, lead, [], facts) if self.bulk_built else self.fold(lead, [], facts)
+
     def _rows(self, lead: Lead, history: list[Fact], new: list[Fact]) -> Changes:
         """The rows `rows_for` gives for `new` (all of the lead's, re-derived, when one is out of order)."""
         changes = Changes()

@@ -88,9 +88,6 @@ class Funnel(AppendProjection):
             changes.rows[COUNTS.name] = deltas
         return changes
 
-    def bulk_fold(self, lead: Lead, facts: list[Fact]) -> Changes:
-        return AppendProjection.fold(self, lead, [], facts)  # the rows; the counts come from `bulk_sql`
-
     def bulk_sql(self, name: Callable[[Table], str]) -> list[str]:
         return counts_from_entries(name(ENTRIES), name(COUNTS))
 

@@ -115,9 +115,6 @@ class Velocity(AppendProjection):
             changes.rows[COUNTS.name] = deltas
         return changes
 
-    def bulk_fold(self, lead: Lead, facts: list[Fact]) -> Changes:
-        return AppendProjection.fold(self, lead, [], facts)  # the rows; the counts come from `bulk_sql`
-
     def bulk_sql(self, name: Callable[[Table], str]) -> list[str]:
         return counts_from_rows(name)
 
