@@ -37,6 +37,10 @@ class Table:
     #: number to the stored row's; a row whose number comes to 0 is deleted). Such a table is not
     #: per lead: a fold that re-derives a lead's rows writes the differences (`summed`).
     summed: bool = False
+    #: derived in the database from other tables' rows: what a fold writes for it are the keys whose rows
+    #: its changes touched, and the runner re-derives those rows once the batch's rows are written
+    #: (`Projection.refresh`); a replay builds it with `bulk_sql`.
+    refreshed: bool = False
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -118,6 +122,12 @@ class Projection(ABC):
         """The statements that fill the (empty) `bulk_built` tables from the other tables' rows,
         every table named `name(table)` in them; each statement's rows come out in key order."""
         return []
+
+    def refresh(self, table: Table, keys: Sequence[tuple[Any, ...]],
+                name: Callable[[Table], str]) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        """(statement, parameter rows) pairs that re-derive the rows of the `refreshed` table `table` at
+        `keys` (distinct, sorted) from the other tables' rows, every table named `name(table)`."""
+        raise NotImplementedError(f"{self.name} refreshes no table ({table.name})")
 
     def derive(self, lead: Lead, facts: Sequence[Fact]) -> Changes:
         """Every row of one lead from all its (metric-ordered) facts: the rebuild path."""

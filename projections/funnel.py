@@ -6,7 +6,9 @@ entry (cohort mode), and `prev_at < from` marks the first entry inside a period
 window, so distinct leads are counted without DISTINCT. Beside the rows, counts of them per stage,
 group and cell of days (`COUNTS`): a funnel sums the cells of whole days and counts only the rows of
 partial days (`counts_sql`). Each row also keeps when its event was recorded: a lead whose events were
-recorded in metric order answers --known-at from its live rows (`LATE` lists the others).
+recorded in metric order answers --known-at from its live rows (`LATE` lists the others), and per cell of
+days the first and last recording time of its rows (`RECORDED`) let --known-at sum the counts of the
+cells recorded by then (`known_counts`).
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ ENTRIES = Table(
              # --by owner: first entries grouped in owner order
              ("stage", "prev_at", "owner", "captured_at", "entered_at", "recorded_at", "lead_no"),
              # the entries of one partial day (the counts' edges), by capture, entry or previous entry
-             ("captured_at", "entered_at", "prev_at", "stage", "channel", "campaign", "owner"),
-             ("entered_at", "captured_at", "prev_at", "stage", "channel", "campaign", "owner"),
+             # (and --known-at's cut, and the recording times of a cell of days: `RECORDED`)
+             ("captured_at", "entered_at", "prev_at", "stage", "channel", "campaign", "owner", "recorded_at"),
+             ("entered_at", "captured_at", "prev_at", "stage", "channel", "campaign", "owner", "recorded_at"),
              # the drill-down: a cell's first entries in entry order (its page's bound read without sorting)
              ("stage", "prev_at", "entered_at", "captured_at"),
              *(("stage", "prev_at", g, "entered_at", "captured_at") for g in ("channel", "campaign", "owner"))),
@@ -56,6 +59,17 @@ COUNTS = Table(
     per_lead=False,
     summed=True,
 )
+#: Per cell of time of the counts (`grain`, `c`, `e`, `p`: every stage, kind and group together), how
+#: many entry rows it holds and when the first and the last of them was recorded (µs): --known-at K sums
+#: the counts of a cell whose rows were all recorded at or before K, skips one whose rows were all
+#: recorded after K, and refines the others (a block into its days, a day into its rows).
+RECORDED = Table(
+    "rm_funnel_recorded",
+    (("grain", "text"), ("c", "int"), ("e", "int"), ("p", "int"), ("n", "int"), ("rmin", "int"), ("rmax", "int")),
+    key=("grain", "c", "e", "p"),
+    per_lead=False,
+    refreshed=True,
+)
 #: The leads whose live rows cut at the recording time are not their rows known then (`known_in_order`
 #: fails): --known-at re-derives theirs from their timelines.
 LATE = Table("rm_funnel_late", (("lead_no", "int"),), key=("lead_no",))
@@ -68,28 +82,43 @@ BYS = ("channel", "campaign", "owner")
 
 class Funnel(AppendProjection):
     name = "funnel"
-    version = 4  # 2: the owner at each stage entry; 3: the counts; 4: recorded_at and the late leads
+    # 2: the owner at each stage entry; 3: the counts; 4: recorded_at and the late leads; 5: the recording
+    # times per cell
+    version = 5
     handles = STAGE_EVENTS | frozenset({"LeadAssigned"})
-    tables = (ENTRIES, COUNTS, LATE)
+    tables = (ENTRIES, COUNTS, LATE, RECORDED)
     late = LATE
-    bulk_built = (COUNTS,)
+    bulk_built = (COUNTS, RECORDED)
 
     def fold(self, lead: Lead, history: list[Fact], new: list[Fact]) -> Changes:
         """The entry rows, and what they change in the counts: +1 per new row; a lead whose rows are
         re-derived also takes back (-1) the rows its earlier events gave (those of `history` alone).
-        A lead's row in `LATE` once its facts are no longer `known_in_order` (again when re-derived)."""
+        A lead's row in `LATE` once its facts are no longer `known_in_order` (again when re-derived).
+        The cells of time both sets of rows are in, as the keys of `RECORDED` to re-derive."""
         changes = super().fold(lead, history, new)
-        deltas = [cell for row in changes.rows.get(ENTRIES.name, ()) for cell in count_cells(row, 1)]
+        rows = changes.rows.get(ENTRIES.name, [])
+        deltas = [cell for row in rows for cell in count_cells(row, 1)]
         if changes.replace_lead and history:
             old = self._rows(lead, [], history).rows.get(ENTRIES.name, ())
             deltas += [cell for row in old for cell in count_cells(row, -1)]
+            rows = [*rows, *old]
         deltas = summed(deltas)
         if deltas:
             changes.rows[COUNTS.name] = deltas
+        touched = [key for row in rows for key in cell_keys(row)]
+        if touched:
+            changes.rows[RECORDED.name] = touched
         return changes
 
     def bulk_sql(self, name: Callable[[Table], str]) -> list[str]:
-        return counts_from_entries(name(ENTRIES), name(COUNTS))
+        return [*counts_from_entries(name(ENTRIES), name(COUNTS)), *recorded_from_entries(name(ENTRIES), name(RECORDED))]
+
+    def refresh(self, table: Table, keys: Sequence[tuple[Any, ...]],
+                name: Callable[[Table], str]) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        """The `RECORDED` rows of `keys` again from the entry rows (the cells of days) and then from
+        those (the blocks); a cell without rows loses its row."""
+        assert table is RECORDED
+        return recorded_refresh(keys, name(ENTRIES), name(RECORDED))
 
     def rows_for(
         self, lead: Lead, facts: Sequence[Fact], i: int, capture: Fact | None
@@ -126,6 +155,71 @@ def count_cells(row: tuple[Any, ...], n: int) -> Iterator[tuple[Any, ...]]:
     for kind, g in (("channel", channel), ("campaign", campaign), ("owner", owner)):
         for grain, cx, ex in cells:
             yield grain, kind, cx, ex, p, stage, int(g is None), g or "", n
+
+
+def cell_keys(row: tuple[Any, ...]) -> tuple[tuple[str, int, int, int], ...]:
+    """The cells of time (`RECORDED`'s keys) one entry row is counted in; none without a capture."""
+    _, _, _, entered_at, prev_at, captured_at, *_ = row
+    if captured_at is None:
+        return ()
+    c, e = captured_at // DAY, entered_at // DAY
+    if prev_at is not None:
+        return (("R", c, e, prev_at // DAY),)
+    return (("DD", c, e, 0), ("DB", c, e // BLOCK, 0), ("BD", c // BLOCK, e, 0), ("BB", c // BLOCK, e // BLOCK, 0))
+
+
+#: a `RECORDED` row from (count, first, last) of its rows, left out when it has none
+_RECORDED_ROW = "SELECT ?, ?, ?, ?, n, lo, hi FROM ({}) AS x WHERE n > 0"
+
+
+def recorded_refresh(keys: Sequence[tuple[Any, ...]], entries: str,
+                     recorded: str) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """Statements that re-derive the `RECORDED` rows of `keys`: the day cells (DD, R) from the entry
+    rows (a range of the (captured_at, entered_at, ...) index each), then the block cells from those."""
+    cols = ", ".join(RECORDED.column_names)
+    delete = f"DELETE FROM {recorded} WHERE grain = ? AND c = ? AND e = ? AND p = ?"
+    into = f"INSERT INTO {recorded} ({cols}) "
+    rows = ("SELECT COUNT(*) AS n, MIN(recorded_at) AS lo, MAX(recorded_at) AS hi FROM " + entries +
+            " WHERE captured_at >= ? AND captured_at < ? AND entered_at >= ? AND entered_at < ? AND {}")
+    days = ("SELECT SUM(n) AS n, MIN(rmin) AS lo, MAX(rmax) AS hi FROM " + recorded +
+            " WHERE grain = 'DD' AND c >= ? AND c < ? AND e >= ? AND e < ?")
+    firsts, again, blocks = [], [], []
+    for key in keys:
+        grain, c, e, p = key
+        if grain == "DD":
+            firsts.append((*key, c * DAY, (c + 1) * DAY, e * DAY, (e + 1) * DAY))
+        elif grain == "R":
+            again.append((*key, c * DAY, (c + 1) * DAY, e * DAY, (e + 1) * DAY, p * DAY, (p + 1) * DAY))
+        else:
+            cs = (c * BLOCK, (c + 1) * BLOCK) if grain[0] == "B" else (c, c + 1)
+            es = (e * BLOCK, (e + 1) * BLOCK) if grain[1] == "B" else (e, e + 1)
+            blocks.append((*key, *cs, *es))
+    out: list[tuple[str, list[tuple[Any, ...]]]] = []
+    for found, text in ((firsts, into + _RECORDED_ROW.format(rows.format("prev_at IS NULL"))),
+                        (again, into + _RECORDED_ROW.format(rows.format("prev_at >= ? AND prev_at < ?"))),
+                        (blocks, into + _RECORDED_ROW.format(days))):
+        if found:
+            out += [(delete, [row[:4] for row in found]), (text, found)]
+    return out
+
+
+def recorded_from_entries(entries: str, recorded: str) -> list[str]:
+    """`RECORDED` from every row of the table `entries` (the empty table `recorded`): the day cells
+    grouped from the rows, the block cells from those."""
+    c, e, p = (floor_div(col, DAY) for col in ("captured_at", "entered_at", "prev_at"))
+    into = f"INSERT INTO {recorded} ({', '.join(RECORDED.column_names)}) "
+    stmts = [
+        f"{into}SELECT '{grain}', c, e, p, COUNT(*), MIN(recorded_at), MAX(recorded_at) FROM "
+        f"(SELECT {c} AS c, {e} AS e, {p_cell} AS p, recorded_at FROM {entries} "
+        f"WHERE captured_at IS NOT NULL AND {which}) AS x GROUP BY c, e, p"
+        for grain, p_cell, which in (("DD", "0", "prev_at IS NULL"), ("R", p, "prev_at IS NOT NULL"))]
+    for grain, c_cell, e_cell in (("DB", "c", floor_div("e", BLOCK)), ("BD", floor_div("c", BLOCK), "e"),
+                                  ("BB", floor_div("c", BLOCK), floor_div("e", BLOCK))):
+        stmts.append(
+            f"{into}SELECT '{grain}', cx, ex, 0, SUM(n), MIN(rmin), MAX(rmax) FROM "
+            f"(SELECT {c_cell} AS cx, {e_cell} AS ex, n, rmin, rmax FROM {recorded} WHERE grain = 'DD') AS x "
+            f"GROUP BY cx, ex")
+    return stmts
 
 
 def counts_from_entries(entries: str, counts: str) -> list[str]:
@@ -441,9 +535,9 @@ def _cell_statements(by: str | None, again: bool, spans: dict[str, Span],
 
 
 def _edge_statements(by: str | None, again: bool, intervals: dict[str, Interval], spans: dict[str, Span],
-                     entries: str) -> list[tuple[str, list[Any]]]:
+                     entries: str, known_at: int | None = None) -> list[tuple[str, list[Any]]]:
     """The other entries, from the rows: for the k-th column, those in its partial days whose earlier
-    columns lie in whole days (so no entry is counted twice)."""
+    columns lie in whole days (so no entry is counted twice); with `known_at`, those recorded by then."""
     select, group = (by, f"stage, {by}") if by else ("NULL", "stage")
     columns = list(spans)
     out = []
@@ -453,6 +547,8 @@ def _edge_statements(by: str | None, again: bool, intervals: dict[str, Interval]
         for edge in spans[column].edges:
             conds = ["captured_at IS NOT NULL", "prev_at IS NOT NULL" if again else "prev_at IS NULL"]
             params: list[Any] = []
+            if known_at is not None:
+                conds.append(f"recorded_at <= {int(known_at)}")
             if column == "prev_at":  # along the (stage, prev_at) index, every stage
                 conds.append(f"stage IN ({_STAGE_LIST})")
             _range(column, edge, conds, params)
@@ -463,6 +559,86 @@ def _edge_statements(by: str | None, again: bool, intervals: dict[str, Interval]
             out.append((f"SELECT stage, {select}, COUNT(*) FROM {entries} WHERE {' AND '.join(conds)} "
                         f"GROUP BY {group}", params))
     return out
+
+
+Run = Callable[[str, list[Any]], list[tuple[Any, ...]]]
+
+
+def known_counts(w: Window, counts: str, recorded: str, entries: str, run: Run) -> list[tuple[Any, ...]]:
+    """(stage, key, count) rows that add up to the funnel of `w` over every lead's live entry rows
+    recorded at or before K = `w.known_at` (`counts_sql` with one more cut): a cell of whole days is
+    summed from the counts when its rows were all recorded by K (`RECORDED`), skipped when none was,
+    and otherwise refined, a block into its days and a day into its rows; partial days are counted
+    from the rows, cut at K. `run` runs a statement (the refinement depends on what it finds)."""
+    assert w.known_at is not None
+    known = int(w.known_at)
+    found: list[tuple[Any, ...]] = []
+    for again, intervals in families(w):
+        if any(_empty(i) for i in intervals.values()):
+            continue
+        spans = {column: span(*i) for column, i in intervals.items()}
+        if all(s.has_days for s in spans.values()):
+            grids = ([[("R", s.first, s.stop)] for s in spans.values()] if again
+                     else [pieces(s) for s in spans.values()])
+            for cells in _product(grids):
+                box = {column: (first, stop) for column, (_, first, stop) in zip(spans, cells, strict=True)}
+                grains = {column: cell[0] for column, cell in zip(spans, cells, strict=True)}
+                grain = "R" if again else grains["captured_at"] + grains["entered_at"]
+                found += _known_box(w.by, grain, box, known, counts, recorded, entries, run)
+        for text, params in _edge_statements(w.by, again, intervals, spans, entries, known):
+            found += run(text, params)
+    return found
+
+
+def _known_box(by: str | None, grain: str, box: dict[str, Interval], known: int, counts: str, recorded: str,
+               entries: str, run: Run) -> list[tuple[Any, ...]]:
+    """The cells of `grain` in `box` (column -> [first, stop) in the grain's units) as known at `known`."""
+    select, group = _COUNT_GROUPS if by else ("NULL", "stage")
+    columns = list(box)
+    conds, params = ["k.grain = ?", "k.kind = ?"], [grain, by or _UNGROUPED_KIND]
+    for column in columns:
+        _range("k." + _CELL_COLUMN[column], box[column], conds, params)
+    found = run(f"SELECT k.stage, {select}, SUM(k.n) FROM {counts} k JOIN {recorded} r ON r.grain = k.grain "
+                f"AND r.c = k.c AND r.e = k.e AND r.p = k.p WHERE {' AND '.join(conds)} AND r.rmax <= {known} "
+                f"GROUP BY {group}", params)
+    conds, params = ["grain = ?"], [grain]
+    for column in columns:
+        _range(_CELL_COLUMN[column], box[column], conds, params)
+    part = run(f"SELECT c, e, p FROM {recorded} WHERE {' AND '.join(conds)} AND rmin <= {known} AND rmax > {known} "
+               "ORDER BY c, e, p", params)
+    if grain in ("DD", "R"):
+        return found + _known_rows(by, grain, [(int(c), int(e), int(p)) for c, e, p in part], known, entries, run)
+    for c, e, _ in part:  # a block cell partly recorded by K: its days
+        days = {"captured_at": (c * BLOCK, (c + 1) * BLOCK) if grain[0] == "B" else (c, c + 1),
+                "entered_at": (e * BLOCK, (e + 1) * BLOCK) if grain[1] == "B" else (e, e + 1)}
+        found += _known_box(by, "DD", days, known, counts, recorded, entries, run)
+    return found
+
+
+def _known_rows(by: str | None, grain: str, cells: list[tuple[int, int, int]], known: int, entries: str,
+                run: Run) -> list[tuple[Any, ...]]:
+    """The entry rows recorded by `known` of day cells (c, e, p) of `grain`: one statement per run of
+    cells with the same entry (and previous entry) day and consecutive capture days."""
+    select, group = (by, f"stage, {by}") if by else ("NULL", "stage")
+    runs: list[list[int]] = []  # [first c, last c, e, p]
+    for c, e, p in sorted(cells, key=lambda cell: (cell[1], cell[2], cell[0])):
+        if runs and runs[-1][2:] == [e, p] and runs[-1][1] == c - 1:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c, e, p])
+    found: list[tuple[Any, ...]] = []
+    for first, last, e, p in runs:
+        conds = ["captured_at >= ?", "captured_at < ?", "entered_at >= ?", "entered_at < ?",
+                 f"recorded_at <= {known}"]
+        params: list[Any] = [first * DAY, (last + 1) * DAY, e * DAY, (e + 1) * DAY]
+        if grain == "R":
+            conds += ["prev_at >= ?", "prev_at < ?"]
+            params += [p * DAY, (p + 1) * DAY]
+        else:
+            conds.append("prev_at IS NULL")
+        found += run(f"SELECT stage, {select}, COUNT(*) FROM {entries} WHERE {' AND '.join(conds)} GROUP BY {group}",
+                     params)
+    return found
 
 
 def _product(grids: list[list[tuple[str, int | None, int | None]]]) -> Iterator[tuple[Any, ...]]:

@@ -7,7 +7,8 @@ order, and "occurred at or before T" keeps a per-lead prefix. With --known-at
 that is no longer a prefix, so the rows are re-derived exactly from the stored
 facts visible at (T, K) into temporary tables and the same SQL runs on those;
 the funnel re-derives only the leads whose live rows cut at K are not their rows
-known then (`funnel.LATE`) and counts the others' live rows.
+known then (`funnel.LATE`) and reads the others' from its counts: a cell of days
+whose rows were all recorded by K is summed, the rest refined down to rows.
 """
 
 from __future__ import annotations
@@ -104,8 +105,8 @@ class Analytics:
         """Distinct leads per stage; with `q.interval` also one funnel per week or month of the window,
         with `q.compare_to` also the other window's funnel and the differences. By owner, each stage entry
         counts under the owner the lead had when it entered the stage. The counts of whole days are read
-        from the pre-aggregated counts; with --known-at the live rows are counted, cut at K, but those of
-        the leads `funnel.LATE` lists, whose rows are re-derived (`_known_at_rows`). `from_rows` counts
+        from the pre-aggregated counts; with --known-at too, cut at K (`funnel.known_counts`), but for the
+        leads `funnel.LATE` lists, whose rows are re-derived (`_known_at_rows`); --interval counts the rows. `from_rows` counts
         every entry row instead, re-derived for every lead with --known-at (the references the fast paths
         are tested against)."""
         w = check(q, bys=funnel.BYS)
@@ -114,24 +115,51 @@ class Analytics:
         rows = []
         if w.known_at is not None and not from_rows:
             sources = self._known_at_rows(w, "funnel", funnel.ENTRIES, funnel.LATE)
+            rows = self._known_funnel(w, sources)
         else:
             tables = self._tables(w, BY_NAME["funnel"])
             sources = [(tables[funnel.ENTRIES.name], None)]
-        if from_rows or w.slow:
-            for stage in FUNNEL_ORDER:
-                for table, late in sources:
-                    for text, params in funnel.query_sql(w, table, late):
-                        rows += funnel.regroup(w.by, stage.value, self.db.query(text, [stage.value, *params]))
-        else:
-            found = []
-            for text, params in funnel.counts_sql(w, tables[funnel.COUNTS.name], sources[0][0]):
-                found += self.db.query(text, params)
-            rows = funnel.regroup_all(found)
+            if from_rows:
+                rows = self._funnel_rows(w, sources)
+            else:
+                found = []
+                for text, params in funnel.counts_sql(w, tables[funnel.COUNTS.name], sources[0][0]):
+                    found += self.db.query(text, params)
+                rows = funnel.regroup_all(found)
         answer = funnel.shape(w, rows)
         if q.interval is not None:
             answer["interval"] = q.interval
             answer["intervals"] = self._funnel_intervals(w, q.interval, sources)
         return answer
+
+    def _funnel_rows(self, w: Window, sources: Sequence[tuple[str, str | None]],
+                     sign: int = 1) -> list[tuple[Any, str, int]]:
+        """(key, stage, count) of the entries `funnel.counted` describes in each (table, late) source."""
+        rows = []
+        for stage in FUNNEL_ORDER:
+            for table, late in sources:
+                for text, params in funnel.query_sql(w, table, late):
+                    rows += [(key, st, sign * n) for key, st, n in
+                             funnel.regroup(w.by, stage.value, self.db.query(text, [stage.value, *params]))]
+        return rows
+
+    def _known_funnel(self, w: Window, sources: Sequence[tuple[str, str | None]]) -> list[tuple[Any, str, int]]:
+        """The funnel at (T, K) from the counts: every lead's live rows recorded by K (`funnel.known_counts`),
+        but for the leads in `funnel.LATE` their re-derived rows instead of their live ones."""
+        assert w.known_at is not None
+        (live, late), (temp, _) = sources
+        assert late is not None
+        found = funnel.known_counts(w, self.db.name(funnel.COUNTS.name), self.db.name(funnel.RECORDED.name), live,
+                                    self.db.query)
+        rows = funnel.regroup_all(found)
+        if self.db.query(f"SELECT 1 FROM {late} LIMIT 1"):
+            theirs = (f"(SELECT * FROM {live} WHERE recorded_at <= {int(w.known_at)} AND lead_no IN "
+                      f"(SELECT lead_no FROM {late})) AS late_live")
+            rows += self._funnel_rows(w, [(theirs, None)], -1) + self._funnel_rows(w, [(temp, None)])
+        net: dict[tuple[Any, str], int] = {}
+        for key, stage, n in rows:
+            net[key, stage] = net.get((key, stage), 0) + int(n)
+        return [(key, stage, n) for (key, stage), n in net.items() if n]
 
     def _known_at_rows(self, w: Window, name: str, rows: Table, late_table: Table) -> list[tuple[str, str | None]]:
         """The rows of table `rows` of projection `name` known at (T, K), as (table, late) pairs for its

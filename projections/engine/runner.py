@@ -63,6 +63,8 @@ class Runner:
         self._delete_sql = {name: f"DELETE FROM {db.name(name)} WHERE lead_no = ?" for name in self._insert_sql}
         self._summed = {t.name: t for p in self.projections for t in p.tables if t.summed}
         self._zero_sql = {name: db.zero_sql(t) for name, t in self._summed.items()}
+        #: refreshed tables and their projections: written last, from the keys the folds touched
+        self._refreshed = {t.name: (p, t) for p in self.projections for t in p.tables if t.refreshed}
         self._checkpoints = Checkpoints(db)
         self._registry = Registry(db)
         self._timelines = Timelines(db)
@@ -135,13 +137,20 @@ class Runner:
         return leads
 
     def _flush(self, pending: dict[str, list[tuple[Any, ...]]]) -> None:
-        for table, rows in pending.items():
-            self._insert(table, rows)
-            rows.clear()
+        for table in sorted(pending, key=lambda name: name in self._refreshed):
+            self._insert(table, pending[table])
+            pending[table].clear()
 
     def _insert(self, table: str, rows: list[tuple[Any, ...]]) -> None:
         """Write rows of one table; a summed table's rows are added up per key first, and a key whose
-        number comes to 0 (after a re-derived lead's differences) loses its row."""
+        number comes to 0 (after a re-derived lead's differences) loses its row. A refreshed table's
+        rows are the keys to re-derive from the rows written before (`Projection.refresh`)."""
+        refreshed = self._refreshed.get(table)
+        if refreshed is not None:
+            projection, t = refreshed
+            for text, params in projection.refresh(t, sorted(set(rows)), lambda u: self.db.name(u.name)):
+                self.db.executemany(text, params)
+            return
         if table not in self._summed:
             self.db.executemany(self._insert_sql[table], rows)
             return
@@ -374,7 +383,8 @@ class Runner:
             self.db.executemany(self._delete_sql[table_name], [(n,) for n in lead_nos])
         self.fault("timeline")
         self.db.executemany(self._timelines.upsert_sql, timeline_rows)
-        for table_name, table_rows in rows.items():
+        for table_name in sorted(rows, key=lambda name: name in self._refreshed):  # refreshed ones last
+            table_rows = rows[table_name]
             self.fault(f"rows:{table_name}")
             table_rows.sort(key=_first_two)  # key order: b-tree pages are touched once each
             self._insert(table_name, table_rows)
