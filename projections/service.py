@@ -172,8 +172,10 @@ class Analytics:
         insert = self.db.insert_sql(replace(rows, name=temp, upsert=False), temp=True)
         timeline = self.db.name(TIMELINE.name)
         pending: list[tuple[Any, ...]] = []
-        for no, lead_id, blob in self.db.query(
-                f"SELECT t.lead_no, t.lead_id, t.facts FROM {timeline} t JOIN {late} l ON l.lead_no = t.lead_no"):
+        # the few late leads first, then their timelines by key (a join may scan every timeline)
+        late_nos = [int(no) for (no,) in self.db.query(f"SELECT lead_no FROM {late}")]
+        for no, lead_id, blob in self.db.query_in(f"SELECT lead_no, lead_id, facts FROM {timeline}", "lead_no",
+                                                  late_nos):
             seen = [f for f in visible_facts(unpack(blob), w.as_of, w.known_at) if f.name in projection.handles]
             if seen:
                 pending += projection.derive_rows(Lead(int(no), lead_id), seen).rows.get(rows.name, ())
