@@ -20,7 +20,8 @@ from lifecycle.settings import Settings
 from lifecycle.store.repository import LeadStore
 from projections.engine.runner import Runner
 from projections.engine.sources import EmbeddedSource, ListSource, SourceEvent
-from projections.funnel import BLOCK, BYS, COUNTS
+from projections.funnel import BLOCK, BYS, COUNTS, RECORDED, cell_keys
+from projections.funnel import ENTRIES as ENTRY_ROWS
 from projections.query import Query
 from projections.service import Analytics
 from schemas.codec import GENESIS
@@ -127,7 +128,18 @@ def fresh_runner(s: Settings) -> Runner:
 
 
 def counts_of(runner: Runner) -> list[tuple[Any, ...]]:
-    return runner.db.dump([COUNTS])[COUNTS.name]
+    """The counts and the recording times per cell (what --known-at reads beside them)."""
+    dumped = runner.db.dump([COUNTS, RECORDED])
+    return [*dumped[COUNTS.name], *dumped[RECORDED.name]]
+
+
+def recorded_from(entries: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """`RECORDED` by its definition: per cell of time, the entry rows in it, the first and last recording."""
+    cells: dict[tuple[Any, ...], list[int]] = {}
+    for row in entries:
+        for key in cell_keys(row):
+            cells.setdefault(key, []).append(row[-1])
+    return sorted((*key, len(times), min(times), max(times)) for key, times in cells.items())
 
 
 @PROPERTY
@@ -140,6 +152,8 @@ def test_counts_equal_the_rows_and_the_reference(backend_settings: Settings, his
     try:
         runner.catch_up(ListSource(events), batch)  # batch by batch, leads re-derived on late entries
         incremental = counts_of(runner)
+        dumped = runner.db.dump([ENTRY_ROWS, RECORDED])
+        assert sorted(dumped[RECORDED.name]) == recorded_from(dumped[ENTRY_ROWS.name])
         runner.reset(["funnel"])  # the counts again, each lead folded once from its timeline
         assert counts_of(runner) == incremental
     finally:
