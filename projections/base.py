@@ -37,9 +37,9 @@ class Table:
     #: number to the stored row's; a row whose number comes to 0 is deleted). Such a table is not
     #: per lead: a fold that re-derives a lead's rows writes the differences (`summed`).
     summed: bool = False
-    #: derived in the database from other tables' rows: what a fold writes for it are the keys whose rows
-    #: its changes touched, and the runner re-derives those rows once the batch's rows are written
-    #: (`Projection.refresh`); a replay builds it with `bulk_sql`.
+    #: derived in the database from other tables' rows: what a fold writes for it says which of its keys
+    #: its changes touched and how, and the runner hands a batch's to `Projection.refresh` once the batch's
+    #: other rows are written; a replay builds it with `bulk_sql`.
     refreshed: bool = False
 
     @property
@@ -125,8 +125,8 @@ class Projection(ABC):
 
     def refresh(self, table: Table, keys: Sequence[tuple[Any, ...]],
                 name: Callable[[Table], str]) -> list[tuple[str, list[tuple[Any, ...]]]]:
-        """(statement, parameter rows) pairs that re-derive the rows of the `refreshed` table `table` at
-        `keys` (distinct, sorted) from the other tables' rows, every table named `name(table)`."""
+        """(statement, parameter rows) pairs that bring the `refreshed` table `table` up to date with
+        `keys`, the rows a batch's folds wrote for it (in their order), every table named `name(table)`."""
         raise NotImplementedError(f"{self.name} refreshes no table ({table.name})")
 
     def derive(self, lead: Lead, facts: Sequence[Fact]) -> Changes:

@@ -94,18 +94,18 @@ class Funnel(AppendProjection):
         """The entry rows, and what they change in the counts: +1 per new row; a lead whose rows are
         re-derived also takes back (-1) the rows its earlier events gave (those of `history` alone).
         A lead's row in `LATE` once its facts are no longer `known_in_order` (again when re-derived).
-        The cells of time both sets of rows are in, as the keys of `RECORDED` to re-derive."""
+        For `RECORDED`, per cell of time each row of either set is in: (cell, +1 or -1, its recording time)."""
         changes = super().fold(lead, history, new)
         rows = changes.rows.get(ENTRIES.name, [])
         deltas = [cell for row in rows for cell in count_cells(row, 1)]
+        touched = [(*key, 1, row[-1]) for row in rows for key in cell_keys(row)]
         if changes.replace_lead and history:
             old = self._rows(lead, [], history).rows.get(ENTRIES.name, ())
             deltas += [cell for row in old for cell in count_cells(row, -1)]
-            rows = [*rows, *old]
+            touched += [(*key, -1, row[-1]) for row in old for key in cell_keys(row)]
         deltas = summed(deltas)
         if deltas:
             changes.rows[COUNTS.name] = deltas
-        touched = [key for row in rows for key in cell_keys(row)]
         if touched:
             changes.rows[RECORDED.name] = touched
         return changes
@@ -115,8 +115,6 @@ class Funnel(AppendProjection):
 
     def refresh(self, table: Table, keys: Sequence[tuple[Any, ...]],
                 name: Callable[[Table], str]) -> list[tuple[str, list[tuple[Any, ...]]]]:
-        """The `RECORDED` rows of `keys` again from the entry rows (the cells of days) and then from
-        those (the blocks); a cell without rows loses its row."""
         assert table is RECORDED
         return recorded_refresh(keys, name(ENTRIES), name(RECORDED))
 
@@ -172,21 +170,27 @@ def cell_keys(row: tuple[Any, ...]) -> tuple[tuple[str, int, int, int], ...]:
 _RECORDED_ROW = "SELECT ?, ?, ?, ?, n, lo, hi FROM ({}) AS x WHERE n > 0"
 
 
-def recorded_refresh(keys: Sequence[tuple[Any, ...]], entries: str,
+def recorded_refresh(changes: Sequence[tuple[Any, ...]], entries: str,
                      recorded: str) -> list[tuple[str, list[tuple[Any, ...]]]]:
-    """Statements that re-derive the `RECORDED` rows of `keys`: the day cells (DD, R) from the entry
-    rows (a range of the (captured_at, entered_at, ...) index each), then the block cells from those."""
+    """Statements that bring the `RECORDED` rows of the cells in `changes` ((grain, c, e, p, +1 or -1,
+    recording time) per entry row added or taken back) up to date. A cell that only gained rows takes
+    their number and widens its first and last time (an upsert); a cell that lost one (a re-derived
+    lead's row that is gone or moved) is derived again: the day cells (DD, R) from the entry rows (a
+    range of the (captured_at, entered_at, ...) index each), then the block cells from those. A cell
+    left without rows loses its row."""
+    net: dict[tuple[Any, ...], dict[int, int]] = {}  # cell -> recording time -> rows gained
+    for grain, c, e, p, n, at in changes:
+        per = net.setdefault((grain, c, e, p), {})
+        per[at] = per.get(at, 0) + n
     cols = ", ".join(RECORDED.column_names)
-    delete = f"DELETE FROM {recorded} WHERE grain = ? AND c = ? AND e = ? AND p = ?"
-    into = f"INSERT INTO {recorded} ({cols}) "
-    rows = ("SELECT COUNT(*) AS n, MIN(recorded_at) AS lo, MAX(recorded_at) AS hi FROM " + entries +
-            " WHERE captured_at >= ? AND captured_at < ? AND entered_at >= ? AND entered_at < ? AND {}")
-    days = ("SELECT SUM(n) AS n, MIN(rmin) AS lo, MAX(rmax) AS hi FROM " + recorded +
-            " WHERE grain = 'DD' AND c >= ? AND c < ? AND e >= ? AND e < ?")
-    firsts, again, blocks = [], [], []
-    for key in keys:
+    gains, firsts, again, blocks = [], [], [], []
+    for key, per in sorted(net.items()):
         grain, c, e, p = key
-        if grain == "DD":
+        if all(n >= 0 for n in per.values()):
+            added = [at for at, n in per.items() if n]
+            if added:
+                gains.append((*key, sum(per.values()), min(added), max(added)))
+        elif grain == "DD":
             firsts.append((*key, c * DAY, (c + 1) * DAY, e * DAY, (e + 1) * DAY))
         elif grain == "R":
             again.append((*key, c * DAY, (c + 1) * DAY, e * DAY, (e + 1) * DAY, p * DAY, (p + 1) * DAY))
@@ -195,6 +199,17 @@ def recorded_refresh(keys: Sequence[tuple[Any, ...]], entries: str,
             es = (e * BLOCK, (e + 1) * BLOCK) if grain[1] == "B" else (e, e + 1)
             blocks.append((*key, *cs, *es))
     out: list[tuple[str, list[tuple[Any, ...]]]] = []
+    if gains:
+        out.append((f"INSERT INTO {recorded} AS t ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT "
+                    "(grain, c, e, p) DO UPDATE SET n = t.n + excluded.n, "
+                    "rmin = CASE WHEN excluded.rmin < t.rmin THEN excluded.rmin ELSE t.rmin END, "
+                    "rmax = CASE WHEN excluded.rmax > t.rmax THEN excluded.rmax ELSE t.rmax END", gains))
+    delete = f"DELETE FROM {recorded} WHERE grain = ? AND c = ? AND e = ? AND p = ?"
+    into = f"INSERT INTO {recorded} ({cols}) "
+    rows = ("SELECT COUNT(*) AS n, MIN(recorded_at) AS lo, MAX(recorded_at) AS hi FROM " + entries +
+            " WHERE captured_at >= ? AND captured_at < ? AND entered_at >= ? AND entered_at < ? AND {}")
+    days = ("SELECT SUM(n) AS n, MIN(rmin) AS lo, MAX(rmax) AS hi FROM " + recorded +
+            " WHERE grain = 'DD' AND c >= ? AND c < ? AND e >= ? AND e < ?")
     for found, text in ((firsts, into + _RECORDED_ROW.format(rows.format("prev_at IS NULL"))),
                         (again, into + _RECORDED_ROW.format(rows.format("prev_at >= ? AND prev_at < ?"))),
                         (blocks, into + _RECORDED_ROW.format(days))):

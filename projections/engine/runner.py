@@ -144,11 +144,11 @@ class Runner:
     def _insert(self, table: str, rows: list[tuple[Any, ...]]) -> None:
         """Write rows of one table; a summed table's rows are added up per key first, and a key whose
         number comes to 0 (after a re-derived lead's differences) loses its row. A refreshed table's
-        rows are the keys to re-derive from the rows written before (`Projection.refresh`)."""
+        rows go to its projection's `refresh`, after the other tables' rows are written."""
         refreshed = self._refreshed.get(table)
         if refreshed is not None:
             projection, t = refreshed
-            for text, params in projection.refresh(t, sorted(set(rows)), lambda u: self.db.name(u.name)):
+            for text, params in projection.refresh(t, rows, lambda u: self.db.name(u.name)):
                 self.db.executemany(text, params)
             return
         if table not in self._summed:
