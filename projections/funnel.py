@@ -103,8 +103,9 @@ class Funnel(AppendProjection):
             old = self._rows(lead, [], history).rows.get(ENTRIES.name, ())
             deltas += [cell for row in old for cell in count_cells(row, -1)]
             touched += [(*key, -1, row[-1]) for row in old for key in cell_keys(row)]
-        deltas = summed(deltas)
-        if deltas:
+        if changes.replace_lead:  # the old rows' cells mostly cancel the new ones
+            deltas = summed(deltas)
+        if deltas:  # (the runner adds up a batch's numbers per key)
             changes.rows[COUNTS.name] = deltas
         if touched:
             changes.rows[RECORDED.name] = touched

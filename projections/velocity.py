@@ -110,8 +110,9 @@ class Velocity(AppendProjection):
         deltas = list(_cells_of(changes, 1))
         if changes.replace_lead and history:
             deltas += _cells_of(self._rows(lead, [], history), -1)
-        deltas = summed(deltas)
-        if deltas:
+        if changes.replace_lead:  # the old rows' cells mostly cancel the new ones
+            deltas = summed(deltas)
+        if deltas:  # (the runner adds up a batch's numbers per key)
             changes.rows[COUNTS.name] = deltas
         return changes
 

@@ -386,7 +386,8 @@ class Runner:
         for table_name in sorted(rows, key=lambda name: name in self._refreshed):  # refreshed ones last
             table_rows = rows[table_name]
             self.fault(f"rows:{table_name}")
-            table_rows.sort(key=_first_two)  # key order: b-tree pages are touched once each
+            if table_name not in self._summed and table_name not in self._refreshed:  # (those sort their own)
+                table_rows.sort(key=_first_two)  # key order: b-tree pages are touched once each
             self._insert(table_name, table_rows)
 
     # ---- reading back --------------------------------------------------------
