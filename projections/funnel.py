@@ -167,6 +167,17 @@ def cell_keys(row: tuple[Any, ...]) -> tuple[tuple[str, int, int, int], ...]:
     return (("DD", c, e, 0), ("DB", c, e // BLOCK, 0), ("BD", c // BLOCK, e, 0), ("BB", c // BLOCK, e // BLOCK, 0))
 
 
+#: the block cells as SQL over the day cells' columns c and e: (grain, its capture cell, its entry cell)
+_BLOCK_CELLS = (("DB", "c", floor_div("e", BLOCK)), ("BD", floor_div("c", BLOCK), "e"),
+                ("BB", floor_div("c", BLOCK), floor_div("e", BLOCK)))
+
+
+def cell_days(grain: str, c: int, e: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The capture days and the entry days [first, stop) of the first-entry cell (grain, c, e)."""
+    return ((c * BLOCK, (c + 1) * BLOCK) if grain[0] == "B" else (c, c + 1),
+            (e * BLOCK, (e + 1) * BLOCK) if grain[1] == "B" else (e, e + 1))
+
+
 #: a `RECORDED` row from (count, first, last) of its rows, left out when it has none
 _RECORDED_ROW = "SELECT ?, ?, ?, ?, n, lo, hi FROM ({}) AS x WHERE n > 0"
 
@@ -196,8 +207,7 @@ def recorded_refresh(changes: Sequence[tuple[Any, ...]], entries: str,
         elif grain == "R":
             again.append((*key, c * DAY, (c + 1) * DAY, e * DAY, (e + 1) * DAY, p * DAY, (p + 1) * DAY))
         else:
-            cs = (c * BLOCK, (c + 1) * BLOCK) if grain[0] == "B" else (c, c + 1)
-            es = (e * BLOCK, (e + 1) * BLOCK) if grain[1] == "B" else (e, e + 1)
+            cs, es = cell_days(grain, c, e)
             blocks.append((*key, *cs, *es))
     out: list[tuple[str, list[tuple[Any, ...]]]] = []
     if gains:
@@ -229,8 +239,7 @@ def recorded_from_entries(entries: str, recorded: str) -> list[str]:
         f"(SELECT {c} AS c, {e} AS e, {p_cell} AS p, recorded_at FROM {entries} "
         f"WHERE captured_at IS NOT NULL AND {which}) AS x GROUP BY c, e, p"
         for grain, p_cell, which in (("DD", "0", "prev_at IS NULL"), ("R", p, "prev_at IS NOT NULL"))]
-    for grain, c_cell, e_cell in (("DB", "c", floor_div("e", BLOCK)), ("BD", floor_div("c", BLOCK), "e"),
-                                  ("BB", floor_div("c", BLOCK), floor_div("e", BLOCK))):
+    for grain, c_cell, e_cell in _BLOCK_CELLS:
         stmts.append(
             f"{into}SELECT '{grain}', cx, ex, 0, SUM(n), MIN(rmin), MAX(rmax) FROM "
             f"(SELECT {c_cell} AS cx, {e_cell} AS ex, n, rmin, rmax FROM {recorded} WHERE grain = 'DD') AS x "
@@ -251,8 +260,7 @@ def counts_from_entries(entries: str, counts: str) -> list[str]:
                 f"{into}SELECT '{grain}', '{kind}', c, e, p, stage, gnull, g, COUNT(*) FROM "
                 f"(SELECT {c} AS c, {e} AS e, {p_cell} AS p, stage, {null_key(kind)} FROM {entries} "
                 f"WHERE captured_at IS NOT NULL AND {which}) AS x GROUP BY c, e, p, stage, gnull, g")
-    for grain, c_cell, e_cell in (("DB", "c", floor_div("e", BLOCK)), ("BD", floor_div("c", BLOCK), "e"),
-                                  ("BB", floor_div("c", BLOCK), floor_div("e", BLOCK))):
+    for grain, c_cell, e_cell in _BLOCK_CELLS:
         stmts.append(
             f"{into}SELECT '{grain}', kind, cx, ex, 0, stage, gnull, g, SUM(n) FROM "
             f"(SELECT kind, {c_cell} AS cx, {e_cell} AS ex, stage, gnull, g, n FROM {counts} "
@@ -625,9 +633,8 @@ def _known_box(by: str | None, grain: str, box: dict[str, Interval], known: int,
     if grain in ("DD", "R"):
         return found + _known_rows(by, grain, [(int(c), int(e), int(p)) for c, e, p in part], known, entries, run)
     for c, e, _ in part:  # a block cell partly recorded by K: its days
-        days = {"captured_at": (c * BLOCK, (c + 1) * BLOCK) if grain[0] == "B" else (c, c + 1),
-                "entered_at": (e * BLOCK, (e + 1) * BLOCK) if grain[1] == "B" else (e, e + 1)}
-        found += _known_box(by, "DD", days, known, counts, recorded, entries, run)
+        cs, es = cell_days(grain, int(c), int(e))
+        found += _known_box(by, "DD", {"captured_at": cs, "entered_at": es}, known, counts, recorded, entries, run)
     return found
 
 
