@@ -307,18 +307,12 @@ class Counted:
                 counts[int(b)] = counts.get(int(b), 0) + int(n)
             acc[0] += int(total)
 
-        grouped = by is not None
-        for text, params in self._cell_statements():  # many rows (a cell per bucket): the loop inlined
+        for text, params in self._cell_statements():
             for stage, key, b, n in self.query(text, params):
-                slot = (key if grouped else None, stage)
-                found = out.get(slot)
-                if found is None:
-                    found = out[slot] = ({}, [0])
                 if b == SUM_BUCKET:
-                    found[1][0] += int(n)
+                    add(stage, key, b, 0, n)
                 else:
-                    counts = found[0]
-                    counts[b] = counts.get(b, 0) + int(n)
+                    add(stage, key, b, n, 0)
         rows_sql: list[tuple[str, list[Any]]] = []
         lo, hi = self.interval
         if not (lo is not None and hi is not None and lo >= hi):

@@ -63,7 +63,7 @@ class Runner:
         self._delete_sql = {name: f"DELETE FROM {db.name(name)} WHERE lead_no = ?" for name in self._insert_sql}
         self._summed = {t.name: t for p in self.projections for t in p.tables if t.summed}
         self._zero_sql = {name: db.zero_sql(t) for name, t in self._summed.items()}
-        #: refreshed tables and their projections: written last, from the keys the folds touched
+        #: refreshed tables and their projections: written last, from the records the folds wrote for them
         self._refreshed = {t.name: (p, t) for p in self.projections for t in p.tables if t.refreshed}
         self._checkpoints = Checkpoints(db)
         self._registry = Registry(db)
