@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -129,7 +129,7 @@ def ingest(ctx: Context, file: str, dead_letters: Path | None, batch_size: int, 
 def _ingest(ctx: Context, stream: BinaryIO, source: str, dead_path: Path, batch_size: int) -> tuple[Tally, int]:
     """Apply the stream in batches; returns the tally and how many dead letters were appended."""
     tally = Tally()
-    handler = InboundHandler(ctx.app, batch_size=batch_size)
+    handler = InboundHandler(ctx.app, batch_size=batch_size, decode_ahead=True)
     dead_out: BinaryIO | None = None
     letters = 0
 
@@ -143,28 +143,33 @@ def _ingest(ctx: Context, stream: BinaryIO, source: str, dead_path: Path, batch_
             letter["bytes"] = size
         dead_out.write(orjson.dumps(letter) + b"\n")
 
-    def apply(batch: list[tuple[int, bytes]]) -> None:
-        for result in handler.handle(batch):
-            tally.add(result)
-            reason = result.dead_letter_reason
-            if reason is not None:
-                dead(result.position, reason, result.raw)
-        batch.clear()
+    def tally_up(done: Iterable[list[Result[int]]]) -> None:
+        for results in done:
+            for result in results:
+                tally.add(result)
+                reason = result.dead_letter_reason
+                if reason is not None:
+                    dead(result.position, reason, result.raw)
 
     batch: list[tuple[int, bytes]] = []
     try:
-        for line in read_lines(stream):
-            if line.oversized is None:
-                batch.append((line.number, line.raw))
-                if len(batch) >= batch_size:
-                    apply(batch)
-                continue
-            apply(batch)  # the lines before it first: dead letters stay in line order
-            tally.add(Result(line.number, "dead"))
-            cut = " (raw holds its first MiB)" if line.oversized > len(line.raw) else ""
-            dead(line.number, f"oversized message: {line.oversized} bytes (limit {MAX_MESSAGE_BYTES}): send one "
-                              f"lead event per message, without attachments{cut}", line.raw, line.oversized)
-        apply(batch)
+        with handler.pipeline() as pipe:
+            for line in read_lines(stream):
+                if line.oversized is None:
+                    batch.append((line.number, line.raw))
+                    if len(batch) >= batch_size:
+                        tally_up(pipe.submit(batch))
+                        batch = []
+                    continue
+                tally_up(pipe.submit(batch))  # the lines before it first: dead letters stay in line order
+                tally_up(pipe.drain())
+                batch = []
+                tally.add(Result(line.number, "dead"))
+                cut = " (raw holds its first MiB)" if line.oversized > len(line.raw) else ""
+                dead(line.number, f"oversized message: {line.oversized} bytes (limit {MAX_MESSAGE_BYTES}): send "
+                                  f"one lead event per message, without attachments{cut}", line.raw, line.oversized)
+            tally_up(pipe.submit(batch))
+            tally_up(pipe.drain())
     finally:
         if dead_out is not None:
             dead_out.close()
@@ -223,7 +228,7 @@ def simulate(ctx: Context, leads: int, seed: int, start: datetime, days: int, ou
         click.echo(f"wrote {n} inbound messages for {leads} leads to {out}")
         return
     tally = Tally()
-    handler = InboundHandler(ctx.app, batch_size=1000)
+    handler = InboundHandler(ctx.app, batch_size=1000, decode_ahead=True)
     stream = ((i, orjson.dumps(m)) for i, m in enumerate(messages, start=1))
     refused: list[str] = []
     example: UUID | None = None  # the first lead that was won: a story worth showing

@@ -53,6 +53,12 @@ def test_nul_characters_are_refused_anywhere(overrides: dict[str, object]) -> No
         decode(message(**overrides))
 
 
+def test_the_text_of_the_escape_is_no_nul_character() -> None:
+    # a backslash, then "u0000": JSON writes it \\u0000, which holds the escape's bytes but no NUL
+    command = decode(message(source="web\\u0000forms"))
+    assert command.actor == "web\\u0000forms"
+
+
 def test_the_published_transition_schema_names_exactly_the_stage_tables_triggers() -> None:
     # the file is a contract upstream senders read: a new row of the stage table goes here too
     trigger = load_schema("inbound/transition.v1.json")["properties"]["trigger"]
