@@ -3,16 +3,10 @@
 from __future__ import annotations
 
 import base64
-import ctypes
-import marshal
-import multiprocessing
-import os
 import pickle
-import signal
-import sys
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
@@ -22,6 +16,7 @@ from uuid import UUID
 
 from lifecycle.application import LeadLedger
 from lifecycle.domain.commands import Capture, LeadCommand
+from lifecycle.forked import Child, can_fork, recv_in_child, send_from_child
 from schemas.inbound import BadMessage, decode_message, normalize_email, remember_normalized
 
 P = TypeVar("P")  # where a message came from: a line number, a (partition, offset) ...
@@ -199,7 +194,7 @@ class Pipeline(Generic[P]):
         if not batch:
             return
         if self._helper is None and self._handler.decode_ahead and len(batch) >= self._handler.batch_size \
-                and _can_fork():
+                and can_fork():
             self._helper = _DecodeHelper()
         if self._helper is None:
             yield self._handler.handle(batch)
@@ -227,83 +222,35 @@ class Pipeline(Generic[P]):
             self._helper = None
 
 
-def _can_fork() -> bool:
-    return "fork" in multiprocessing.get_all_start_methods()
-
-
 class _DecodeHelper:
-    """A forked process running `decode_batch` on the raw batches sent to it, and our end of its
-    pipe. Raw batches go as marshal (bytes only), decoded ones come back pickled (commands)."""
+    """A forked process (`Child`) running `decode_batch` on the raw batches sent to it; what it
+    decoded comes back pickled (commands), with the e-mail identities it worked out."""
 
     def __init__(self) -> None:
-        ctx = multiprocessing.get_context("fork")
-        self._conn, theirs = ctx.Pipe()
-        self._proc = ctx.Process(target=_decode_main, args=(theirs, self._conn, os.getpid()), daemon=True,
-                                 name="leadledger-decode")
-        self._proc.start()
-        theirs.close()
+        self._child = Child(_decode_main, name="leadledger decoding helper")
 
     def ask(self, raws: list[bytes]) -> None:
         try:
-            self._conn.send_bytes(marshal.dumps(raws))
-        except OSError as exc:
-            raise self._died() from exc
+            self._child.send(raws)
+        except OSError:
+            while True:  # it stopped: what it sent before (nothing is owed here), then why (raises)
+                self._child.recv()
 
     def answer(self) -> list[Prepared]:
-        try:
-            data = self._conn.recv_bytes()
-        except (EOFError, OSError) as exc:
-            raise self._died() from exc
-        answer = pickle.loads(data)  # our own child's output
-        if isinstance(answer, str):
-            raise RuntimeError(f"the decoding helper (pid {self._proc.pid}) failed: {answer}")
-        decoded, normalized = answer
+        decoded, normalized = pickle.loads(self._child.recv())  # our own child's output
         for email, identity in normalized:  # what the helper worked out need not be again here
             remember_normalized(email, identity)
         return decoded  # type: ignore[no-any-return]
 
-    def _died(self) -> RuntimeError:
-        self._proc.join(timeout=5)
-        return RuntimeError(f"the decoding helper (pid {self._proc.pid}) died (exit code {self._proc.exitcode}); "
-                            "the batches it held were not applied: run the same input again")
-
     def close(self) -> None:
-        with suppress(OSError, ValueError):
-            self._conn.send_bytes(marshal.dumps(None))
-        self._proc.join(timeout=5)
-        if self._proc.is_alive():
-            self._proc.kill()
-            self._proc.join(timeout=5)
-        self._conn.close()
+        self._child.close()
 
 
-def _decode_main(conn: Connection, parents_end: Connection, parent: int) -> None:
-    """The helper: decode each batch asked for until None (or the pipe closes); an unexpected error
-    goes back as its text. It dies with the parent (SIGKILL included), whose end of the pipe it
-    closes at once, so that the parent's death is an end of input here too."""
-    parents_end.close()
-    _die_with(parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the process group: the parent decides
-    try:
-        while (raws := marshal.loads(conn.recv_bytes())) is not None:
-            decoded = decode_batch(raws)
-            conn.send_bytes(pickle.dumps((decoded, _emails_normalized(decoded)), protocol=pickle.HIGHEST_PROTOCOL))
-    except (EOFError, BrokenPipeError):
-        pass
-    except BaseException as exc:
-        with suppress(OSError):
-            conn.send_bytes(pickle.dumps(f"{type(exc).__name__}: {exc}"))
-    finally:
-        conn.close()
-
-
-def _die_with(parent: int) -> None:
-    """Linux: the kernel kills this process when the parent dies (PR_SET_PDEATHSIG)."""
-    if sys.platform.startswith("linux"):
-        with suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
-    if os.getppid() != parent:  # it died before that took effect
-        os._exit(1)
+def _decode_main(conn: Connection) -> None:
+    """The helper: decode each batch asked for until None."""
+    while (raws := recv_in_child(conn)) is not None:
+        decoded = decode_batch(raws)
+        send_from_child(conn, pickle.dumps((decoded, _emails_normalized(decoded)), protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def _emails_normalized(decoded: list[Prepared]) -> list[tuple[str, str]]:

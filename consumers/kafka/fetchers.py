@@ -21,7 +21,7 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import OffsetOutOfRangeError
 
 from consumers.kafka.settings import ConsumerTuning, KafkaSettings
-from projections.engine.forked import (
+from lifecycle.forked import (
     Child,
     close_all,
     encode_message,

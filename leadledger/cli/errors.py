@@ -22,10 +22,10 @@ from psycopg.conninfo import conninfo_to_dict
 
 from leadledger.bootstrap import EVENTS_DB
 from lifecycle.domain.errors import LifecycleError
+from lifecycle.forked import ChildFailed
 from lifecycle.policies import CorruptPolicy
 from lifecycle.settings import Settings, SettingsError
 from lifecycle.store.repository import StoreConflict
-from projections.engine.forked import ChildFailed
 from projections.engine.sources import StoreMismatch
 from projections.engine.sqlite import READMODELS_DB
 from schemas.codec import CorruptEvent

@@ -13,12 +13,12 @@ from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
+from lifecycle.forked import Child, can_fork, recv_in_child, send_from_child
 from lifecycle.store.sqlite import LogRow
 from projections.base import Lead, Projection, Table
 from projections.engine import chains
 from projections.engine.checkpoints import CHECKPOINTS, MARKS
 from projections.engine.db import ReadModelDB
-from projections.engine.forked import Child, can_fork, recv_in_child, send_from_child
 from projections.engine.registry import REGISTRY, registry_rows, tables_of
 from projections.engine.sources import EmbeddedSource, LeadsReader, decode
 from projections.engine.timeline import TIMELINE

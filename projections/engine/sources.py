@@ -19,9 +19,9 @@ from contextlib import contextmanager, suppress
 from multiprocessing.connection import Connection
 from typing import NamedTuple, Protocol
 
+from lifecycle.forked import Child, ChildFailed, recv_in_child, send_from_child
 from lifecycle.store.repository import LeadStore
 from lifecycle.store.sqlite import EVERY_LEAD, LeadRange, LogFile, LogRow
-from projections.engine.forked import Child, ChildFailed, recv_in_child, send_from_child
 from schemas.codec import CorruptEvent, checked_envelope
 from schemas.facts import Fact, decode_checked
 

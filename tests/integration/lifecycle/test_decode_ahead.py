@@ -76,7 +76,7 @@ def test_a_helper_that_dies_is_an_error_naming_it_and_the_next_run_applies_the_r
                 done.extend(results)
             if k == 100:  # the helper holds the batch from 100 on: it dies with it
                 assert pipe._helper is not None
-                os.kill(pipe._helper._proc.pid, signal.SIGKILL)
+                os.kill(pipe._helper._child.proc.pid, signal.SIGKILL)
     # the batches it had answered before it died (those before the one it held, or that one too)
     assert len(done) in (100, 150)
     assert [r.position for r in done] == [p for p, _ in messages[:len(done)]]

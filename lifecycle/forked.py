@@ -1,5 +1,5 @@
 """One forked helper process and our end of its pipe: the primitive behind the replay workers,
-the store prefetcher and the Kafka fetch helpers.
+the store prefetcher, the Kafka fetch helpers and the ingest's decoding helper.
 
 A `Child` runs `main(conn, *args)` in a forked process (the children need this process's
 objects, not a re-import of `python -m lifecycle`'s main module). Messages both ways are
