@@ -3,7 +3,8 @@
 In one run, per backend (SQLite files, and PostgreSQL where LEADLEDGER_POSTGRES_DSN is set):
 
 * the store: built once by ingesting simulated traffic through the inbound handler (the `ingest`
-  path), kept under --keep and reused; the ingest rate over the whole build and per million events;
+  path, decoding ahead in a helper process; the traffic is made in a process of its own), kept under
+  --keep and reused; the ingest rate over the whole build and per million events;
 * `leadledger replay` (a subprocess): events/s and the peak RSS of its largest process;
 * every query's p50 / p99 (plain, --by, period, as-of, known-at, drill-down), in-process through the
   analyst service AND through `leadledger serve` over HTTP;

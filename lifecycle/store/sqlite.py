@@ -127,12 +127,11 @@ class ScrubIncomplete(Exception):
 
 #: seconds a connection to a locked file is tried for when no lock timeout is set
 OPEN_TIMEOUT = 30
-#: Each connection's page cache, at most (negative: KiB; filled only as pages are read): a batch's
-#: writes land all over the lead-id indexes, which SQLite's default 2 MiB holds little of.
-STORE_CACHE_KIB = -131072
 #: WAL pages between automatic checkpoints (SQLite's default: 1,000): the index pages a stream of
-#: batches keeps dirtying are copied into the file once per checkpoint, so fewer checkpoints copy
-#: fewer pages. Ingest of 1.13 M simulated messages: 4,409 -> 4,782 events/s with both settings.
+#: batches keeps dirtying (a batch's writes land all over the lead-id indexes) are copied into the
+#: file once per checkpoint, so fewer checkpoints copy fewer pages. Ingest of 1.13 M simulated
+#: messages, one run each: 4,409 -> 4,598 events/s (a 128 MiB page cache beside it: 4,782, but it
+#: fills in every process that reads the log, a replay's too: not kept).
 STORE_CHECKPOINT_PAGES = 10_000
 
 
@@ -143,7 +142,6 @@ class _SecureDeletePool(SQLiteConnectionPool):
         conn = self._connect_while_locked()
         raw: sqlite3.Connection = conn._sqlite_conn
         raw.execute("PRAGMA secure_delete=ON")
-        raw.execute(f"PRAGMA cache_size={STORE_CACHE_KIB}")
         raw.execute(f"PRAGMA wal_autocheckpoint={STORE_CHECKPOINT_PAGES}")
         return conn
 
