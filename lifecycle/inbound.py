@@ -125,8 +125,8 @@ class InboundHandler:
 
     def handle_stream(self, messages: Iterable[tuple[P, bytes]]) -> Iterator[Result[P]]:
         """Every message's result, in order, applied `batch_size` at a time. With `decode_ahead`
-        (and fork available), from the second batch on a forked helper decodes and validates the
-        next batch while this process applies the current one."""
+        (and fork available), from the first full batch on a forked helper decodes and validates
+        each batch while this process applies the one before it."""
         batch: list[tuple[P, bytes]] = []
         with self.pipeline() as pipe:
             for message in messages:

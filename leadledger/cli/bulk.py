@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -112,7 +113,9 @@ def ingest(ctx: Context, file: str, dead_letters: Path | None, batch_size: int, 
         except (OSError, ValueError):  # a stdin without a file behind it (a test's buffer)
             source_stat = None
         dead_path = _dead_letter_path(file, dead_letters, source_stat)
-        tally, letters = _ingest(ctx, stream, "stdin" if file == "-" else file, dead_path, batch_size)
+        # a file on disk is decoded a batch ahead; a pipe's batch is applied as soon as it is complete
+        ahead = source_stat is not None and stat.S_ISREG(source_stat.st_mode)
+        tally, letters = _ingest(ctx, stream, "stdin" if file == "-" else file, dead_path, batch_size, ahead)
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()
@@ -126,10 +129,12 @@ def ingest(ctx: Context, file: str, dead_letters: Path | None, batch_size: int, 
             click.echo(f"{letters} dead letters (with reasons) appended to: {dead_path}")
 
 
-def _ingest(ctx: Context, stream: BinaryIO, source: str, dead_path: Path, batch_size: int) -> tuple[Tally, int]:
-    """Apply the stream in batches; returns the tally and how many dead letters were appended."""
+def _ingest(ctx: Context, stream: BinaryIO, source: str, dead_path: Path, batch_size: int,
+            ahead: bool) -> tuple[Tally, int]:
+    """Apply the stream in batches (`ahead`: each decoded in a helper process while the one before
+    is applied); returns the tally and how many dead letters were appended."""
     tally = Tally()
-    handler = InboundHandler(ctx.app, batch_size=batch_size, decode_ahead=True)
+    handler = InboundHandler(ctx.app, batch_size=batch_size, decode_ahead=ahead)
     dead_out: BinaryIO | None = None
     letters = 0
 

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +23,7 @@ from lifecycle.application import LeadLedger
 from lifecycle.inbound import InboundHandler, Result
 from lifecycle.settings import Settings
 from lifecycle.simulate import generate
+from tests.support.cli import cli_env
 from tests.support.env import TEST_SECRET
 from tests.support.snapshots import by_capture
 
@@ -84,3 +89,37 @@ def test_a_helper_that_dies_is_an_error_naming_it_and_the_next_run_applies_the_r
     again = list(InboundHandler(app, batch_size=50, decode_ahead=True).handle_stream(messages))
     applied = sum(r.status == "applied" for r in done) + sum(r.status == "applied" for r in again)
     assert applied == clean  # nothing lost, nothing twice
+
+
+def test_ingest_from_a_pipe_applies_each_full_batch_before_the_next_arrives(tmp_path: Path) -> None:
+    # a live producer piped in: its batch may not wait for the next one (a file on disk decodes ahead)
+    messages = [orjson.dumps(m) for m in generate(leads=30, seed=2, start=START, days=10)][:9]
+    proc = subprocess.Popen([sys.executable, "-m", "leadledger", "ingest", "-", "--batch-size", "4", "--json",
+                             "--dead-letters", str(tmp_path / "dead.jsonl")],
+                            env=cli_env(tmp_path / "home"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(b"\n".join(messages[:8]) + b"\n")  # two full batches, and nothing more yet
+        proc.stdin.flush()
+        deadline = time.monotonic() + 60
+        while recorded(tmp_path / "home") < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert recorded(tmp_path / "home") == 8
+        out, err = proc.communicate(messages[8] + b"\n", timeout=60)  # the last one, and the end
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err.decode()
+    assert orjson.loads(out)["applied"] + orjson.loads(out)["duplicates"] == 9
+
+
+def recorded(home: Path) -> int:
+    """Messages the store under `home` has recorded (read as another process would)."""
+    path = home / "events.sqlite"
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
+            return int(conn.execute("SELECT count(*) FROM leadledger_inbound").fetchone()[0])
+    except sqlite3.OperationalError:  # not created yet
+        return 0
