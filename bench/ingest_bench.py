@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.scale import _generated
+from bench.scale import generated
 from leadledger.bootstrap import bootstrap
 from lifecycle.inbound import InboundHandler
 from lifecycle.settings import Settings
@@ -30,7 +30,7 @@ def build(home: Path, leads: int, days: int, ahead: bool) -> str:
     started, cpu = time.perf_counter(), time.process_time()
     marks, n = [], 0
     try:
-        for n, _ in enumerate(handler.handle_stream(enumerate(_generated(leads, 1, days), start=1)), start=1):
+        for n, _ in enumerate(handler.handle_stream(enumerate(generated(leads, 1, days), start=1)), start=1):
             if n % 200_000 == 0:
                 marks.append(time.perf_counter())
     finally:

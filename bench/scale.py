@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import marshal
-import multiprocessing
 import os
 import shutil
 import statistics
@@ -43,6 +41,7 @@ from bench.projections_bench import DUCK_VELOCITY, latencies
 from bench.record import Lines, append_results
 from leadledger.bootstrap import bootstrap, open_read_models
 from lifecycle.audit import export_envelopes
+from lifecycle.forked import Child, send_from_child
 from lifecycle.inbound import InboundHandler
 from lifecycle.settings import Settings
 from lifecycle.simulate import generate
@@ -87,7 +86,7 @@ def build(backend: Backend, events: int, seed: int, days: int, say: Callable[[st
     leads = max(10, int(events / EVENTS_PER_LEAD))
     started = time.perf_counter()
     marks: list[tuple[int, float]] = [(0, started)]
-    stream = enumerate(_generated(leads, seed, days), start=1)
+    stream = enumerate(generated(leads, seed, days), start=1)
     n = 0
     for n, _ in enumerate(InboundHandler(app, batch_size=2000, decode_ahead=True).handle_stream(stream), start=1):
         if n % 1_000_000 == 0:
@@ -101,34 +100,28 @@ def build(backend: Backend, events: int, seed: int, days: int, say: Callable[[st
     (backend.home / "scale-built.json").write_text(orjson.dumps({"messages": n, "seconds": seconds}).decode())
 
 
-def _generated(leads: int, seed: int, days: int) -> Iterator[bytes]:
-    """The simulator's messages as JSON, made in a forked process (the upstream systems' work, not
-    the ingest's) and handed over a pipe a few thousand at a time."""
-    ctx = multiprocessing.get_context("fork")
-    ours, theirs = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_generate_main, args=(theirs, leads, seed, days), daemon=True, name="scale-generator")
-    proc.start()
-    theirs.close()
+def generated(leads: int, seed: int, days: int) -> Iterator[bytes]:
+    """The simulator's messages as JSON, made in a forked helper (the upstream systems' work, not the
+    ingest's) and handed over its pipe a few thousand at a time (the pipe bounds how far it runs ahead)."""
+    child = Child(_generate_main, leads, seed, days, name="scale generator")
     try:
-        while chunk := marshal.loads(ours.recv_bytes()):
+        while chunk := child.recv():
             yield from chunk
     finally:
-        ours.close()
-        proc.kill()
-        proc.join()
+        child.kill()
 
 
 def _generate_main(conn: Connection, leads: int, seed: int, days: int) -> None:
+    """The helper: chunks of messages, then an empty one."""
     chunk: list[bytes] = []
     for message in generate(leads=leads, seed=seed, start=START, days=days):
         chunk.append(orjson.dumps(message))
         if len(chunk) >= 2000:
-            conn.send_bytes(marshal.dumps(chunk))
+            send_from_child(conn, chunk)
             chunk = []
-    conn.send_bytes(marshal.dumps(chunk))
     if chunk:
-        conn.send_bytes(marshal.dumps([]))
-    conn.close()
+        send_from_child(conn, chunk)
+    send_from_child(conn, [])
 
 
 def export(backend: Backend, path: Path) -> tuple[int, datetime, datetime]:
